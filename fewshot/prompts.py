@@ -1,0 +1,75 @@
+"""Prompt templates (TOML files in ``prompts/``): instruction, demos, then the query last."""
+
+from __future__ import annotations
+
+import string
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+from .data import Example
+from .errors import InputError
+
+PROMPTS_DIR = Path(__file__).resolve().parent.parent / "prompts"
+ALLOWED = {"instruction": {"labels"}, "demo": {"text", "label"}, "query": {"text"}, "separator": set()}
+
+
+@dataclass(frozen=True)
+class Template:
+    """A prompt in three parts. Demos come first and the query last (prefix-cache friendly).
+
+    >>> t = Template(instruction="Labels: {labels}.", demo="{text} => {label}", query="{text} =>")
+    >>> print(t.render([Example("1", "good", "pos")], "fine", labels=["pos", "neg"]))
+    Labels: pos, neg.
+    <BLANKLINE>
+    good => pos
+    <BLANKLINE>
+    fine =>
+    """
+
+    instruction: str
+    demo: str
+    query: str
+    separator: str = "\n\n"
+    name: str = "inline"
+
+    def render_demo(self, example: Example) -> str:
+        return self.demo.format(text=example.text, label="" if example.label is None else example.label)
+
+    def prefix(self, demos: Sequence[Example], labels: Sequence[str] = ()) -> str:
+        """Instruction and demos, ending with the separator: the part shared by every query."""
+        parts = [self.instruction.format(labels=", ".join(labels))] if self.instruction else []
+        parts += [self.render_demo(d) for d in demos]
+        return "".join(p + self.separator for p in parts)
+
+    def render(self, demos: Sequence[Example], query: str, labels: Sequence[str] = ()) -> str:
+        return self.prefix(demos, labels) + self.query.format(text=query)
+
+
+def load_template(name_or_path: str | Path) -> Template:
+    """Load ``prompts/NAME.toml`` by name, or a TOML file by path; unknown placeholders are errors."""
+    path = Path(name_or_path)
+    if not path.suffix:
+        path = PROMPTS_DIR / f"{name_or_path}.toml"
+    if not path.is_file():
+        known = ", ".join(sorted(p.stem for p in PROMPTS_DIR.glob("*.toml")))
+        raise InputError(f"template not found (bundled templates: {known})", path=str(path))
+    try:
+        fields = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as err:
+        raise InputError(f"not a valid TOML template ({err})", path=str(path)) from None
+    for key, value in fields.items():
+        if key not in ALLOWED:
+            raise InputError(f"unknown template key (allowed: {', '.join(ALLOWED)})", path=str(path), field=key)
+        names = {n for _, n, _, _ in string.Formatter().parse(value) if n is not None}
+        unknown = names - ALLOWED[key]
+        if unknown:
+            allowed = ", ".join("{" + a + "}" for a in sorted(ALLOWED[key])) or "none"
+            raise InputError(f"unknown placeholder {{{sorted(unknown)[0]}}} (allowed here: {allowed})",
+                             path=str(path), field=key)
+    for key in ("demo", "query"):
+        if key not in fields:
+            raise InputError("missing template key", path=str(path), field=key)
+    return Template(name=path.stem, **{k: fields.get(k, "") if k != "separator" else fields.get(k, "\n\n")
+                                       for k in ALLOWED})
