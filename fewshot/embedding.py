@@ -69,6 +69,12 @@ class SentenceTransformerEmbedder:
         if self._model is None:
             os.environ.setdefault("HF_HUB_OFFLINE", "1")
             os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+            if not self.progress:
+                os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+                import transformers
+
+                transformers.logging.set_verbosity_error()
+                transformers.logging.disable_progress_bar()
             from sentence_transformers import SentenceTransformer
 
             self._model = SentenceTransformer(str(self.path or default_model_path()), device=self.device)

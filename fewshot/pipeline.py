@@ -1,0 +1,115 @@
+"""From examples to a selection: embed, optionally prune, cost the demos in tokens, select.
+
+The CLI and the eval harness are thin layers over :func:`build_problem` and :func:`run_selection`.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from .clustering import prune
+from .data import Example
+from .embedding import CachedEmbedder, Embedder, OpenAIEmbedder, SentenceTransformerEmbedder, load_embeddings
+from .errors import InputError
+from .prompts import Template
+from .selection import Problem, Selection, Selector
+from .tokens import count_tokens
+
+
+def make_embedder(model: str | None = None, *, cache: bool = True, cache_dir: str | Path | None = None,
+                  base_url: str | None = None, api_key: str | None = None) -> Embedder:
+    """``model``: None (bundled all-MiniLM-L6-v2), a local sentence-transformers folder, or
+    ``openai:NAME`` for an OpenAI-compatible embeddings endpoint. Cached on disk unless ``cache=False``."""
+    if model and model.startswith("openai:"):
+        embedder: Embedder = OpenAIEmbedder(model.split(":", 1)[1], base_url=base_url, api_key=api_key)
+    else:
+        embedder = SentenceTransformerEmbedder(model)
+    if not cache:
+        return embedder
+    return CachedEmbedder(embedder, Path(cache_dir) / "embeddings.sqlite" if cache_dir else None)
+
+
+def demo_costs(pool: Sequence[Example], template: Template) -> np.ndarray:
+    """Tokens each demo adds to the prompt: its rendered text plus the separator."""
+    return count_tokens([template.render_demo(e) + template.separator for e in pool])
+
+
+def build_problem(pool: Sequence[Example], queries: Sequence[Example], *, embedder: Embedder | None = None,
+                  pool_vectors: np.ndarray | None = None, query_vectors: np.ndarray | None = None,
+                  template: Template | None = None, max_tokens: int | None = None) -> Problem:
+    """Embed what was not given as vectors and attach token costs when a token budget is set."""
+    if not pool:
+        raise InputError("the pool is empty")
+    if not queries:
+        raise InputError("there are no queries")
+    if pool_vectors is None or query_vectors is None:
+        if embedder is None:
+            raise InputError("give an embedder, or vectors for both the pool and the queries")
+        if pool_vectors is None:
+            pool_vectors = embedder.embed([e.text for e in pool])
+        if query_vectors is None:
+            query_vectors = embedder.embed([e.text for e in queries])
+    if pool_vectors.shape[1] != query_vectors.shape[1]:
+        raise InputError(f"pool vectors have {pool_vectors.shape[1]} dimensions, query vectors {query_vectors.shape[1]}")
+    costs = None
+    if max_tokens is not None:
+        if max_tokens < 1:
+            raise InputError(f"max_tokens={max_tokens} must be positive")
+        if template is None:
+            raise InputError("a token budget needs the template that renders the demos")
+        costs = demo_costs(pool, template)
+    return Problem(pool=pool_vectors, queries=query_vectors, pool_texts=tuple(e.text for e in pool),
+                   query_texts=tuple(e.text for e in queries), labels=[e.label for e in pool],
+                   token_costs=costs, max_tokens=max_tokens)
+
+
+def restrict(problem: Problem, keep: np.ndarray) -> Problem:
+    """The same problem over a subset of the pool (indices in the new problem refer to ``keep``)."""
+    return Problem(pool=problem.pool[keep], queries=problem.queries,
+                   pool_texts=tuple(problem.pool_texts[i] for i in keep) if problem.pool_texts else (),
+                   query_texts=problem.query_texts,
+                   labels=None if problem.labels is None else [problem.labels[i] for i in keep],
+                   token_costs=None if problem.token_costs is None else problem.token_costs[keep],
+                   max_tokens=problem.max_tokens)
+
+
+@dataclass
+class SelectionRun:
+    """Selections with the pool indices of the original pool, and what it cost."""
+
+    selections: list[Selection]
+    seconds: float
+    per_query: bool
+    pruned_to: int | None = None
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+def run_selection(selector: Selector, problem: Problem, k: int, *, per_query: bool = False,
+                  prune_to: int | None = None, prune_policy: str = "hard", seed: int = 0) -> SelectionRun:
+    """Run a selector, optionally after pruning the pool to ``prune_to`` examples by hardship."""
+    start = time.perf_counter()
+    keep = None
+    if prune_to is not None and prune_to < problem.n:
+        if prune_to < k:
+            raise InputError(f"prune_to={prune_to} is smaller than k={k}")
+        keep = prune(problem.pool, prune_to, policy=prune_policy, seed=seed)
+        problem = restrict(problem, keep)
+    selections = selector.select_per_query(problem, k) if per_query else [selector.select(problem, k)]
+    if keep is not None:
+        selections = [_remap(s, keep) for s in selections]
+    return SelectionRun(selections, time.perf_counter() - start, per_query,
+                        pruned_to=None if keep is None else len(keep))
+
+
+def _remap(selection: Selection, keep: np.ndarray) -> Selection:
+    from dataclasses import replace
+
+    trace = tuple({**t, "index": int(keep[t["index"]]),
+                   "runner_up": None if t.get("runner_up") is None else int(keep[t["runner_up"]])}
+                  for t in selection.trace)
+    return replace(selection, indices=tuple(int(keep[i]) for i in selection.indices), trace=trace)

@@ -1,0 +1,119 @@
+"""The `fewshot` command end to end: output format, determinism, unlabeled pools, bad input."""
+
+import json
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from fewshot.cli import app
+from tests.conftest import EXAMPLES, unit_rows, write_jsonl
+
+runner = CliRunner()
+
+
+def run(*args):
+    return runner.invoke(app, [str(a) for a in args])
+
+
+@pytest.fixture
+def vectors(tmp_path):
+    """Precomputed embeddings for the bundled example files (keeps these tests model-free)."""
+    rng = np.random.default_rng(0)
+    pool, queries = tmp_path / "pool.npy", tmp_path / "queries.npy"
+    np.save(pool, unit_rows(rng, 300, 32))
+    np.save(queries, unit_rows(rng, 40, 32))
+    return ["--embeddings", pool, "--query-embeddings", queries]
+
+
+def select(tmp_path, vectors, *extra, out="sel.jsonl"):
+    return run("select", "--pool", EXAMPLES / "pool.jsonl", "--queries", EXAMPLES / "queries.jsonl",
+               "--out", tmp_path / out, *vectors, *extra)
+
+
+def test_select_writes_demos_and_meta(tmp_path, vectors):
+    result = select(tmp_path, vectors, "--method", "go", "--k", "5", "--seed", "3")
+    assert result.exit_code == 0, result.output
+    records = [json.loads(line) for line in (tmp_path / "sel.jsonl").read_text().splitlines()]
+    assert [r["rank"] for r in records] == [1, 2, 3, 4, 5]
+    assert all(r["label"] in ("positive", "negative") and not r["needs_label"] for r in records)
+    meta = json.loads((tmp_path / "sel.jsonl.meta.json").read_text())
+    assert meta["method"] == "go" and meta["seed"] == 3 and meta["embedding_model"] == "precomputed"
+    assert meta["params"]["objective"] == "g" and "selection_seconds" in meta and meta["to_label"] == []
+
+
+@pytest.mark.parametrize("method", ["random", "go", "dpp"])
+def test_same_seed_byte_identical(tmp_path, vectors, method):
+    select(tmp_path, vectors, "--method", method, "--per-query", "--k", "3", out="a.jsonl")
+    select(tmp_path, vectors, "--method", method, "--per-query", "--k", "3", out="b.jsonl")
+    assert (tmp_path / "a.jsonl").read_bytes() == (tmp_path / "b.jsonl").read_bytes()
+
+
+def test_per_query_has_one_list_per_query(tmp_path, vectors):
+    assert select(tmp_path, vectors, "--method", "knn", "--k", "2", "--per-query").exit_code == 0
+    records = [json.loads(line) for line in (tmp_path / "sel.jsonl").read_text().splitlines()]
+    assert len(records) == 80 and len({r["query_id"] for r in records}) == 40
+
+
+def test_unlabeled_pool_says_what_to_label(tmp_path):
+    pool = write_jsonl(tmp_path / "pool.jsonl", [{"text": f"text number {i}"} for i in range(20)])
+    queries = write_jsonl(tmp_path / "q.jsonl", [{"text": "query"}])
+    np.save(tmp_path / "p.npy", unit_rows(np.random.default_rng(0), 20, 8))
+    np.save(tmp_path / "q.npy", unit_rows(np.random.default_rng(1), 1, 8))
+    result = run("select", "--pool", pool, "--queries", queries, "--k", "3", "--out", tmp_path / "s.jsonl",
+                 "--embeddings", tmp_path / "p.npy", "--query-embeddings", tmp_path / "q.npy")
+    assert result.exit_code == 0 and "label these 3 examples" in result.output
+    meta = json.loads((tmp_path / "s.jsonl.meta.json").read_text())
+    assert len(meta["to_label"]) == 3
+
+
+def test_token_budget_and_render(tmp_path, vectors):
+    result = select(tmp_path, vectors, "--method", "knn", "--k", "8", "--max-tokens", "50", "--render", "classification")
+    assert result.exit_code == 0
+    assert "token budget exhausted" in result.output and "### query" in result.output
+    meta = json.loads((tmp_path / "sel.jsonl.meta.json").read_text())
+    assert meta["stopped"] == ["token budget exhausted"]
+
+
+def test_methods_lists_every_selector():
+    result = run("methods")
+    for name in ("go", "random", "knn", "mmr", "bm25", "kmeans", "votek", "dpp"):
+        assert f"\n{name} " in "\n" + result.output
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--k", "301"], "larger than the pool"),
+    (["--method", "nope"], "unknown method"),
+    (["--max-tokens", "3"], "every demo alone exceeds --max-tokens 3"),
+    (["--render", "missing-template"], "template not found"),
+    (["-p", "objective=x"], "objective must be"),
+])
+def test_bad_options_exit_2(tmp_path, vectors, extra, message):
+    result = select(tmp_path, vectors, *extra)
+    assert result.exit_code == 2 and message in result.output
+
+
+def test_bad_files_exit_2(tmp_path, vectors):
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"text": "ok"}\n{oops}\n')
+    result = run("select", "--pool", bad, "--queries", EXAMPLES / "queries.jsonl")
+    assert result.exit_code == 2 and "bad.jsonl, line 2: malformed JSON" in result.output
+    result = run("select", "--pool", tmp_path / "none.jsonl", "--queries", EXAMPLES / "queries.jsonl")
+    assert result.exit_code == 2 and "does not exist" in result.output
+    np.save(tmp_path / "wrong.npy", np.ones((7, 32)))
+    result = select(tmp_path, ["--embeddings", tmp_path / "wrong.npy", "--query-embeddings", vectors[3]])
+    assert result.exit_code == 2 and "does not match the pool" in result.output
+
+
+def test_real_model_end_to_end(tmp_path):
+    """The README demo: bundled examples, bundled embedding model, second run from the cache."""
+    args = ["select", "--pool", EXAMPLES / "pool.jsonl", "--queries", EXAMPLES / "queries.jsonl",
+            "--method", "go", "--k", "4", "--cache-dir", tmp_path / "c"]
+    first = run(*args, "--out", tmp_path / "a.jsonl")
+    second = run(*args, "--out", tmp_path / "b.jsonl")
+    assert first.exit_code == 0 == second.exit_code, first.output
+    assert (tmp_path / "a.jsonl").read_bytes() == (tmp_path / "b.jsonl").read_bytes()
+    first_meta = json.loads((tmp_path / "a.jsonl.meta.json").read_text())
+    second_meta = json.loads((tmp_path / "b.jsonl.meta.json").read_text())
+    assert first_meta["embedding_model"].endswith("all-MiniLM-L6-v2")
+    assert first_meta["embeddings_computed"] == 340 and second_meta["embeddings_computed"] == 0

@@ -1,0 +1,53 @@
+import numpy as np
+import pytest
+
+from fewshot.embedding import CachedEmbedder, SentenceTransformerEmbedder, load_embeddings
+from fewshot.errors import InputError
+
+
+class CountingEmbedder:
+    """Test double: records which texts it was asked to embed."""
+
+    model_id = "counting"
+
+    def __init__(self):
+        self.seen = []
+
+    def embed(self, texts):
+        self.seen.extend(texts)
+        return np.array([[len(t), 1.0] for t in texts], dtype=np.float32)
+
+
+def test_cache_embeds_each_text_once(tmp_path):
+    inner = CountingEmbedder()
+    first = CachedEmbedder(inner, tmp_path / "e.sqlite").embed(["a", "bb", "a"])
+    second_embedder = CachedEmbedder(inner, tmp_path / "e.sqlite")
+    second = second_embedder.embed(["bb", "a"])
+    assert inner.seen == ["a", "bb"] and second_embedder.computed == 0
+    assert np.array_equal(first[[1, 0]], second)
+
+
+def test_real_model_offline_and_cached(tmp_path):
+    embedder = CachedEmbedder(SentenceTransformerEmbedder(progress=False), tmp_path / "e.sqlite")
+    vectors = embedder.embed(["a wonderful film", "a terrible film", "stock prices fell"])
+    assert vectors.shape == (3, 384) and np.allclose(np.linalg.norm(vectors, axis=1), 1, atol=1e-5)
+    assert vectors[0] @ vectors[1] > vectors[0] @ vectors[2]
+    again = CachedEmbedder(SentenceTransformerEmbedder(progress=False), tmp_path / "e.sqlite")
+    assert np.array_equal(again.embed(["stock prices fell"]), vectors[2:]) and again.computed == 0
+
+
+def test_precomputed_embeddings_are_checked(tmp_path):
+    path = tmp_path / "e.npy"
+    np.save(path, np.ones((3, 4)))
+    with pytest.raises(InputError, match=r"shape \(3, 4\) does not match the pool: expected \(5, d\)"):
+        load_embeddings(path, 5)
+    bad = np.ones((3, 4))
+    bad[1, 2] = np.nan
+    np.save(path, bad)
+    with pytest.raises(InputError, match="row 1 holds NaN"):
+        load_embeddings(path, 3)
+
+
+def test_missing_model_folder():
+    with pytest.raises(InputError, match="never downloaded"):
+        SentenceTransformerEmbedder("/no/such/model")
