@@ -112,10 +112,17 @@ class GO(GreedySelector):
         certain, so most steps touch a few dozen query rows instead of all m.
         """
         order = np.argsort(-s.query_var, kind="stable")
-        m, size = len(order), min(32, len(order))
+        m, size, done = len(order), min(32, len(order)), 0
+        value = np.full(len(den), -np.inf, dtype=den.dtype)
         while True:
-            rows = order[:size]
-            value = np.max(s.query_var[rows, None] - self._query_rows(s, rows) ** 2 / den, axis=0)
+            for start in range(done, size, 128):  # row chunks keep temporaries cache-sized
+                rows = order[start:min(start + 128, size)]
+                block = self._query_rows(s, rows)
+                np.square(block, out=block)
+                block /= den
+                np.subtract(s.query_var[rows, None], block, out=block)
+                np.maximum(value, block.max(axis=0), out=value)
+            done = size
             if size == m:
                 return value
             threshold = s.query_var[order[size]]
