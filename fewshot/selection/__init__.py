@@ -9,8 +9,9 @@ from ..errors import InputError
 from .base import GreedySelector, Problem, Selection, Selector
 from .baselines import BM25, DPP, KNN, MMR, KMeansDiversity, Random, VoteK
 from .design import GO
+from .sal import SAL
 
-SELECTORS: dict[str, type[Selector]] = {cls.name: cls for cls in (GO, Random, KNN, MMR, BM25, KMeansDiversity, VoteK, DPP)}
+SELECTORS: dict[str, type[Selector]] = {cls.name: cls for cls in (GO, SAL, Random, KNN, MMR, BM25, KMeansDiversity, VoteK, DPP)}
 
 
 def register(cls: type[Selector]) -> type[Selector]:
@@ -42,4 +43,4 @@ def make_selector(name: str, **params: Any) -> Selector:
 
 
 __all__ = ["SELECTORS", "Problem", "Selection", "Selector", "GreedySelector", "make_selector", "register",
-           "GO", "Random", "KNN", "MMR", "BM25", "KMeansDiversity", "VoteK", "DPP", "parameters", "summary"]
+           "GO", "SAL", "Random", "KNN", "MMR", "BM25", "KMeansDiversity", "VoteK", "DPP", "parameters", "summary"]

@@ -1,0 +1,6 @@
+"""LLM access: one client for OpenAI-compatible endpoints, and a local llama.cpp server."""
+
+from .client import LabelScores, LLMClient
+from .server import LocalServer, llm_endpoint
+
+__all__ = ["LLMClient", "LabelScores", "LocalServer", "llm_endpoint"]

@@ -1,0 +1,74 @@
+"""SAL reduces to GO when the "LLM" is an exact Bayesian linear model (the paper's equivalence)."""
+
+import numpy as np
+import pytest
+
+from fewshot.selection import GO, SAL, Problem
+from fewshot.selection.sal import Prediction
+from tests.conftest import unit_rows
+
+
+class LinearGaussianModel:
+    """Test double: an exact Bayesian linear model over known vectors, answering with +-1 sd samples."""
+
+    def __init__(self, vectors, texts, ridge=1.0, noise=0.1):
+        self.vec = {t: v for t, v in zip(texts, vectors)}
+        self.ridge, self.noise = ridge, noise
+        self.calls = 0
+
+    def predict(self, demos, text):
+        self.calls += 1
+        d = len(next(iter(self.vec.values())))
+        X = np.array([self.vec[e.text] for e in demos]).reshape(-1, d)
+        y = np.array([float(e.label) for e in demos])
+        sigma = np.linalg.inv(self.ridge * np.eye(d) + X.T @ X / self.noise)
+        phi = self.vec[text]
+        mean, sd = phi @ sigma @ X.T @ y / self.noise, np.sqrt(phi @ sigma @ phi)
+        return Prediction(samples=(mean - sd, mean + sd))
+
+    def predict_many(self, jobs):
+        return [self.predict(demos, text) for demos, text in jobs]
+
+
+def linear_problem(seed, n=30, m=12, d=5):
+    rng = np.random.default_rng(seed)
+    pool, queries = unit_rows(rng, n, d).astype(np.float64), unit_rows(rng, m, d).astype(np.float64)
+    theta = rng.normal(size=d)
+    texts = [f"x{i}" for i in range(n + m)]
+    labels = [f"{v:.6f}" for v in pool @ theta]
+    return Problem(pool=pool, queries=queries, pool_texts=texts[:n], query_texts=texts[n:], labels=labels), \
+        np.concatenate([pool, queries]), texts
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_sal_equals_go_on_a_linear_task(seed):
+    problem, vectors, texts = linear_problem(seed)
+    model = LinearGaussianModel(vectors, texts)
+    sal = SAL(model=model, candidates=None, query_sample=None, ridge=1.0, noise=0.1).select(problem, 5)
+    go = GO(objective="v", ridge=1.0, noise=0.1).select(problem, 5)
+    assert sal.indices == go.indices
+    assert sal.info["llm_calls"] == model.calls
+
+
+def test_sal_per_query_equals_go_per_query():
+    problem, vectors, texts = linear_problem(4, m=3)
+    sal = SAL(model=LinearGaussianModel(vectors, texts), candidates=None).select_per_query(problem, 4)
+    go = GO(shortlist=None).select_per_query(problem, 4)
+    assert [s.indices for s in sal] == [g.indices for g in go]
+
+
+def test_shortlist_and_sample_bound_the_calls():
+    problem, vectors, texts = linear_problem(0, n=30, m=12)
+    model = LinearGaussianModel(vectors, texts)
+    selection = SAL(model=model, candidates=4, query_sample=3, seed=1).select(problem, 3)
+    # per round: 4 candidates x (1 + 2 samples x 3 queries)
+    assert model.calls == selection.info["llm_calls"] == 3 * 4 * (1 + 2 * 3)
+    assert len(set(selection.indices)) == 3
+
+
+def test_sal_without_labels_or_oracle_is_a_clear_error():
+    problem, vectors, texts = linear_problem(0)
+    unlabeled = Problem(pool=problem.pool, queries=problem.queries, pool_texts=problem.pool_texts,
+                        query_texts=problem.query_texts, labels=[None] * problem.n)
+    with pytest.raises(Exception, match="no label and SAL has no oracle"):
+        SAL(model=LinearGaussianModel(vectors, texts)).select(unlabeled, 2)
