@@ -7,6 +7,7 @@ import json
 import os
 import sys
 import traceback
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any, Callable, Optional
 
@@ -16,6 +17,8 @@ from . import selection as registry
 from .data import Example, is_labeled, load_examples, write_jsonl
 from .embedding import load_embeddings
 from .errors import FewshotError, InputError
+from .llm.predictor import LLMPredictor
+from .llm.server import MODELS, LocalServer, llm_endpoint
 from .pipeline import SelectionRun, build_problem, make_embedder, run_selection
 from .prompts import load_template
 
@@ -106,6 +109,13 @@ def select(
     cache_dir: Optional[Path] = typer.Option(None, help="Cache folder (default: $FEWSHOT_CACHE_DIR or ~/.cache/fewshot)."),
     prune_to: Optional[int] = typer.Option(None, help="Prune the pool to this many examples by k-means hardship first."),
     prune_policy: str = typer.Option("hard", help="Pruning keeps 'hard' (far from centroid) or 'easy' examples."),
+    base_url: Optional[str] = typer.Option(None, help="SAL: OpenAI-compatible endpoint (default $OPENAI_BASE_URL; none: a local llama-server is started)."),
+    model: Optional[str] = typer.Option(None, help="SAL: model name (default $FEWSHOT_MODEL)."),
+    api_key: Optional[str] = typer.Option(None, help="SAL: API key (default $OPENAI_API_KEY)."),
+    api: str = typer.Option("completions", help="SAL: 'completions' (llama.cpp, vLLM) or 'chat' (hosted chat models)."),
+    local_model: str = typer.Option("gemma3-270m", help="SAL: local model when no endpoint is set (gemma3-270m, smollm2-135m or a .gguf)."),
+    labels: Optional[str] = typer.Option(None, help="SAL: comma-separated label set (default: the labels in the pool)."),
+    labels_file: Optional[Path] = typer.Option(None, help="SAL oracle: JSONL of {id, label} for pool examples SAL asks about."),
 ) -> None:
     """Choose k demonstrations from a pool for a set of queries."""
     if method not in registry.SELECTORS:
@@ -127,9 +137,23 @@ def select(
         raise InputError(f"every demo alone exceeds --max-tokens {max_tokens} (shortest is id "
                          f"{pool_examples[shortest].id}, {int(problem.token_costs[shortest])} tokens)", field="--max-tokens")
     params = {"seed": seed, "label_balance": label_balance, **parse_params(param)}
-    selector = registry.make_selector(method, **params)
-    run = run_selection(selector, problem, k, per_query=per_query, prune_to=prune_to,
-                        prune_policy=prune_policy, seed=seed)
+    llm_stats: dict[str, Any] = {}
+    with ExitStack() as stack:
+        if method == "sal":
+            client = stack.enter_context(llm_endpoint(base_url, model, api_key, api=api, local_model=local_model,
+                                                      cache_dir=cache_dir))
+            label_set = _label_set(labels, pool_examples, labels_file)
+            params["model"] = LLMPredictor(client, demo_template, label_set)
+            params["oracle"] = make_oracle(pool_examples, labels_file, label_set)
+            llm_stats = {"base_url": client.base_url, "model": client.model, "stats": client.stats}
+        selector = registry.make_selector(method, **params)
+        run = run_selection(selector, problem, k, per_query=per_query, prune_to=prune_to,
+                            prune_policy=prune_policy, seed=seed)
+    if llm_stats:
+        calls = sum(s.info.get("llm_calls", 0) for s in run.selections)
+        naive = len(pool_examples) * (1 + len(label_set) * (1 if per_query else len(query_examples))) * k
+        llm_stats.update(simulated_calls=calls, naive_calls=naive * (len(query_examples) if per_query else 1),
+                         stats=dict(llm_stats["stats"]))
     records = demo_records(run, pool_examples, query_examples)
     meta = {"method": method, "params": selector.get_params(), "k": k, "seed": seed, "per_query": per_query,
             "embedding_model": "precomputed" if embedder is None else embedder.model_id,
@@ -138,7 +162,7 @@ def select(
             "queries": len(query_examples), "max_tokens": max_tokens, "pruned_to": run.pruned_to,
             "stopped": sorted({s.stopped for s in run.selections if s.stopped}),
             "to_label": sorted({r["id"] for r in records if r["needs_label"]}, key=str),
-            "trace": [list(s.trace) for s in run.selections[:1]]}
+            "trace": [list(s.trace) for s in run.selections[:1]], **({"llm": llm_stats} if llm_stats else {})}
     if out:
         write_jsonl(out, records)
         Path(f"{out}.meta.json").write_text(json.dumps(meta, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
@@ -151,11 +175,49 @@ def select(
     chosen = str(counts[0]) if len(counts) == 1 else f"{counts[0]}-{counts[-1]}"
     _say(f"{method}: chose {chosen} demo(s){' per query' if per_query else ''} from {len(pool_examples)} "
          f"in {run.seconds:.3f} s" + (f" -> {out}" if out else ""))
+    if llm_stats:
+        _say(f"LLM: {llm_stats['simulated_calls']} simulated prompts ({llm_stats['stats'].get('calls', 0)} calls, "
+             f"{llm_stats['stats'].get('cached', 0)} from cache); naive SAL: {llm_stats['naive_calls']}")
     for reason in meta["stopped"]:
         _say(f"note: fewer than k={k} demos for some selections: {reason}")
     if meta["to_label"]:
         _say(f"the pool is unlabeled: label these {len(meta['to_label'])} examples: {', '.join(meta['to_label'][:20])}"
              + (" ..." if len(meta["to_label"]) > 20 else ""))
+
+
+def _label_set(labels: str | None, pool: list[Example], labels_file: Path | None) -> list[str]:
+    if labels:
+        return [label.strip() for label in labels.split(",") if label.strip()]
+    found = {e.label for e in pool if e.label is not None}
+    if labels_file:
+        found |= set(_read_labels_file(labels_file).values())
+    if not found:
+        raise InputError("SAL needs the label set: pass --labels a,b,c (the pool has no labels)", field="--labels")
+    return sorted(found)
+
+
+def _read_labels_file(path: Path) -> dict[str, str]:
+    rows = load_examples(path, text_field="label", label_field=None, id_field="id")
+    return {row.id: row.text for row in rows}
+
+
+def make_oracle(pool: list[Example], labels_file: Path | None, label_set: list[str]) -> Callable[[int], str]:
+    """Reveal a chosen demo's label: the pool's label, else the labels file, else ask on the terminal."""
+    from_file = _read_labels_file(labels_file) if labels_file else {}
+
+    def oracle(index: int) -> str:
+        example = pool[index]
+        if example.label is not None:
+            return example.label
+        if example.id in from_file:
+            return from_file[example.id]
+        if sys.stdin.isatty():
+            return typer.prompt(f"Label for example {example.id}: {example.text!r}\n({' / '.join(label_set)})",
+                                type=typer.Choice(label_set), err=True)
+        raise InputError(f"SAL chose pool example id {example.id!r}, which has no label: add it to --labels-file "
+                         "or run on a terminal to label it interactively", field="--labels-file")
+
+    return oracle
 
 
 def _print_prompts(run: SelectionRun, pool: list[Example], queries: list[Example], template) -> None:
@@ -175,6 +237,25 @@ def methods() -> None:
     for name, cls in registry.SELECTORS.items():
         params = ", ".join(f"{k}={v!r}" for k, v in registry.parameters(cls).items())
         print(f"{name:8s} {registry.summary(cls)}\n{'':8s} parameters: {params}")
+
+
+llm_app = typer.Typer(help="The local LLM server.", no_args_is_help=True)
+app.add_typer(llm_app, name="llm")
+
+
+@llm_app.command("serve")
+@handles_errors
+def serve(model: str = typer.Option("gemma3-270m", help=f"One of {', '.join(MODELS)}, or a .gguf path."),
+          context: int = typer.Option(8192, help="Context size in tokens."),
+          parallel: int = typer.Option(4, help="Parallel request slots.")) -> None:
+    """Run llama.cpp's OpenAI-compatible server on 127.0.0.1 (free port) until Ctrl-C."""
+    with LocalServer(model, context=context, parallel=parallel) as server:
+        print(f"serving {model} at {server.base_url}  (export OPENAI_BASE_URL={server.base_url} FEWSHOT_MODEL={model})",
+              flush=True)
+        try:
+            server.process.wait()
+        except KeyboardInterrupt:
+            _say("stopping the server")
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -69,11 +69,11 @@ class LLMClient:
     def __init__(self, base_url: str, model: str, api_key: str | None = None, *,
                  api: Literal["completions", "chat"] = "completions", timeout: float = 120.0,
                  max_retries: int = 4, concurrency: int = 4, top_logprobs: int = 20,
-                 cache: bool = True, cache_dir: str | Path | None = None) -> None:
+                 min_branch_prob: float = 0.02, cache: bool = True, cache_dir: str | Path | None = None) -> None:
         from openai import OpenAI
 
         self.base_url, self.model, self.api = base_url.rstrip("/"), model, api
-        self.top_logprobs, self.concurrency = top_logprobs, concurrency
+        self.top_logprobs, self.concurrency, self.min_branch_prob = top_logprobs, concurrency, min_branch_prob
         self._client = OpenAI(base_url=self.base_url, api_key=api_key or "not-needed", timeout=timeout,
                               max_retries=max_retries)
         self._store = SqliteStore(Path(cache_dir or default_cache_dir()) / "llm.sqlite", "responses") if cache else None
@@ -147,7 +147,8 @@ class LLMClient:
         is a prefix of a label's remaining text is followed with one more request (prompt + that
         token), and the log-probabilities along the path are summed. So labels that share a first
         token ("sci" in "science" / "sci-fi") or span several tokens are told apart; leading
-        whitespace tokens are skipped. Completion endpoints only: chat endpoints score the first
+        whitespace tokens are skipped. Paths less likely than ``min_branch_prob`` are not
+        followed, which bounds the calls (usually one per prompt). Completion endpoints only: chat endpoints score the first
         token. A label no path reaches gets the smallest logprob seen (an upper bound) and is
         counted in ``stats["label_fallbacks"]``.
         """
@@ -182,6 +183,8 @@ class LLMClient:
                 elif text and rest.startswith(text) and self.api == "completions" and depth < 5:
                     children.setdefault(token, {})[label] = rest[len(text):]
         for token, child in children.items():
+            if math.exp(logp + top[token]) < self.min_branch_prob:
+                continue  # the mass this path could add is below what changes a decision
             floor = min(floor, self._walk(prompt, prefix + token, logp + top[token], child, mass, depth + 1, top_n))
         return floor
 

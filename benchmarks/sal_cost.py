@@ -1,0 +1,64 @@
+"""SAL's cost on a 1,000-example pool with 100 queries, T = 8, shared set, against naive SAL.
+
+    python benchmarks/sal_cost.py                 # local Gemma 3 270M (started and stopped here)
+    python benchmarks/sal_cost.py --candidates 6 --query-sample 8
+
+Naive SAL asks, every round, for every candidate x: p(y | H, x), then each label x each query:
+n * (1 + |Y| * m) prompts per round. Prints the prompts SAL simulated, the HTTP calls it made,
+the wall time, and the ratio.
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+
+import numpy as np
+
+from fewshot.datasets import load_dataset
+from fewshot.llm import llm_endpoint
+from fewshot.llm.predictor import LLMPredictor
+from fewshot.pipeline import build_problem, make_embedder
+from fewshot.prompts import load_template
+from fewshot.selection import SAL
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", default="sst2")
+    parser.add_argument("--pool", type=int, default=1000)
+    parser.add_argument("--queries", type=int, default=100)
+    parser.add_argument("--k", type=int, default=8)
+    parser.add_argument("--candidates", type=int, default=6)
+    parser.add_argument("--query-sample", type=int, default=8)
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+    data = load_dataset(args.data)
+    order = np.random.default_rng(args.seed).permutation(len(data.examples))
+    pool = [data.examples[i] for i in order[: args.pool]]
+    queries = [data.examples[i] for i in order[args.pool: args.pool + args.queries]]
+    problem = build_problem(pool, queries, embedder=make_embedder())
+    template = load_template("classification")
+    # a fresh response cache, so every call is really made
+    with llm_endpoint(cache_dir=tempfile.mkdtemp()) as client:
+        sal = SAL(model=LLMPredictor(client, template, data.labels), candidates=args.candidates,
+                  query_sample=args.query_sample, seed=args.seed)
+        start = time.perf_counter()
+        selection = sal.select(problem, args.k)
+        seconds = time.perf_counter() - start
+        stats = dict(client.stats)
+    naive = args.k * len(pool) * (1 + len(data.labels) * len(queries))
+    simulated = selection.info["llm_calls"]
+    print(f"data={args.data} pool={len(pool)} queries={len(queries)} T={args.k} model={client.model} "
+          f"candidates={args.candidates} query_sample={args.query_sample}")
+    print(f"SAL time                 {seconds:8.1f} s")
+    print(f"prompts simulated        {simulated:8d}")
+    print(f"HTTP calls (label walk)  {stats.get('calls', 0):8d}   label fallbacks {stats.get('label_fallbacks', 0)}")
+    print(f"naive SAL prompts        {naive:8d}")
+    print(f"ratio SAL / naive        {simulated / naive:8.5f}")
+    print(f"chosen: {list(selection.indices)}")
+
+
+if __name__ == "__main__":
+    main()
