@@ -111,3 +111,18 @@ def test_missing_labels_are_counted_never_guessed(serve, tmp_path):
 def test_sample_numbers(serve, tmp_path):
     reply = dict(OK, choices=[{"index": 0, "text": " 42.5 units", "finish_reason": "length", "logprobs": None}])
     assert client(serve((200, reply, 0)), tmp_path).sample_numbers("p", n=3) == [42.5, 42.5, 42.5]
+
+
+def test_chat_api_for_hosted_models(serve, tmp_path):
+    """Hosted chat models: logprobs=True with top_logprobs, answer in choices[0].logprobs.content."""
+    reply = {"id": "c", "object": "chat.completion", "created": 0, "model": "fake",
+             "choices": [{"index": 0, "finish_reason": "length",
+                          "message": {"role": "assistant", "content": "positive"},
+                          "logprobs": {"content": [{"token": "positive", "logprob": -0.1, "bytes": None,
+                                                    "top_logprobs": [{"token": "positive", "logprob": -0.1, "bytes": None},
+                                                                     {"token": "negative", "logprob": -2.4, "bytes": None}]}]}}]}
+    server = serve((200, reply, 0))
+    scores = client(server, tmp_path, api="chat").label_probs("Is this good?", ["negative", "positive"])
+    assert scores.prediction == "positive"
+    request = server.requests[0]
+    assert request["logprobs"] is True and request["top_logprobs"] == 20 and request["messages"][0]["role"] == "user"
