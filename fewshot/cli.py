@@ -76,8 +76,10 @@ def demo_records(run: SelectionRun, pool: list[Example], queries: list[Example])
     for selection in run.selections:
         for rank, (index, score) in enumerate(zip(selection.indices, selection.scores), start=1):
             example = pool[index]
-            record = {"id": example.id, "text": example.text, "label": example.label, "rank": rank,
-                      "score": round(score, 6), "pool_index": index, "needs_label": example.label is None}
+            # SAL's oracle reveals labels as it picks; they are in its trace
+            label = example.label if example.label is not None else selection.trace[rank - 1].get("label")
+            record = {"id": example.id, "text": example.text, "label": label, "rank": rank,
+                      "score": round(score, 6), "pool_index": index, "needs_label": label is None}
             if run.per_query:
                 record["query_id"] = queries[selection.query].id
             records.append(record)

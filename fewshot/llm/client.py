@@ -69,10 +69,14 @@ class LLMClient:
     def __init__(self, base_url: str, model: str, api_key: str | None = None, *,
                  api: Literal["completions", "chat"] = "completions", timeout: float = 120.0,
                  max_retries: int = 4, concurrency: int = 4, top_logprobs: int = 20,
-                 min_branch_prob: float = 0.02, cache: bool = True, cache_dir: str | Path | None = None) -> None:
+                 min_branch_prob: float = 0.02, cache: bool = True, cache_dir: str | Path | None = None,
+                 cache_namespace: str | None = None) -> None:
         from openai import OpenAI
 
         self.base_url, self.model, self.api = base_url.rstrip("/"), model, api
+        # what identifies the endpoint in the cache: its URL, or a stable name for a local server
+        # whose port changes on every start
+        self.cache_namespace = cache_namespace or self.base_url
         self.top_logprobs, self.concurrency, self.min_branch_prob = top_logprobs, concurrency, min_branch_prob
         self._client = OpenAI(base_url=self.base_url, api_key=api_key or "not-needed", timeout=timeout,
                               max_retries=max_retries)
@@ -83,7 +87,7 @@ class LLMClient:
     # -- raw requests ---------------------------------------------------------------------------
     def request(self, prompt: str, **params: Any) -> dict[str, Any]:
         """One completion request as a plain dict, from the cache when it was made before."""
-        key = hashlib.sha256(json.dumps([self.base_url, self.model, self.api, prompt, params],
+        key = hashlib.sha256(json.dumps([self.cache_namespace, self.model, self.api, prompt, params],
                                         sort_keys=True).encode()).hexdigest()
         if self._store is not None and (hit := self._store.get(key)) is not None:
             self._count(cached=1)

@@ -145,7 +145,8 @@ def llm_endpoint(base_url: str | None = None, model: str | None = None, api_key:
             client.close()
         return
     with LocalServer(model or local_model) as server:
-        client = LLMClient(server.base_url, server.model, **client_options)
+        namespace = f"local-llama-server:{model_path(server.model_name).name}"
+        client = LLMClient(server.base_url, server.model, cache_namespace=namespace, **client_options)
         try:
             yield client
         finally:

@@ -64,10 +64,15 @@ def test_sal_starts_and_stops_its_own_server(tmp_path, monkeypatch):
         monkeypatch.delenv(name, raising=False)
     pool = write_jsonl(tmp_path / "pool.jsonl", [{"text": d.text, "label": d.label} for d in DEMOS])
     queries = write_jsonl(tmp_path / "q.jsonl", [{"text": "lovely"}])
-    result = CliRunner().invoke(app, ["select", "--pool", str(pool), "--queries", str(queries), "--method", "sal",
-                                      "--k", "1", "--out", str(tmp_path / "s.jsonl")])
+    args = ["select", "--pool", str(pool), "--queries", str(queries), "--method", "sal", "--k", "1"]
+    result = CliRunner().invoke(app, args + ["--out", str(tmp_path / "s.jsonl")])
     assert result.exit_code == 0, result.output
-    url = json.loads((tmp_path / "s.jsonl.meta.json").read_text())["llm"]["base_url"]
+    meta = json.loads((tmp_path / "s.jsonl.meta.json").read_text())["llm"]
+    url = meta["base_url"]
+    # a second run starts a new server on another port, yet answers from the response cache
+    again = CliRunner().invoke(app, args + ["--out", str(tmp_path / "t.jsonl")])
+    assert again.exit_code == 0 and meta["stats"]["calls"] > 0
+    assert json.loads((tmp_path / "t.jsonl.meta.json").read_text())["llm"]["stats"].get("calls", 0) == 0
     assert url.startswith("http://127.0.0.1:")
     port = int(url.split(":")[2].split("/")[0])
     assert subprocess.run(["curl", "-s", "-m", "2", f"http://127.0.0.1:{port}/health"]).returncode != 0
