@@ -14,7 +14,7 @@ from typing import Any, Callable, Optional
 import typer
 
 from . import selection as registry
-from .data import Example, is_labeled, load_examples, write_jsonl
+from .data import Example, load_examples, write_jsonl
 from .embedding import load_embeddings
 from .errors import FewshotError, InputError
 from .llm.predictor import LLMPredictor
@@ -239,6 +239,68 @@ def methods() -> None:
     for name, cls in registry.SELECTORS.items():
         params = ", ".join(f"{k}={v!r}" for k, v in registry.parameters(cls).items())
         print(f"{name:8s} {registry.summary(cls)}\n{'':8s} parameters: {params}")
+
+
+@app.command("eval")
+@handles_errors
+def evaluate(
+    suite: Optional[str] = typer.Option(None, help="A suite in evals/ (quick, full) or a .toml path."),
+    data: Optional[str] = typer.Option(None, help="Comma-separated data sets: built-in names or .jsonl/.csv files."),
+    methods: Optional[str] = typer.Option(None, help="Comma-separated methods; ':q' per query, ':s' shared (e.g. go:q)."),
+    k: Optional[str] = typer.Option(None, help="Comma-separated budgets, e.g. 4,8."),
+    seeds: Optional[int] = typer.Option(None, help="Number of seeds (0..seeds-1)."),
+    pool_size: Optional[int] = typer.Option(None, help="Pool examples per seed."),
+    test_size: Optional[int] = typer.Option(None, help="Test queries per seed."),
+    text_field: Optional[str] = typer.Option(None, help="Text field of data files."),
+    label_field: Optional[str] = typer.Option(None, help="Label field of data files."),
+    out: Optional[Path] = typer.Option(None, help="Run folder (default results/SUITE); re-running resumes it."),
+    base_url: Optional[str] = typer.Option(None, help="OpenAI-compatible endpoint (none: a local llama-server)."),
+    model: Optional[str] = typer.Option(None, help="Model name (default $FEWSHOT_MODEL)."),
+    api_key: Optional[str] = typer.Option(None, help="API key (default $OPENAI_API_KEY)."),
+    api: str = typer.Option("completions", help="'completions' or 'chat'."),
+    cache_dir: Optional[Path] = typer.Option(None, help="Cache folder for embeddings and LLM answers."),
+) -> None:
+    """Compare selection methods on benchmarks with a real LLM; writes tables, plots and predictions."""
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+    from .datasets import load_dataset
+    from .evaluation.harness import plan_splits, run_suite
+    from .evaluation.report import summarize, write_plots, write_tables
+    from .evaluation.suites import Suite, load_suite
+
+    plan = load_suite(suite) if suite else Suite()
+    overrides = {"data": data and data.split(","), "methods": methods and methods.split(","),
+                 "budgets": k and [int(b) for b in k.split(",")], "seeds": seeds, "pool_size": pool_size,
+                 "test_size": test_size, "text_field": text_field, "label_field": label_field}
+    for key, value in overrides.items():
+        if value is not None:
+            setattr(plan, key, value)
+    if not suite and data is None:
+        raise InputError("give --suite NAME or --data FILE_OR_NAME", field="--data")
+    datasets = [load_dataset(d, text_field=plan.text_field, label_field=plan.label_field) for d in plan.data]
+    plan_splits(plan, datasets)  # bad data or budgets fail here, before a server starts or a call is made
+    out = out or Path("results") / plan.name
+    templates = {"classification": load_template("classification"), "regression": load_template("regression")}
+    embedder = make_embedder(cache_dir=cache_dir)
+    columns = [TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total} cells"),
+               TimeElapsedColumn(), TimeRemainingColumn()]
+    with llm_endpoint(base_url, model, api_key, api=api, local_model=plan.model, cache_dir=cache_dir) as client, \
+            Progress(*columns, disable=not sys.stderr.isatty(), console=None) as bar:
+        task = bar.add_task("eval", total=None)
+
+        def progress(finished: int, total: int, cell: str) -> None:
+            bar.update(task, completed=finished, total=total, description=cell)
+            if not sys.stderr.isatty():
+                _say(f"[{finished}/{total}] {cell}")
+
+        records = run_suite(plan, datasets, client, templates, embedder, out, progress)
+        model_name = client.model
+    rows = summarize(records)
+    write_tables(rows, out)
+    plots = write_plots(rows, out)
+    (out / "run.json").write_text(json.dumps({"suite": plan.__dict__, "model": model_name}, indent=2) + "\n")
+    _say(f"wrote {out}/summary.md, summary.csv, records.jsonl, predictions.jsonl, {', '.join(p.name for p in plots)}")
+    print((out / "summary.md").read_text())
 
 
 llm_app = typer.Typer(help="The local LLM server.", no_args_is_help=True)

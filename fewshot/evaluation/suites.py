@@ -1,0 +1,48 @@
+"""Eval suites are declared in TOML files under ``evals/`` (data sets, methods, budgets, seeds,
+sizes, model), not in code."""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+
+from ..errors import InputError
+
+EVALS_DIR = Path(__file__).resolve().parent.parent.parent / "evals"
+
+
+@dataclass
+class Suite:
+    name: str = "custom"
+    data: list[str] = field(default_factory=lambda: ["sst2"])
+    methods: list[str] = field(default_factory=lambda: ["random", "knn", "go"])
+    budgets: list[int] = field(default_factory=lambda: [4])
+    seeds: int = 1
+    pool_size: int = 300
+    test_size: int = 50
+    oracle_sets: int = 4  # random demo sets the (test-label-peeking) oracle row chooses among
+    zero_shot: bool = True
+    model: str = "gemma3-270m"  # local model when no endpoint is configured
+    regression_samples: int = 3
+    text_field: str = "text"
+    label_field: str = "label"
+
+
+def load_suite(name_or_path: str | Path) -> Suite:
+    """``evals/NAME.toml`` by name, or a TOML file by path."""
+    path = Path(name_or_path)
+    if not path.suffix:
+        path = EVALS_DIR / f"{name_or_path}.toml"
+    if not path.is_file():
+        known = ", ".join(sorted(p.stem for p in EVALS_DIR.glob("*.toml")))
+        raise InputError(f"suite not found (suites in evals/: {known})", path=str(path))
+    try:
+        values = tomllib.loads(path.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as err:
+        raise InputError(f"not valid TOML ({err})", path=str(path)) from None
+    allowed = {f.name for f in fields(Suite)}
+    for key in values:
+        if key not in allowed:
+            raise InputError(f"unknown suite key (allowed: {', '.join(sorted(allowed))})", path=str(path), field=key)
+    return Suite(**{"name": path.stem, **values})
