@@ -296,7 +296,7 @@ def evaluate(
         records = run_suite(plan, datasets, client, templates, embedder, out, progress)
         model_name = client.model
     rows = summarize(records)
-    write_tables(rows, out)
+    write_tables(rows, out, records)
     plots = write_plots(rows, out)
     (out / "run.json").write_text(json.dumps({"suite": plan.__dict__, "model": model_name}, indent=2) + "\n")
     _say(f"wrote {out}/summary.md, summary.csv, records.jsonl, predictions.jsonl, {', '.join(p.name for p in plots)}")

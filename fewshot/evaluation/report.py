@@ -11,7 +11,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from .stats import mean_interval, win_rate
+from .stats import mean_interval, sign_test, win_rate
 
 COLUMNS = ["data", "method", "k", "seeds", "mean", "ci_low", "ci_high", "win_vs_random", "win_vs_knn",
            "gap_closed", "selection_s", "answer_s", "llm_calls", "prompt_tokens", "label_fallbacks"]
@@ -55,7 +55,7 @@ def _fmt(value: Any) -> str:
     return str(value)
 
 
-def write_tables(rows: list[dict[str, Any]], out: Path) -> None:
+def write_tables(rows: list[dict[str, Any]], out: Path, records: Sequence[dict[str, Any]] = ()) -> None:
     with open(out / "summary.csv", "w", newline="", encoding="utf-8") as handle:
         writer = csv.DictWriter(handle, fieldnames=COLUMNS)
         writer.writeheader()
@@ -66,6 +66,11 @@ def write_tables(rows: list[dict[str, Any]], out: Path) -> None:
         "Score: accuracy (classification) or mean squared error (regression, lower is better); mean and 95% "
         "t-interval over seeds. win_vs_*: share of seeds beating that baseline (ties half). gap_closed: "
         "(method - random) / (oracle - random), averaged over seeds.\n\n" + "\n".join(lines) + "\n", encoding="utf-8")
+    (out / "pivot.md").write_text(pivot(rows), encoding="utf-8")
+    if records:
+        (out / "paired.md").write_text(
+            "Against random:s\n\n" + paired_tests(records, "random:s") + "\nAgainst knn:q\n\n"
+            + paired_tests(records, "knn:q"), encoding="utf-8")
 
 
 def write_plots(rows: list[dict[str, Any]], out: Path) -> list[Path]:
@@ -111,3 +116,42 @@ def write_plots(rows: list[dict[str, Any]], out: Path) -> list[Path]:
     fig.savefig(second, dpi=110)
     plt.close(fig)
     return [first, second]
+
+
+def pivot(rows: list[dict[str, Any]]) -> str:
+    """Markdown: one line per method x budget, one column per data set, "mean [low, high]"."""
+    datasets = sorted({r["data"] for r in rows})
+    keys = sorted({(r["method"], r["k"]) for r in rows}, key=lambda mk: (mk[1], mk[0]))
+    cell = {(r["method"], r["k"], r["data"]): r for r in rows}
+    lines = ["| method | k | " + " | ".join(datasets) + " |", "|---|---|" + "---|" * len(datasets)]
+    for method, k in keys:
+        values = []
+        for data in datasets:
+            r = cell.get((method, k, data))
+            if r is None:
+                values.append("")
+            elif math.isnan(r["ci_low"]):
+                values.append(f"{r['mean']:.3f}")
+            else:
+                values.append(f"{r['mean']:.3f} [{r['ci_low']:.2f}, {r['ci_high']:.2f}]")
+        lines.append(f"| {method} | {k} | " + " | ".join(values) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def paired_tests(records: Sequence[dict[str, Any]], baseline: str = "random:s") -> str:
+    """Markdown: each method against a baseline over every (data set, seed, budget) pair, with the
+    sign test; regression differences are negated so that positive always means better."""
+    by_key = {(r["data"], r["seed"], r["k"], r["method"]): r for r in records}
+    lines = [f"| method | pairs | wins | losses | ties | mean difference | sign-test p |", "|---|---|---|---|---|---|---|"]
+    for method in sorted({r["method"] for r in records if r["k"] > 0 and r["method"] != baseline}):
+        diffs = []
+        for (data, seed, k, m), r in by_key.items():
+            other = by_key.get((data, seed, k, baseline))
+            if m == method and other is not None:
+                sign = 1.0 if r["task"] == "classification" else -1.0
+                diffs.append(sign * (r["score"] - other["score"]))
+        if not diffs:
+            continue
+        wins, losses, ties, p = sign_test(diffs)
+        lines.append(f"| {method} | {len(diffs)} | {wins} | {losses} | {ties} | {np.mean(diffs):+.3f} | {p:.3f} |")
+    return "\n".join(lines) + "\n"

@@ -34,3 +34,15 @@ def win_rate(scores: Sequence[float], baseline: Sequence[float], higher_is_bette
     if not higher_is_better:
         a, b = -a, -b
     return float(((a > b) + 0.5 * (a == b)).mean())
+
+
+def sign_test(differences: Sequence[float]) -> tuple[int, int, int, float]:
+    """Wins, losses, ties and the two-sided sign-test p-value of paired differences (ties dropped).
+
+    >>> sign_test([0.1, 0.2, -0.05, 0.0, 0.3])
+    (3, 1, 1, 0.625)
+    """
+    d = np.asarray(differences, dtype=float)
+    wins, losses = int((d > 0).sum()), int((d < 0).sum())
+    p = float(stats.binomtest(wins, wins + losses, 0.5).pvalue) if wins + losses else 1.0
+    return wins, losses, int((d == 0).sum()), p

@@ -28,3 +28,14 @@ def test_regression_lower_is_better():
     records = [record("random:s", 0, 10.0, task="regression"), record("go:s", 0, 4.0, task="regression")]
     rows = {r["method"]: r for r in summarize(records)}
     assert rows["go:s"]["win_vs_random"] == 1.0
+
+
+def test_pivot_and_paired_tables():
+    from fewshot.evaluation.report import paired_tests, pivot
+
+    records = [record("random:s", s, 0.5) for s in range(3)] + [record("go:s", s, v) for s, v in enumerate([0.6, 0.7, 0.4])]
+    table = pivot(summarize(records))
+    assert "| go:s | 4 | 0.567 [" in table
+    paired = paired_tests(records)
+    # differences +0.1, +0.2, -0.1: 2 wins, 1 loss, p = 1.0
+    assert "| go:s | 3 | 2 | 1 | 0 | +0.067 | 1.000 |" in paired
