@@ -173,7 +173,9 @@ def run_suite(suite: Suite, datasets: list[Dataset], client: LLMClient, template
     probe_labels = next((d.labels for d in datasets if d.task == "classification"), ["yes", "no"])
     client.label_probs("Answer yes or no.\nIs water wet?\nAnswer:", probe_labels[:2] if len(probe_labels) > 1 else ["yes", "no"])
     per_dataset = (1 if suite.zero_shot else 0) + len(suite.budgets) * (len(suite.methods) + (1 if suite.oracle_sets else 0))
-    total, finished = per_dataset * suite.seeds * len(datasets), len(done)
+    total = per_dataset * suite.seeds * len(datasets)
+    planned: list[str] = []
+    finished = sum(1 for d in datasets for s_ in range(suite.seeds) for c in done if c.startswith(f"{d.name}|{s_}|"))
     for dataset in datasets:
         labels = dataset.labels if dataset.task == "classification" else ()
         predictor = LLMPredictor(client, templates[dataset.task], labels, task=dataset.task,
@@ -183,6 +185,7 @@ def run_suite(suite: Suite, datasets: list[Dataset], client: LLMClient, template
             problem = build_problem(pool, test, embedder=embedder)
             for method, k, work in _cells(suite, dataset, problem, pool, test, predictor, seed):
                 cell = f"{dataset.name}|{seed}|{method}|{k}"
+                planned.append(cell)
                 if cell in done:
                     continue
                 if progress:
@@ -206,4 +209,4 @@ def run_suite(suite: Suite, datasets: list[Dataset], client: LLMClient, template
                 finished += 1
     if progress:
         progress(finished, total, "done")
-    return list(done.values())
+    return [done[cell] for cell in planned if cell in done]  # earlier runs of other plans stay on disk only
