@@ -265,7 +265,6 @@ def evaluate(
 
     from .datasets import load_dataset
     from .evaluation.harness import plan_splits, run_suite
-    from .evaluation.report import summarize, write_plots, write_tables
     from .evaluation.suites import Suite, load_suite
 
     plan = load_suite(suite) if suite else Suite()
@@ -295,12 +294,28 @@ def evaluate(
 
         records = run_suite(plan, datasets, client, templates, embedder, out, progress)
         model_name = client.model
+    (out / "run.json").write_text(json.dumps({"suite": plan.__dict__, "model": model_name}, indent=2) + "\n")
+    _write_report(records, out)
+
+
+def _write_report(records: list[dict[str, Any]], out: Path) -> None:
+    from .evaluation.report import summarize, write_plots, write_tables
+
     rows = summarize(records)
     write_tables(rows, out, records)
     plots = write_plots(rows, out)
-    (out / "run.json").write_text(json.dumps({"suite": plan.__dict__, "model": model_name}, indent=2) + "\n")
-    _say(f"wrote {out}/summary.md, summary.csv, records.jsonl, predictions.jsonl, {', '.join(p.name for p in plots)}")
-    print((out / "summary.md").read_text())
+    _say(f"wrote {out}/summary.md, summary.csv, pivot.md, paired.md, {', '.join(p.name for p in plots)}")
+    print((out / "pivot.md").read_text())
+
+
+@app.command()
+@handles_errors
+def report(run: Path = typer.Argument(..., help="A run folder written by `fewshot eval`.")) -> None:
+    """Rebuild the tables and plots of an eval run from its records.jsonl (no LLM needed)."""
+    path = run / "records.jsonl"
+    if not path.is_file():
+        raise InputError("no records.jsonl here: is this a folder written by `fewshot eval`?", path=str(path))
+    _write_report([json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()], run)
 
 
 llm_app = typer.Typer(help="The local LLM server.", no_args_is_help=True)

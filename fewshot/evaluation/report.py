@@ -142,7 +142,7 @@ def paired_tests(records: Sequence[dict[str, Any]], baseline: str = "random:s") 
     """Markdown: each method against a baseline over every (data set, seed, budget) pair, with the
     sign test; regression differences are negated so that positive always means better."""
     by_key = {(r["data"], r["seed"], r["k"], r["method"]): r for r in records}
-    lines = [f"| method | pairs | wins | losses | ties | mean difference | sign-test p |", "|---|---|---|---|---|---|---|"]
+    lines = ["| method | pairs | wins | losses | ties | mean difference | sign-test p |", "|---|---|---|---|---|---|---|"]
     for method in sorted({r["method"] for r in records if r["k"] > 0 and r["method"] != baseline}):
         diffs = []
         for (data, seed, k, m), r in by_key.items():

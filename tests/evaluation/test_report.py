@@ -39,3 +39,21 @@ def test_pivot_and_paired_tables():
     paired = paired_tests(records)
     # differences +0.1, +0.2, -0.1: 2 wins, 1 loss, p = 1.0
     assert "| go:s | 3 | 2 | 1 | 0 | +0.067 | 1.000 |" in paired
+
+
+def test_report_command_rebuilds_tables_and_plots(tmp_path):
+    import json
+
+    from typer.testing import CliRunner
+
+    from fewshot.cli import app
+
+    records = [record(m, s, v) for m, s, v in [("random:s", 0, 0.5), ("random:s", 1, 0.6),
+                                                ("knn:q", 0, 0.7), ("knn:q", 1, 0.8)]]
+    (tmp_path / "records.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    result = CliRunner().invoke(app, ["report", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    for name in ("summary.md", "summary.csv", "pivot.md", "paired.md", "accuracy_vs_budget.png", "summary.png"):
+        assert (tmp_path / name).stat().st_size > 0
+    assert "| knn:q | 4 | 0.750 [" in (tmp_path / "pivot.md").read_text()
+    assert CliRunner().invoke(app, ["report", str(tmp_path / "nothing")]).exit_code == 2
