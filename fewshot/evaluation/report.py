@@ -68,9 +68,12 @@ def write_tables(rows: list[dict[str, Any]], out: Path, records: Sequence[dict[s
         "(method - random) / (oracle - random), averaged over seeds.\n\n" + "\n".join(lines) + "\n", encoding="utf-8")
     (out / "pivot.md").write_text(pivot(rows), encoding="utf-8")
     if records:
-        (out / "paired.md").write_text(
-            "Against random:s\n\n" + paired_tests(records, "random:s") + "\nAgainst knn:q\n\n"
-            + paired_tests(records, "knn:q"), encoding="utf-8")
+        sections = [f"{task.capitalize()}, against {baseline} (difference in "
+                    f"{'accuracy' if task == 'classification' else 'mean squared error, sign flipped'})\n\n"
+                    + paired_tests(records, baseline, task)
+                    for task in ("classification", "regression") if any(r["task"] == task for r in records)
+                    for baseline in ("random:s", "knn:q")]
+        (out / "paired.md").write_text("\n".join(sections), encoding="utf-8")
 
 
 def write_plots(rows: list[dict[str, Any]], out: Path) -> list[Path]:
@@ -138,10 +141,10 @@ def pivot(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def paired_tests(records: Sequence[dict[str, Any]], baseline: str = "random:s") -> str:
-    """Markdown: each method against a baseline over every (data set, seed, budget) pair, with the
-    sign test; regression differences are negated so that positive always means better."""
-    by_key = {(r["data"], r["seed"], r["k"], r["method"]): r for r in records}
+def paired_tests(records: Sequence[dict[str, Any]], baseline: str = "random:s", task: str = "classification") -> str:
+    """Markdown: each method against a baseline over every (data set, seed, budget) pair of one task
+    kind, with the sign test; regression differences (MSE) are negated so positive means better."""
+    by_key = {(r["data"], r["seed"], r["k"], r["method"]): r for r in records if r["task"] == task}
     lines = ["| method | pairs | wins | losses | ties | mean difference | sign-test p |", "|---|---|---|---|---|---|---|"]
     for method in sorted({r["method"] for r in records if r["k"] > 0 and r["method"] != baseline}):
         diffs = []
