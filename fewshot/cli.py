@@ -315,7 +315,13 @@ def report(run: Path = typer.Argument(..., help="A run folder written by `fewsho
     path = run / "records.jsonl"
     if not path.is_file():
         raise InputError("no records.jsonl here: is this a folder written by `fewshot eval`?", path=str(path))
-    _write_report([json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()], run)
+    records = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    plan_file = run / "run.json"
+    if plan_file.is_file():  # keep the cells of the suite the folder was last run with
+        plan = json.loads(plan_file.read_text())["suite"]
+        records = [r for r in records if r["data"] in {d.split("/")[-1].rsplit(".", 1)[0] for d in plan["data"]}
+                   and r["seed"] < plan["seeds"] and (r["k"] == 0 or r["k"] in plan["budgets"])]
+    _write_report(records, run)
 
 
 llm_app = typer.Typer(help="The local LLM server.", no_args_is_help=True)
