@@ -98,6 +98,22 @@ def load_examples(path: str | Path, *, text_field: str = "text", label_field: st
     return examples
 
 
+def read_named_toml(name_or_path: str | Path, folder: Path, what: str) -> tuple[Path, dict[str, Any]]:
+    """A TOML file given by path, or by bare name from ``folder`` (``NAME.toml``), parsed."""
+    import tomllib
+
+    path = Path(name_or_path)
+    if not path.suffix:
+        path = folder / f"{name_or_path}.toml"
+    if not path.is_file():
+        known = ", ".join(sorted(p.stem for p in folder.glob("*.toml")))
+        raise InputError(f"{what} not found (in {folder.name}/: {known})", path=str(path))
+    try:
+        return path, tomllib.loads(path.read_text(encoding="utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as err:
+        raise InputError(f"not a valid TOML {what} ({err})", path=str(path)) from None
+
+
 def write_jsonl(path: str | Path, records: Iterable[dict[str, Any]]) -> None:
     """Write records as JSONL with sorted keys, so equal inputs give byte-identical files."""
     with open(path, "w", encoding="utf-8", newline="\n") as handle:

@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import string
-import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
-from .data import Example
+from .data import Example, read_named_toml
 from .errors import InputError
 
 PROMPTS_DIR = Path(__file__).resolve().parent.parent / "prompts"
@@ -49,16 +48,7 @@ class Template:
 
 def load_template(name_or_path: str | Path) -> Template:
     """Load ``prompts/NAME.toml`` by name, or a TOML file by path; unknown placeholders are errors."""
-    path = Path(name_or_path)
-    if not path.suffix:
-        path = PROMPTS_DIR / f"{name_or_path}.toml"
-    if not path.is_file():
-        known = ", ".join(sorted(p.stem for p in PROMPTS_DIR.glob("*.toml")))
-        raise InputError(f"template not found (bundled templates: {known})", path=str(path))
-    try:
-        fields = tomllib.loads(path.read_text(encoding="utf-8"))
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as err:
-        raise InputError(f"not a valid TOML template ({err})", path=str(path)) from None
+    path, fields = read_named_toml(name_or_path, PROMPTS_DIR, "template")
     for key, value in fields.items():
         if key not in ALLOWED:
             raise InputError(f"unknown template key (allowed: {', '.join(ALLOWED)})", path=str(path), field=key)

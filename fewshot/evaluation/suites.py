@@ -3,10 +3,10 @@ sizes, model), not in code."""
 
 from __future__ import annotations
 
-import tomllib
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
+from ..data import read_named_toml
 from ..errors import InputError
 
 EVALS_DIR = Path(__file__).resolve().parent.parent.parent / "evals"
@@ -31,16 +31,7 @@ class Suite:
 
 def load_suite(name_or_path: str | Path) -> Suite:
     """``evals/NAME.toml`` by name, or a TOML file by path."""
-    path = Path(name_or_path)
-    if not path.suffix:
-        path = EVALS_DIR / f"{name_or_path}.toml"
-    if not path.is_file():
-        known = ", ".join(sorted(p.stem for p in EVALS_DIR.glob("*.toml")))
-        raise InputError(f"suite not found (suites in evals/: {known})", path=str(path))
-    try:
-        values = tomllib.loads(path.read_text(encoding="utf-8"))
-    except tomllib.TOMLDecodeError as err:
-        raise InputError(f"not valid TOML ({err})", path=str(path)) from None
+    path, values = read_named_toml(name_or_path, EVALS_DIR, "suite")
     allowed = {f.name for f in fields(Suite)}
     for key in values:
         if key not in allowed:
