@@ -144,9 +144,10 @@ def select(
         if method == "sal":
             client = stack.enter_context(llm_endpoint(base_url, model, api_key, api=api, local_model=local_model,
                                                       cache_dir=cache_dir))
-            label_set = _label_set(labels, pool_examples, labels_file)
+            from_file = _read_labels_file(labels_file) if labels_file else {}
+            label_set = _label_set(labels, pool_examples, from_file)
             params["model"] = LLMPredictor(client, demo_template, label_set)
-            params["oracle"] = make_oracle(pool_examples, labels_file, label_set)
+            params["oracle"] = make_oracle(pool_examples, from_file, label_set)
             llm_stats = {"base_url": client.base_url, "model": client.model, "stats": client.stats}
         selector = registry.make_selector(method, **params)
         run = run_selection(selector, problem, k, per_query=per_query, prune_to=prune_to,
@@ -187,12 +188,10 @@ def select(
              + (" ..." if len(meta["to_label"]) > 20 else ""))
 
 
-def _label_set(labels: str | None, pool: list[Example], labels_file: Path | None) -> list[str]:
+def _label_set(labels: str | None, pool: list[Example], from_file: dict[str, str]) -> list[str]:
     if labels:
         return [label.strip() for label in labels.split(",") if label.strip()]
-    found = {e.label for e in pool if e.label is not None}
-    if labels_file:
-        found |= set(_read_labels_file(labels_file).values())
+    found = {e.label for e in pool if e.label is not None} | set(from_file.values())
     if not found:
         raise InputError("SAL needs the label set: pass --labels a,b,c (the pool has no labels)", field="--labels")
     return sorted(found)
@@ -203,9 +202,8 @@ def _read_labels_file(path: Path) -> dict[str, str]:
     return {row.id: row.text for row in rows}
 
 
-def make_oracle(pool: list[Example], labels_file: Path | None, label_set: list[str]) -> Callable[[int], str]:
+def make_oracle(pool: list[Example], from_file: dict[str, str], label_set: list[str]) -> Callable[[int], str]:
     """Reveal a chosen demo's label: the pool's label, else the labels file, else ask on the terminal."""
-    from_file = _read_labels_file(labels_file) if labels_file else {}
 
     def oracle(index: int) -> str:
         example = pool[index]

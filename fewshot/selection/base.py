@@ -129,6 +129,16 @@ class Feasibility:
             self.counts[rows, self.codes[rows, cols]] += 1
 
 
+def batch_picks(b: int, rows: np.ndarray, cols: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(arange(b), picked column per row, which rows picked)`` for batched rank-one updates;
+    rows that did not pick get column 0 and must be masked out with ``live``."""
+    picked = np.zeros(b, dtype=np.int64)
+    picked[rows] = cols
+    live = np.zeros(b, dtype=bool)
+    live[rows] = True
+    return np.arange(b), picked, live
+
+
 class GreedySelector(Selector):
     """A selector defined by three hooks over a batch of candidate sets ``(b, M)``:
 

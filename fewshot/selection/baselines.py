@@ -13,7 +13,7 @@ from scipy import sparse
 from ..clustering import kmeans
 from ..errors import InputError
 from ..similarity import nearest
-from .base import GreedySelector, Problem
+from .base import GreedySelector, Problem, batch_picks
 
 
 def _query_direction(problem: Problem) -> np.ndarray:
@@ -249,12 +249,7 @@ class DPP(GreedySelector):
         return np.log(np.maximum(s["d2"], 1e-12))  # marginal gain in log det L_S
 
     def _commit(self, s, rows, cols):
-        b = len(s["d2"])
-        idx = np.arange(b)
-        live = np.zeros(b, dtype=bool)
-        live[rows] = True
-        picked = np.zeros(b, dtype=np.int64)
-        picked[rows] = cols
+        idx, picked, live = batch_picks(len(s["d2"]), rows, cols)
         row_j = np.einsum("bmd,bd->bm", s["vectors"], s["vectors"][idx, picked])  # L[j, :]
         for c in s["c"]:
             row_j = row_j - c[idx, picked][:, None] * c

@@ -18,7 +18,7 @@ from typing import Any, ClassVar, Literal
 import numpy as np
 
 from ..errors import InputError
-from .base import GreedySelector, Problem
+from .base import GreedySelector, Problem, batch_picks
 
 
 @dataclass
@@ -170,12 +170,7 @@ class GO(GreedySelector):
 
     def _commit_per_query(self, s: dict, rows: np.ndarray, cols: np.ndarray) -> None:
         # Only active rows picked; inactive rows keep their state (their gains are ignored).
-        b = len(s["g"])
-        picked = np.zeros(b, dtype=np.int64)
-        picked[rows] = cols
-        live = np.zeros(b, dtype=bool)
-        live[rows] = True
-        idx = np.arange(b)
+        idx, picked, live = batch_picks(len(s["g"]), rows, cols)
         cross = s["K"][idx, picked]  # (b, M): x*^T Sigma_0 x
         for w in s["W"]:
             cross = cross - w[idx, picked][:, None] * w
