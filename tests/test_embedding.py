@@ -1,7 +1,10 @@
+import os
+import shutil
+
 import numpy as np
 import pytest
 
-from fewshot.embedding import CachedEmbedder, SentenceTransformerEmbedder, load_embeddings
+from fewshot.embedding import CachedEmbedder, SentenceTransformerEmbedder, default_model_path, load_embeddings
 from fewshot.errors import InputError
 
 
@@ -51,3 +54,47 @@ def test_precomputed_embeddings_are_checked(tmp_path):
 def test_missing_model_folder():
     with pytest.raises(InputError, match="never downloaded"):
         SentenceTransformerEmbedder("/no/such/model")
+
+
+@pytest.fixture
+def model_copy(tmp_path):
+    """The bundled model's small files copied, its weights linked (cheap, same bytes)."""
+    source, copy = default_model_path(), tmp_path / "models" / "mini"
+    copy.mkdir(parents=True)
+    for item in source.iterdir():
+        if item.is_dir():
+            shutil.copytree(item, copy / item.name)
+        elif item.stat().st_size > 1 << 20:
+            (copy / item.name).symlink_to(item)
+        else:
+            shutil.copy(item, copy / item.name)
+    return copy
+
+
+def test_local_model_id_is_its_resolved_path(model_copy, monkeypatch):
+    monkeypatch.chdir(model_copy.parent)
+    relative, absolute = SentenceTransformerEmbedder("mini"), SentenceTransformerEmbedder(model_copy)
+    assert relative.model_id == absolute.model_id and relative.model_id.startswith(str(model_copy.resolve()) + "@")
+    monkeypatch.chdir(model_copy)  # the same relative name elsewhere is another model
+    (model_copy / "mini").mkdir()
+    (model_copy / "mini" / "config.json").write_text("{}")
+    assert SentenceTransformerEmbedder("mini").model_id != absolute.model_id
+
+
+def test_local_model_id_changes_when_the_model_is_replaced(model_copy):
+    before = SentenceTransformerEmbedder(model_copy).model_id
+    assert SentenceTransformerEmbedder(model_copy).model_id == before
+    config = model_copy / "config.json"
+    config.write_text(config.read_text().replace('"num_hidden_layers": 6', '"num_hidden_layers": 3'))
+    edited = SentenceTransformerEmbedder(model_copy).model_id
+    assert edited != before
+    weights = model_copy / "model.safetensors"
+    target = weights.resolve()
+    weights.unlink()
+    shutil.copy(target, weights)  # new weight file: same size, new modification time
+    os.utime(weights, ns=(target.stat().st_mtime_ns + 10**9,) * 2)
+    assert SentenceTransformerEmbedder(model_copy).model_id not in (before, edited)
+
+
+def test_bundled_model_id_is_stable():
+    assert SentenceTransformerEmbedder().model_id == "sentence-transformers/all-MiniLM-L6-v2"

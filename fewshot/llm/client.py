@@ -13,39 +13,56 @@ from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterable, Literal, Sequence, TypeVar
+from typing import Any, Callable, Iterable, Literal, Sequence, TypeVar, Union
 
 import numpy as np
 
 from ..cache import SqliteStore, default_cache_dir
 from ..errors import InputError, LLMError
-from .responses import completion_text, top_logprobs
+from .responses import Token, completion_text, top_logprobs, top_tokens
 
 T = TypeVar("T")
 R = TypeVar("R")
 _NUMBER = re.compile(r"[-+]?\d*\.?\d+(?:[eE][-+]?\d+)?")
 
 
+Prompt = Union[str, list[dict[str, str]]]  # text (completions) or chat messages (chat)
+_TOP_CAPS = {"chat": 20, "completions": 5}  # OpenAI's maxima, used when a server refuses more
+
+
 @dataclass(frozen=True)
 class LabelScores:
-    """Probability of each label (normalised over the label set) and the labels the model's top
-    logprobs did not reach (their mass is an upper-bound estimate, counted as a fallback)."""
+    """Probability of each label, normalised over the label set.
+
+    ``missing``: labels no followed token path reached; their entry is an upper bound on the
+    mass of any single unexplored path to them (see :meth:`LLMClient.label_probs`), counted as a
+    fallback. ``reached``: the model's probability mass on the labels it did reach, before
+    normalising (small values mean the model answered off the label set).
+    """
 
     labels: tuple[str, ...]
     probs: np.ndarray
     missing: tuple[str, ...] = ()
+    reached: float = 1.0
+
+    @property
+    def unscored(self) -> bool:
+        """True when no label was reached at all: the probabilities are only bounds."""
+        return len(self.missing) == len(self.labels)
 
     @property
     def prediction(self) -> str | None:
         """The most likely label, or None when no label was reached at all (never a silent guess)."""
-        if len(self.missing) == len(self.labels):
-            return None
-        return self.labels[int(np.argmax(self.probs))]
+        return None if self.unscored else self.labels[int(np.argmax(self.probs))]
 
-    @property
-    def entropy(self) -> float:
-        p = self.probs[self.probs > 0]
-        return float(-(p * np.log(p)).sum())
+
+def label_key(label: str) -> str:
+    """How labels are compared with the model's tokens: case- and surrounding-whitespace-insensitive.
+
+    >>> label_key("  Positive ") == label_key("positive")
+    True
+    """
+    return label.strip().casefold()
 
 
 def check_labels(labels: Sequence[str]) -> tuple[str, ...]:
@@ -54,30 +71,88 @@ def check_labels(labels: Sequence[str]) -> tuple[str, ...]:
         raise InputError("a label is empty: every label needs visible text the LLM can produce")
     if len(set(labels)) < 2:
         raise InputError(f"label scoring needs at least two distinct labels, got {sorted(set(labels))}")
+    seen: dict[str, str] = {}
+    for label in labels:
+        if (other := seen.setdefault(label_key(label), label)) != label:
+            raise InputError(f"labels {other!r} and {label!r} differ only in case or surrounding whitespace, "
+                             "which label scoring ignores: rename one")
     return labels
+
+
+def _match(text: str, rests: dict[str, str], keys: dict[str, str], depth: int) -> tuple[str | None, dict[str, str]]:
+    r"""What one candidate token does to the labels still open at a node.
+
+    ``rests[label]`` is the label text still to come ("" = complete, waiting for a terminator).
+    Returns (the label the token completes, or None; the open labels after the token, to follow).
+
+    >>> keys = {"sci": "sci", "sci-fi": "sci-fi"}
+    >>> _match(" Sci", keys, keys, 0)  # a prefix of both: follow, "sci" needs a terminator next
+    (None, {'sci-fi': '-fi', 'sci': ''})
+    >>> _match("\n", {"sci": "", "sci-fi": "-fi"}, keys, 1)  # a terminator after "sci"
+    ('sci', {})
+    >>> _match("-", {"sci": "", "sci-fi": "-fi"}, keys, 1)  # goes on to "sci-fi": not a terminator
+    (None, {'sci-fi': 'fi'})
+    """
+    t = text.casefold()
+    follow: dict[str, str] = {}
+    complete: list[tuple[str, bool]] = []
+    waiting = None
+    for label, rest in rests.items():
+        started = rest != keys[label]
+        s = t if started else t.lstrip()  # whitespace may precede a label
+        if not rest:
+            waiting = label
+        elif not started and t and not s and depth < 2:
+            follow[label] = rest  # a lone space/newline token first
+        elif s == rest:
+            complete.append((label, True))
+        elif s.startswith(rest) and not s[len(rest)].isalnum():
+            complete.append((label, False))  # the label and a terminator in one token ("positive.")
+        elif s and rest.startswith(s):
+            follow[label] = rest[len(s):]
+    if follow:
+        # a longer label goes on: a label this token completes exactly needs a terminator next
+        return None, {**follow, **{label: "" for label, exact in complete if exact}}
+    if complete:
+        return max((label for label, _ in complete), key=lambda label: len(keys[label])), {}
+    if waiting is not None and (not t or not t[0].isalnum()):
+        return waiting, {}  # end of text (an empty token), whitespace or punctuation
+    return None, {}
 
 
 class LLMClient:
     """An OpenAI-compatible endpoint.
 
-    ``api="completions"`` (llama-server, vLLM, legacy OpenAI) or ``"chat"`` (hosted chat models;
-    labels are then scored from the first answer token only). Responses are cached in sqlite,
-    keyed by endpoint + model + request, so a re-run repeats no finished call. Retries with
+    ``api="completions"`` (llama-server, vLLM, legacy OpenAI) or ``"chat"`` (chat models; a prompt
+    is then a list of messages, see :func:`fewshot.llm.chat.chat_messages`). Responses are cached in
+    sqlite, keyed by endpoint + model + request, so a re-run repeats no finished call. Retries with
     exponential backoff on 429, 5xx and connection errors come from the ``openai`` client.
+
+    ``top_logprobs`` alternatives are asked for each next token (100: llama-server and vLLM give
+    that many, so a label is rarely missed; a server that refuses is asked again with OpenAI's
+    maximum, 20 for chat and 5 for completions). ``token_ids``: when the server names token ids
+    (llama-server), a followed label path is sent as ``[prompt, id, ...]``, so the path scored is
+    the path the model saw rather than a re-tokenisation of its text. ``chat_prefill``: whether
+    the chat endpoint continues a final assistant message, which lets chat scoring follow a label
+    past its first token; None = when the server names token ids (llama-server does both).
     """
 
     def __init__(self, base_url: str, model: str, api_key: str | None = None, *,
                  api: Literal["completions", "chat"] = "completions", timeout: float = 120.0,
-                 max_retries: int = 4, concurrency: int = 4, top_logprobs: int = 20,
-                 min_branch_prob: float = 0.02, cache: bool = True, cache_dir: str | Path | None = None,
+                 max_retries: int = 4, concurrency: int = 4, top_logprobs: int = 100,
+                 min_branch_prob: float = 0.02, max_depth: int = 8, token_ids: bool = True,
+                 chat_prefill: bool | None = None, cache: bool = True, cache_dir: str | Path | None = None,
                  cache_namespace: str | None = None) -> None:
         from openai import OpenAI
 
+        if api not in ("completions", "chat"):
+            raise InputError(f"unknown LLM api {api!r}: use 'completions' or 'chat'")
         self.base_url, self.model, self.api = base_url.rstrip("/"), model, api
         # what identifies the endpoint in the cache: its URL, or a stable name for a local server
         # whose port changes on every start
         self.cache_namespace = cache_namespace or self.base_url
         self.top_logprobs, self.concurrency, self.min_branch_prob = top_logprobs, concurrency, min_branch_prob
+        self.max_depth, self.token_ids, self.chat_prefill = max_depth, token_ids, chat_prefill
         self._client = OpenAI(base_url=self.base_url, api_key=api_key or "not-needed", timeout=timeout,
                               max_retries=max_retries)
         self._store = SqliteStore(Path(cache_dir or default_cache_dir()) / "llm.sqlite", "responses") if cache else None
@@ -85,8 +160,12 @@ class LLMClient:
         self.stats: Counter[str] = Counter()
 
     # -- raw requests ---------------------------------------------------------------------------
-    def request(self, prompt: str, **params: Any) -> dict[str, Any]:
-        """One completion request as a plain dict, from the cache when it was made before."""
+    def request(self, prompt: Prompt | list[str | int], **params: Any) -> dict[str, Any]:
+        """One request as a plain dict, from the cache when it was made before. ``prompt``: text or
+        ``[text, token id, ...]`` (completions), or a list of messages (chat; text becomes one
+        user message)."""
+        if self.api == "chat" and isinstance(prompt, str):
+            prompt = [{"role": "user", "content": prompt}]
         key = hashlib.sha256(json.dumps([self.cache_namespace, self.model, self.api, prompt, params],
                                         sort_keys=True).encode()).hexdigest()
         if self._store is not None and (hit := self._store.get(key)) is not None:
@@ -104,17 +183,18 @@ class LLMClient:
         with self._lock:
             self.stats.update(amounts)
 
-    def _call(self, prompt: str, params: dict[str, Any]) -> dict[str, Any]:
+    def _call(self, prompt: Any, params: dict[str, Any]) -> dict[str, Any]:
         import openai
 
         try:
             if self.api == "chat":
                 chat = dict(params)
                 if "logprobs" in chat:
-                    chat["top_logprobs"], chat["logprobs"] = min(chat.pop("logprobs"), 20), True
-                response = self._client.chat.completions.create(
-                    model=self.model, messages=[{"role": "user", "content": prompt}], **chat)
+                    chat["top_logprobs"], chat["logprobs"] = chat.pop("logprobs"), True
+                response = self._client.chat.completions.create(model=self.model, messages=prompt, **chat)
             else:
+                if isinstance(prompt, list) and any(isinstance(p, dict) for p in prompt):
+                    raise InputError("the completions API takes a text prompt; chat messages need api='chat'")
                 response = self._client.completions.create(model=self.model, prompt=prompt, **params)
         except openai.APIConnectionError as err:
             raise LLMError(f"cannot reach the LLM endpoint {self.base_url} ({err.__class__.__name__}); "
@@ -140,65 +220,108 @@ class LLMClient:
             return list(pool.map(fn, items))
 
     # -- what callers use -------------------------------------------------------------------------
-    def next_token(self, prompt: str, top: int | None = None) -> dict[str, float]:
+    def next_tokens(self, prompt: Prompt, path: Sequence[Token] = ()) -> list[Token]:
+        """The top candidates for the token after ``prompt`` and ``path`` (tokens already taken),
+        most likely first."""
+        if not path:
+            request: Any = prompt
+        elif self.api == "chat":
+            messages = [{"role": "user", "content": prompt}] if isinstance(prompt, str) else list(prompt)
+            request = messages + [{"role": "assistant", "content": "".join(t.text for t in path)}]
+        elif self.token_ids and all(t.id is not None for t in path):
+            request = [prompt, *(t.id for t in path)]  # llama-server: text, then the very tokens
+        else:
+            request = prompt + "".join(t.text for t in path)
+        try:
+            return top_tokens(self.request(request, max_tokens=1, temperature=0.0, logprobs=self.top_logprobs))
+        except LLMError as err:
+            if "rejected" not in str(err):
+                raise
+            if "logprob" in str(err).lower() and self.top_logprobs > _TOP_CAPS[self.api]:
+                self.top_logprobs = _TOP_CAPS[self.api]  # e.g. OpenAI: at most 20 (chat) or 5
+            elif isinstance(request, list) and self.api == "completions" and self.token_ids:
+                self.token_ids = False  # a server that names ids but takes no id prompts
+            else:
+                raise
+            return self.next_tokens(prompt, path)
+
+    def next_token(self, prompt: Prompt, top: int | None = None) -> dict[str, float]:
+        """``{token: logprob}`` for the next token (``top`` alternatives)."""
         response = self.request(prompt, max_tokens=1, temperature=0.0, logprobs=top or self.top_logprobs)
         return top_logprobs(response)
 
-    def label_probs(self, prompt: str, labels: Sequence[str]) -> LabelScores:
+    def label_probs(self, prompt: Prompt, labels: Sequence[str]) -> LabelScores:
         """P(label | prompt) for each label, from next-token logprobs.
 
-        A label is scored as its whole continuation: starting from the prompt, every top token that
-        is a prefix of a label's remaining text is followed with one more request (prompt + that
-        token), and the log-probabilities along the path are summed. So labels that share a first
-        token ("sci" in "science" / "sci-fi") or span several tokens are told apart; leading
-        whitespace tokens are skipped. Paths less likely than ``min_branch_prob`` are not
-        followed, which bounds the calls (usually one per prompt). Completion endpoints only: chat endpoints score the first
-        token. A label no path reaches gets the smallest logprob seen (an upper bound) and is
-        counted in ``stats["label_fallbacks"]``.
+        A label is scored as its whole continuation, compared case- and whitespace-insensitively
+        (leading whitespace tokens are skipped). From the prompt, every top token that is a prefix
+        of a label's remaining text is followed with one more request (prompt + that token), and
+        the log-probabilities along the path are summed; so labels that share tokens ("sci" in
+        "science" / "sci-fi") or span several are told apart. A label that is a prefix of another
+        ("sci" / "sci-fi") is credited only with the mass of a terminator after it (end of text,
+        whitespace, punctuation); a label no other label extends is credited when complete.
+        Paths less likely than ``min_branch_prob`` are not followed, which bounds the calls
+        (usually one per prompt when every label is one token).
+
+        Chat endpoints that cannot continue an assistant message (``chat_prefill``) cannot follow
+        a path: a first token that begins one or more labels ("Sci" for "Sci/Tech") is credited to
+        them, split evenly. This approximation assumes the model goes on to finish the label; it
+        is counted in ``stats["partial_credits"]``.
+
+        A label no path reaches (``missing``, counted in ``stats["label_fallbacks"]``) gets an
+        upper bound on the mass of any single unexplored path to it: the largest of (a) the
+        probability of each node where its text was still open times the largest probability a
+        token absent from that node's top list can have (the last listed probability, or the
+        unlisted remainder if smaller), and (b) the probability of each branch toward it that was
+        not followed. Several tokenisations of one label could add up to more; they are rare. A
+        prompt where no label is reached is ``unscored`` (``stats["unscored_prompts"]``): its
+        ``prediction`` is None.
         """
         labels = check_labels(labels)
-        mass = dict.fromkeys(labels, 0.0)
-        floor = self._walk(prompt, "", 0.0, {label: label for label in labels}, mass, 0, self.top_logprobs)
+        keys = {label: label_key(label) for label in labels}
+        mass, bound = dict.fromkeys(labels, 0.0), dict.fromkeys(labels, 0.0)
+        stack: list[tuple[tuple[Token, ...], float, dict[str, str]]] = [((), 0.0, dict(keys))]
+        while stack:
+            path, logp, rests = stack.pop()
+            top = self.next_tokens(prompt, path)
+            if path:
+                self._count(label_paths=1)
+            listed = sum(math.exp(t.logprob) for t in top)
+            unlisted = min(math.exp(top[-1].logprob), max(0.0, 1.0 - listed)) if top else 1.0
+            for label in rests:
+                bound[label] = max(bound[label], math.exp(logp) * unlisted)
+            can_follow = len(path) < self.max_depth and (self.api == "completions" or (
+                self.chat_prefill if self.chat_prefill is not None else all(t.id is not None for t in top)))
+            for token in top:
+                p = math.exp(logp + token.logprob)
+                label, child = _match(token.text, rests, keys, len(path))
+                if label is not None:
+                    mass[label] += p
+                elif child and not can_follow:
+                    for open_label in child:  # cannot look further: an approximation, documented above
+                        mass[open_label] += p / len(child)
+                    self._count(partial_credits=1)
+                elif child and p < self.min_branch_prob:
+                    for open_label in child:  # too unlikely to change a decision; bounds a missing label
+                        bound[open_label] = max(bound[open_label], p)
+                elif child:
+                    stack.append(((*path, token), logp + token.logprob, child))
         missing = tuple(label for label in labels if mass[label] == 0.0)
-        if missing and self.api == "completions" and self.top_logprobs < 100:
-            # look deeper before estimating: llama-server and vLLM return up to 100 alternatives
-            mass = dict.fromkeys(labels, 0.0)
-            floor = self._walk(prompt, "", 0.0, {label: label for label in labels}, mass, 0, 100)
-            missing = tuple(label for label in labels if mass[label] == 0.0)
+        reached = sum(mass.values())
         if missing:
             self._count(label_fallbacks=len(missing), **({"unscored_prompts": 1} if len(missing) == len(labels) else {}))
             for label in missing:
-                mass[label] = math.exp(floor)
+                mass[label] = max(bound[label], 1e-12)
         probs = np.array([mass[label] for label in labels])
-        return LabelScores(labels, probs / probs.sum(), missing)
+        return LabelScores(labels, probs / probs.sum(), missing, reached)
 
-    def _walk(self, prompt: str, prefix: str, logp: float, rests: dict[str, str], mass: dict[str, float],
-              depth: int, top_n: int) -> float:
-        top = self.next_token(prompt + prefix, top_n)
-        floor = logp + min(top.values())
-        children: dict[str, dict[str, str]] = {}
-        for token, lp in top.items():
-            for label, rest in rests.items():
-                text = token.lstrip() if rest == label else token  # whitespace may precede the label
-                if not text.strip() and rest == label and depth < 2:
-                    children.setdefault(token, {})[label] = rest  # a lone space/newline token first
-                elif text == rest or (text.startswith(rest) and not text[len(rest):].strip("\n .,!")):
-                    mass[label] += math.exp(logp + lp)
-                elif text and rest.startswith(text) and self.api == "completions" and depth < 5:
-                    children.setdefault(token, {})[label] = rest[len(text):]
-        for token, child in children.items():
-            if math.exp(logp + top[token]) < self.min_branch_prob:
-                continue  # the mass this path could add is below what changes a decision
-            floor = min(floor, self._walk(prompt, prefix + token, logp + top[token], child, mass, depth + 1, top_n))
-        return floor
-
-    def sample(self, prompt: str, n: int = 5, *, max_tokens: int = 16, temperature: float = 0.8,
+    def sample(self, prompt: Prompt, n: int = 5, *, max_tokens: int = 16, temperature: float = 0.8,
                seed: int = 0) -> list[str]:
         """``n`` sampled completions (each its own seeded request, so caching and resume work)."""
         return [completion_text(self.request(prompt, max_tokens=max_tokens, temperature=temperature,
                                              seed=seed + i))[0] for i in range(n)]
 
-    def sample_numbers(self, prompt: str, n: int = 5, **kwargs: Any) -> list[float]:
+    def sample_numbers(self, prompt: Prompt, n: int = 5, **kwargs: Any) -> list[float]:
         """Sampled completions parsed as numbers (the first number in each; unparsable ones dropped)."""
         values = []
         for text in self.sample(prompt, n, **kwargs):

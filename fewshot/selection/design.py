@@ -18,7 +18,7 @@ from typing import Any, ClassVar, Literal
 import numpy as np
 
 from ..errors import InputError
-from .base import GreedySelector, Problem, batch_picks
+from .base import CandidateVectors, GreedySelector, Problem, batch_picks
 
 
 @dataclass
@@ -58,7 +58,8 @@ class GO(GreedySelector):
         self.shortlist, self.label_balance = shortlist, label_balance
 
     # -- shared set over all queries ---------------------------------------------------------
-    def _start(self, problem: Problem, candidates: np.ndarray, queries: np.ndarray | None) -> Any:
+    def _start(self, problem: Problem, candidates: np.ndarray, queries: np.ndarray | None,
+               k: int | None = None) -> Any:
         if queries is not None:
             return self._start_per_query(problem, candidates, queries)
         pool, qs = problem.pool, problem.queries
@@ -77,6 +78,7 @@ class GO(GreedySelector):
 
     def _gains(self, state: Any, feasible: np.ndarray) -> np.ndarray:
         if not isinstance(state, _SharedState):
+            self._catch_up(state)
             return state["g"] ** 2 / (self.noise + state["diag"])
         den = self.noise + state.pool_var
         if self.objective == "v":
@@ -122,7 +124,7 @@ class GO(GreedySelector):
                 block /= den
                 np.subtract(s.query_var[rows, None], block, out=block)
                 np.maximum(value, block.max(axis=0), out=value)
-            done = size
+            done = s.extra["rows_scored"] = size  # reported in the trace: how lazy this step was
             if size == m:
                 return value
             threshold = s.query_var[order[size]]
@@ -154,30 +156,50 @@ class GO(GreedySelector):
     def _note(self, state: Any, row: int) -> dict[str, Any]:
         if not isinstance(state, _SharedState):
             return {"query_variance": float(state["qvar"][row])}
-        return {"max_query_variance": float(state.query_var.max()),
+        note = {"max_query_variance": float(state.query_var.max()),
                 "mean_query_variance": float(state.query_var.mean())}
+        if "rows_scored" in state.extra:
+            note["query_rows_scored"] = state.extra["rows_scored"]
+        return note
 
-    # -- one query at a time, batched over queries, in kernel form over a shortlist -----------------
+    # -- one query at a time, batched over queries, in kernel form over the candidates -------------
     def _relevance(self, problem: Problem, queries: np.ndarray) -> np.ndarray:
         return np.abs(problem.queries[queries] @ problem.pool.T)
 
     def _start_per_query(self, problem: Problem, candidates: np.ndarray, queries: np.ndarray) -> dict:
-        C = problem.pool[candidates]  # (b, M, d)
+        # Per row b: Sigma_b = I / ridge - U_b U_b^T, and for every candidate x of the row
+        # g = q^T Sigma_b x and diag = x^T Sigma_b x. No (M, M) kernel and no (M, t) factors are
+        # kept: a pick x* needs Sigma_b x* (O(d t)), then one product with the candidates.
+        vectors = CandidateVectors(problem.pool, candidates)
         q = problem.queries[queries]  # (b, d)
-        K = C @ C.transpose(0, 2, 1) / self.ridge  # (b, M, M) prior covariance between candidates
-        return {"K": K, "W": [], "g": np.einsum("bmd,bd->bm", C, q) / self.ridge,
-                "diag": np.einsum("bmm->bm", K).copy(), "qvar": np.einsum("bd,bd->b", q, q) / self.ridge}
+        return {"vectors": vectors, "U": [], "g": vectors.dot(q) / self.ridge, "pending": None,
+                "diag": vectors.sq_norms() / self.ridge, "qvar": np.einsum("bd,bd->b", q, q) / self.ridge}
 
     def _commit_per_query(self, s: dict, rows: np.ndarray, cols: np.ndarray) -> None:
         # Only active rows picked; inactive rows keep their state (their gains are ignored).
+        # The query variance is down-dated now (it is in the trace); the O(M d) update of g and
+        # diag waits for the next ``_gains``, so the last pick costs no pass over the pool.
         idx, picked, live = batch_picks(len(s["g"]), rows, cols)
-        cross = s["K"][idx, picked]  # (b, M): x*^T Sigma_0 x
-        for w in s["W"]:
-            cross = cross - w[idx, picked][:, None] * w
-        scale = np.sqrt(self.noise + s["diag"][idx, picked])[:, None]
-        w_new = np.where(live[:, None], cross / scale, 0.0)
-        wq_new = np.where(live, s["g"][idx, picked] / scale[:, 0], 0.0)
-        s["W"].append(w_new)
-        s["g"] = s["g"] - wq_new[:, None] * w_new
-        s["diag"] = s["diag"] - w_new ** 2
-        s["qvar"] = s["qvar"] - wq_new ** 2
+        scale = np.where(live, 1.0 / np.sqrt(self.noise + s["diag"][idx, picked]), 0.0).astype(s["g"].dtype)
+        wq = s["g"][idx, picked] * scale
+        s["qvar"] = s["qvar"] - wq ** 2
+        s["pending"] = (idx, picked, scale, wq)
+
+    def _catch_up(self, s: dict) -> None:
+        """Apply the last pick's rank-one down-date (Sherman-Morrison) to g and diag:
+        u = Sigma x* / sqrt(noise + x*^T Sigma x*), w = u . x for every candidate x."""
+        if s["pending"] is None:
+            return
+        idx, picked, scale, wq = s["pending"]
+        vectors = s["vectors"]
+        x = vectors.at(idx, picked)  # (b, d)
+        u = x / self.ridge
+        for prev in s["U"]:
+            u -= np.einsum("bd,bd->b", prev, x)[:, None] * prev
+        u *= scale[:, None]  # rows that did not pick get u = 0
+        w = vectors.dot(u)  # (b, M): the one pass over the candidates
+        s["U"].append(u)
+        s["g"] -= wq[:, None] * w
+        np.square(w, out=w)
+        s["diag"] -= w
+        s["pending"] = None

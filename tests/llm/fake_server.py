@@ -6,9 +6,11 @@ import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 
-def completion(top: dict[str, float]) -> dict:
-    content = [{"token": max(top, key=top.get), "logprob": max(top.values()),
-                "top_logprobs": [{"token": t, "logprob": lp} for t, lp in top.items()]}]
+def completion(top: dict[str, float], ids: dict[str, int] | None = None) -> dict:
+    """A llama-server-shaped answer; ``ids`` gives token ids as llama-server does (else none)."""
+    def entry(t):
+        return {"token": t, "logprob": top[t], **({"id": ids[t]} if ids else {})}
+    content = [{**entry(max(top, key=top.get)), "top_logprobs": [entry(t) for t in top]}]
     return {"id": "x", "object": "text_completion", "created": 0, "model": "fake",
             "choices": [{"index": 0, "text": content[0]["token"], "finish_reason": "length",
                          "logprobs": {"content": content}}],
@@ -29,6 +31,8 @@ class FakeServer:
                 status, payload, delay = server.script[min(len(server.requests), len(server.script)) - 1]
                 if callable(payload):
                     payload = payload(body)
+                    if isinstance(payload, tuple):  # (status, body): the answer picks its status
+                        status, payload = payload
                 time.sleep(delay)
                 data = json.dumps(payload).encode()
                 self.send_response(status)
@@ -47,3 +51,13 @@ class FakeServer:
     def close(self):
         self.httpd.shutdown()
         self.httpd.server_close()
+
+
+def chat_completion(top: dict[str, float], ids: dict[str, int] | None = None) -> dict:
+    """The same answer in the chat shape."""
+    reply = completion(top, ids)
+    choice = reply["choices"][0]
+    reply["object"] = "chat.completion"
+    reply["choices"] = [{"index": 0, "finish_reason": "length", "logprobs": choice["logprobs"],
+                         "message": {"role": "assistant", "content": choice["text"]}}]
+    return reply

@@ -1,10 +1,17 @@
-"""LLMClient against a scripted local HTTP server: retries, timeouts, cache, counters, errors."""
+"""LLMClient against a scripted local HTTP server: retries, timeouts, cache, counters, errors,
+and label scoring (case, multi-token and prefix labels, fallbacks, unscored prompts)."""
 
+import math
+
+import numpy as np
 import pytest
 
 from fewshot.errors import InputError, LLMError
 from fewshot.llm import LLMClient
-from tests.llm.fake_server import FakeServer, completion
+from fewshot.data import Example
+from fewshot.llm.predictor import LabelPrediction, LLMPredictor
+from fewshot.prompts import Template
+from tests.llm.fake_server import FakeServer, chat_completion, completion
 
 OK = completion({" positive": -0.1, " negative": -2.5, " the": -4.0})
 ERROR = {"error": {"message": "boom", "type": "server_error"}}
@@ -100,14 +107,6 @@ def test_multi_token_labels_follow_the_continuation(serve, tmp_path):
     assert len(server.requests) == 2
 
 
-def test_missing_labels_are_counted_never_guessed(serve, tmp_path):
-    server = serve((200, completion({" hello": -0.1, " world": -1.0}), 0))
-    c = client(server, tmp_path)
-    scores = c.label_probs("p", ["negative", "positive"])
-    assert scores.prediction is None and set(scores.missing) == {"negative", "positive"}
-    assert c.stats["label_fallbacks"] == 2 and c.stats["unscored_prompts"] == 1
-
-
 def test_sample_numbers(serve, tmp_path):
     reply = dict(OK, choices=[{"index": 0, "text": " 42.5 units", "finish_reason": "length", "logprobs": None}])
     assert client(serve((200, reply, 0)), tmp_path).sample_numbers("p", n=3) == [42.5, 42.5, 42.5]
@@ -125,4 +124,173 @@ def test_chat_api_for_hosted_models(serve, tmp_path):
     scores = client(server, tmp_path, api="chat").label_probs("Is this good?", ["negative", "positive"])
     assert scores.prediction == "positive"
     request = server.requests[0]
-    assert request["logprobs"] is True and request["top_logprobs"] == 20 and request["messages"][0]["role"] == "user"
+    assert request["logprobs"] is True and request["top_logprobs"] == 100 and request["messages"][0]["role"] == "user"
+
+
+def test_a_server_refusing_100_alternatives_is_asked_for_20(serve, tmp_path):
+    """OpenAI chat allows at most 20 top logprobs: the refusal is answered by asking again with 20."""
+    refusal = {"error": {"message": "Invalid 'top_logprobs': integer above maximum value. Expected a value <= 20",
+                         "type": "invalid_request_error"}}
+    server = serve((400, refusal, 0), (200, chat_completion({"positive": -0.1, "negative": -2.4}), 0))
+    c = client(server, tmp_path, api="chat")
+    assert c.label_probs("p", ["negative", "positive"]).prediction == "positive"
+    assert [r["top_logprobs"] for r in server.requests] == [100, 20] and c.top_logprobs == 20
+
+
+def test_labels_match_case_and_whitespace_insensitively(serve, tmp_path):
+    """The model answers ' Positive': that is the label "positive", not a missing one."""
+    server = serve((200, completion({" Positive": -0.1, " Negative": -2.5, " The": -4.0}), 0))
+    c = client(server, tmp_path)
+    scores = c.label_probs("Label:", ["negative", "positive"])
+    assert scores.prediction == "positive" and not scores.missing and c.stats["label_fallbacks"] == 0
+    assert scores.probs[1] == pytest.approx(math.exp(-0.1) / (math.exp(-0.1) + math.exp(-2.5)))
+    with pytest.raises(InputError, match="differ only in case"):
+        check = client(server, tmp_path)
+        check.label_probs("Label:", ["Positive", "positive "])
+
+
+def test_chat_credits_a_first_token_that_begins_a_label(serve, tmp_path):
+    """Chat without prefill: 'Sci' (p=.95) begins only "Sci/Tech", which wins (an approximation)."""
+    server = serve((200, chat_completion({"Sci": math.log(0.95), "Sports": math.log(0.02), "World": math.log(0.01)}), 0))
+    c = client(server, tmp_path, api="chat")
+    scores = c.label_probs([{"role": "user", "content": "Topic?"}], ["Sci/Tech", "Sports", "World"])
+    assert scores.prediction == "Sci/Tech" and scores.probs[0] == pytest.approx(0.95 / 0.98)
+    assert c.stats["partial_credits"] == 1 and len(server.requests) == 1
+
+
+def test_chat_follows_a_label_where_the_server_continues_the_answer(serve, tmp_path):
+    """llama-server names token ids and continues a final assistant message: the path is followed."""
+    ids = {"Sci": 1, "Sports": 2, "World": 3, "/": 4, "ence": 5, "Tech": 6, " and": 7}
+
+    def answer(body):
+        last = body["messages"][-1]
+        if last["role"] == "assistant" and last["content"] == "Sci/":
+            return chat_completion({"Tech": -0.01}, ids)
+        if last["role"] == "assistant" and last["content"] == "Sci":
+            return chat_completion({"ence": math.log(0.7), "/": math.log(0.3)}, ids)
+        return chat_completion({"Sci": math.log(0.9), "Sports": math.log(0.05), "World": math.log(0.05)}, ids)
+    server = serve((200, answer, 0))
+    c = client(server, tmp_path, api="chat")
+    scores = c.label_probs([{"role": "user", "content": "Topic?"}], ["Sci/Tech", "Sports", "World"])
+    probs = dict(zip(scores.labels, scores.probs))
+    # "Sci" went on to "ence" 70% of the time: Sci/Tech gets .9 * .3 * .99, not .9
+    assert probs["Sci/Tech"] == pytest.approx(0.9 * 0.3 * math.exp(-0.01) / (0.9 * 0.3 * math.exp(-0.01) + 0.1))
+    assert len(server.requests) == 3 and c.stats["partial_credits"] == 0
+
+
+def prefix_server(serve, after_sci):
+    """Labels "sci" / "sci-fi": the model says " sci", then ``after_sci``."""
+    def answer(body):
+        if body["prompt"].endswith(" sci"):
+            return completion(after_sci)
+        return completion({" sci": math.log(0.9), " drama": math.log(0.05)})
+    return serve((200, answer, 0))
+
+
+def test_a_label_that_prefixes_another_needs_a_terminator(serve, tmp_path):
+    """'sci' is also the start of 'sci-fi': the shorter label gets only the mass that ends after it."""
+    server = prefix_server(serve, {"-fi": math.log(0.94), "\n": math.log(0.04), "ence": math.log(0.01)})
+    scores = client(server, tmp_path).label_probs("Genre:", ["sci", "sci-fi", "drama"])
+    probs = dict(zip(scores.labels, scores.probs))
+    assert scores.prediction == "sci-fi" and probs["sci-fi"] > 0.9 and not scores.missing
+    assert probs["sci"] == pytest.approx(0.9 * 0.04 / (0.9 * 0.94 + 0.9 * 0.04 + 0.05))
+    server = prefix_server(serve, {"\n": math.log(0.9), "-fi": math.log(0.05), "": math.log(0.03)})
+    scores = client(server, tmp_path).label_probs("Genre:", ["sci", "sci-fi", "drama"])
+    probs = dict(zip(scores.labels, scores.probs))
+    assert scores.prediction == "sci" and probs["sci"] == pytest.approx(0.9 * 0.93 / (0.9 * 0.98 + 0.05))
+
+
+def test_a_missing_label_gets_an_upper_bound_and_is_counted(serve, tmp_path):
+    """'positive' is not among the listed tokens: its mass is at most the last listed probability
+    (.135) and at most the unlisted remainder (1 - .607 - .223 - .135 = .035), so .035."""
+    server = serve((200, completion({" negative": -0.5, " the": -1.5, " a": -2.0}), 0))
+    c = client(server, tmp_path)
+    scores = c.label_probs("p", ["negative", "positive"])
+    bound = 1 - math.exp(-0.5) - math.exp(-1.5) - math.exp(-2.0)
+    assert scores.missing == ("positive",) and scores.prediction == "negative"
+    assert scores.probs[1] == pytest.approx(bound / (bound + math.exp(-0.5)))
+    assert scores.reached == pytest.approx(math.exp(-0.5))
+    assert c.stats["label_fallbacks"] == 1 and c.stats.get("unscored_prompts", 0) == 0
+    assert len(server.requests) == 1 and server.requests[0]["logprobs"] == 100  # one walk, 100 deep
+
+
+def test_a_branch_not_followed_bounds_its_label(serve, tmp_path):
+    """' pos' (p=.01) is below min_branch_prob: not followed, and its .01 bounds "positive"."""
+    top = {" negative": math.log(0.5), " the": math.log(0.3), " pos": math.log(0.01), " a": math.log(0.005)}
+    server = serve((200, completion(top), 0))
+    scores = client(server, tmp_path).label_probs("p", ["negative", "positive"])
+    assert scores.missing == ("positive",) and scores.probs[1] == pytest.approx(0.01 / 0.51)
+    assert len(server.requests) == 1
+
+
+def test_followed_paths_send_the_tokens_the_model_saw(serve, tmp_path):
+    """Token ids known (llama-server): the branch is sent as [prompt, id], not as re-tokenised text."""
+    ids = {" sci": 11, " drama": 12, "-fi": 13, "\n": 14}
+
+    def answer(body):
+        if isinstance(body["prompt"], list):
+            return completion({"-fi": -0.1, "\n": -3.0}, ids)
+        return completion({" sci": -0.1, " drama": -3.0}, ids)
+    server = serve((200, answer, 0))
+    scores = client(server, tmp_path).label_probs("Genre:", ["sci", "sci-fi", "drama"])
+    assert scores.prediction == "sci-fi" and server.requests[1]["prompt"] == ["Genre:", 11]
+
+
+def test_a_server_refusing_token_prompts_gets_text(serve, tmp_path):
+    ids = {" sci": 11, " drama": 12, "-fi": 13, "\n": 14}
+
+    def answer(body):
+        if isinstance(body["prompt"], list):
+            return 400, {"error": {"message": "prompt must be a string", "type": "invalid_request_error"}}
+        if body["prompt"].endswith(" sci"):
+            return completion({"-fi": -0.1, "\n": -3.0}, ids)
+        return completion({" sci": -0.1, " drama": -3.0}, ids)
+    server = serve((200, answer, 0))
+    c = client(server, tmp_path)
+    assert c.label_probs("Genre:", ["sci", "sci-fi", "drama"]).prediction == "sci-fi"
+    assert server.requests[1]["prompt"] == ["Genre:", 11] and server.requests[2]["prompt"] == "Genre: sci"
+    assert c.token_ids is False
+
+
+def test_unscored_prompts_reach_the_caller_never_as_a_label(serve, tmp_path):
+    """The production path (LLMPredictor, as the harness and SAL use it): no label reached means
+    label None and ``unscored``, never the first or most likely label."""
+    server = serve((200, completion({" hello": -0.1, " world": -1.0}), 0))
+    c = client(server, tmp_path)
+    predictor = LLMPredictor(c, Template("", "{text}: {label}", "{text}:"), ["negative", "positive"])
+    (prediction,) = predictor.predict_many([([Example("1", "good", "positive")], "fine")])
+    assert isinstance(prediction, LabelPrediction)
+    assert prediction.unscored and prediction.label is None and set(prediction.missing) == {"negative", "positive"}
+    assert c.stats["label_fallbacks"] == 2 and c.stats["unscored_prompts"] == 1
+
+
+def test_predictor_batch_calibration(serve, tmp_path):
+    """Two queries with the same demos: .9/.1 and .6/.4 become .75/.25 and .33/.67 (mean .75/.25)."""
+    def answer(body):
+        if "great" in body["prompt"]:
+            return completion({" positive": math.log(0.9), " negative": math.log(0.1)})
+        return completion({" positive": math.log(0.6), " negative": math.log(0.4)})
+    c = client(serve((200, answer, 0)), tmp_path)
+    template = Template("", "{text}: {label}", "{text}:")
+    predictor = LLMPredictor(c, template, ["negative", "positive"], calibration="batch")
+    demos = [Example("1", "good", "positive")]
+    first, second = predictor.predict_many([(demos, "great"), (demos, "fine")])
+    assert first.label == "positive" and first.probs["positive"] == pytest.approx(0.75)
+    assert second.label == "negative" and second.probs["negative"] == pytest.approx(2 / 3)
+    raw = LLMPredictor(c, template, ["negative", "positive"]).predict_many([(demos, "great"), (demos, "fine")])
+    assert [p.label for p in raw] == ["positive", "positive"]
+
+
+def test_predictor_contextual_calibration(serve, tmp_path):
+    """Content-free inputs give p(positive) = .8, .6, .7 (prior .7/.3); a .6/.4 answer becomes negative."""
+    cf = {"N/A:": 0.8, ":": 0.6, "[MASK]:": 0.7}
+
+    def answer(body):
+        p = cf.get(body["prompt"].split("\n\n")[-1], 0.6)
+        return completion({" positive": math.log(p), " negative": math.log(1 - p)})
+    c = client(serve((200, answer, 0)), tmp_path)
+    predictor = LLMPredictor(c, Template("", "{text}: {label}", "{text}:"), ["negative", "positive"],
+                             calibration="contextual")
+    (prediction,) = predictor.predict_many([([Example("1", "good", "positive")], "fine")])
+    q = np.array([0.4 / 0.3, 0.6 / 0.7])
+    assert prediction.label == "negative" and prediction.probs["negative"] == pytest.approx(q[0] / q.sum())

@@ -4,10 +4,13 @@ They fail, never skip, when the server cannot be built or started: CI must prove
 """
 
 import json
+import os
 import signal
+import socket
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
@@ -16,7 +19,7 @@ from fewshot.cli import app
 from fewshot.llm import LLMClient, LocalServer
 from fewshot.prompts import load_template
 from fewshot.data import Example
-from tests.conftest import write_jsonl
+from tests.conftest import EXAMPLES, write_jsonl
 
 pytestmark = pytest.mark.llm
 
@@ -82,10 +85,128 @@ def test_llm_serve_stops_on_ctrl_c():
     line = proc.stdout.readline()
     assert "serving gemma3-270m at http://127.0.0.1:" in line
     url = line.split(" at ")[1].split()[0]
+    time.sleep(0.5)  # the line is printed just before serve waits in its try block (cli.py); a loaded machine lags
     proc.send_signal(signal.SIGINT)
     assert proc.wait(timeout=30) == 0
     time.sleep(0.5)
     assert subprocess.run(["curl", "-s", "-m", "2", url.replace("/v1", "/health")]).returncode != 0
+
+
+def _children(pid):
+    """Pids of a process's children, from /proc (Linux)."""
+    found = []
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        try:
+            found += [int(p) for p in (task / "children").read_text().split()]
+        except OSError:
+            pass
+    return found
+
+
+def _server_child(pid, timeout=120):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for child in _children(pid):
+            try:
+                if "llama-server" in Path(f"/proc/{child}/cmdline").read_text():
+                    return child
+            except OSError:
+                pass
+        time.sleep(0.1)
+    raise AssertionError(f"process {pid} started no llama-server within {timeout} s")
+
+
+def _running(pid):
+    """True while the process exists and is not a zombie (an orphan's zombie may wait for a reaper)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def _gone_within(pid, seconds):
+    deadline = time.monotonic() + seconds
+    while _running(pid) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    return not _running(pid)
+
+
+def _port_free(port):
+    """Nothing listens there any more (closed connections may linger in TIME_WAIT: SO_REUSEADDR)."""
+    with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def _clean_up(proc, server):
+    """After a failure, leave no process of the test behind."""
+    proc.kill()
+    proc.wait()
+    if server is not None and _running(server):
+        os.kill(server, signal.SIGKILL)
+
+
+linux_only = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc; PDEATHSIG is Linux's")
+
+
+@linux_only
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGHUP, signal.SIGKILL], ids=lambda s: s.name)
+def test_llm_serve_never_outlives_its_process(signum):
+    # SIGTERM: what kill, timeout, containers and service managers send; SIGHUP: a closed terminal;
+    # SIGKILL: no handler runs, the kernel's parent-death signal stops the server
+    proc = subprocess.Popen([sys.executable, "-m", "fewshot", "llm", "serve"], stdout=subprocess.PIPE, text=True)
+    try:
+        line = proc.stdout.readline()
+        assert "serving gemma3-270m at http://127.0.0.1:" in line
+        port = int(line.split(" at ")[1].split()[0].split(":")[2].split("/")[0])
+        server = _server_child(proc.pid)
+        proc.send_signal(signum)
+        code = proc.wait(timeout=30)
+        assert _gone_within(server, 15), f"llama-server {server} outlived fewshot after {signum.name}"
+        assert _port_free(port)
+        assert code == (-signum if signum == signal.SIGKILL else 128 + signum)
+    finally:
+        _clean_up(proc, locals().get("server"))
+
+
+@linux_only
+def test_llm_serve_under_nohup_keeps_serving_after_sighup():
+    proc = subprocess.Popen([sys.executable, "-m", "fewshot", "llm", "serve"], stdout=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGHUP, signal.SIG_IGN))  # as nohup does
+    try:
+        assert "serving gemma3-270m at" in proc.stdout.readline()
+        server = _server_child(proc.pid)
+        proc.send_signal(signal.SIGHUP)
+        time.sleep(1)
+        assert proc.poll() is None and _running(server)
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=30)
+        assert _gone_within(server, 15)
+    finally:
+        _clean_up(proc, locals().get("server"))
+
+
+@linux_only
+def test_sal_stops_its_server_on_sigterm(tmp_path):
+    env = {k: v for k, v in os.environ.items() if k not in ("OPENAI_BASE_URL", "OPENAI_API_KEY", "FEWSHOT_MODEL")}
+    lines = (EXAMPLES / "pool.jsonl").read_text(encoding="utf-8").splitlines(keepends=True)[:150]
+    (tmp_path / "pool.jsonl").write_text("".join(lines), encoding="utf-8")
+    proc = subprocess.Popen([sys.executable, "-m", "fewshot", "select", "--pool", str(tmp_path / "pool.jsonl"),
+                             "--queries", str(EXAMPLES / "queries.jsonl"), "--method", "sal", "--k", "8",
+                             "--out", str(tmp_path / "s.jsonl")], env=env, stderr=subprocess.PIPE, text=True)
+    try:
+        server = _server_child(proc.pid)
+        proc.send_signal(signal.SIGTERM)
+        code = proc.wait(timeout=30)
+        assert _gone_within(server, 15), f"llama-server {server} outlived fewshot select --method sal"
+        assert code == 128 + signal.SIGTERM, proc.stderr.read()
+        assert not (tmp_path / "s.jsonl").exists()
+    finally:
+        _clean_up(proc, locals().get("server"))
 
 
 def test_unknown_local_model_is_clear(server, tmp_path):

@@ -1,9 +1,9 @@
-"""GO's fast rank-one path against a brute-force reference with an explicit inverse."""
+"""GO's fast rank-one paths against a brute-force reference with an explicit inverse (float64)."""
 
 import numpy as np
 import pytest
 
-from fewshot.selection import GO, Problem
+from fewshot.selection import GO, KNN, Problem
 
 
 def unit_rows(rng, n, d):
@@ -11,18 +11,26 @@ def unit_rows(rng, n, d):
     return x / np.linalg.norm(x, axis=1, keepdims=True)
 
 
-def brute_force(pool, queries, k, objective, ridge, noise):
-    """Greedy design recomputing Sigma = (ridge I + X_S^T X_S / noise)^-1 by explicit inversion."""
-    d = pool.shape[1]
+def posterior_variances(pool, queries, chosen, ridge, noise):
+    """``q^T Sigma q`` for every query, Sigma = (ridge I + X_S^T X_S / noise)^-1 by explicit inversion."""
+    S = np.asarray(pool, dtype=np.float64)[list(chosen)]
+    sigma = np.linalg.inv(ridge * np.eye(pool.shape[1]) + S.T @ S / noise)
+    q = np.asarray(queries, dtype=np.float64)
+    return np.einsum("qd,de,qe->q", q, sigma, q)
+
+
+def brute_force(pool, queries, k, objective, ridge, noise, candidates=None):
+    """Greedy design recomputing Sigma by explicit inversion for every candidate (float64);
+    ``candidates`` restricts the choice (a shortlist), default the whole pool."""
+    pool, queries = np.asarray(pool, dtype=np.float64), np.asarray(queries, dtype=np.float64)
+    candidates = range(len(pool)) if candidates is None else sorted(candidates)
     chosen = []
     for _ in range(k):
         best, best_value = None, None
-        for x in range(len(pool)):
+        for x in candidates:
             if x in chosen:
                 continue
-            S = pool[chosen + [x]]
-            sigma = np.linalg.inv(ridge * np.eye(d) + S.T @ S / noise)
-            variances = np.einsum("qd,de,qe->q", queries, sigma, queries)
+            variances = posterior_variances(pool, queries, chosen + [x], ridge, noise)
             value = variances.max() if objective == "g" else variances.sum()
             if best_value is None or value < best_value - 1e-12:
                 best, best_value = x, value
@@ -49,6 +57,52 @@ def test_per_query_matches_brute_force(seed):
         assert list(selection.indices) == brute_force(pool, queries[j:j + 1], 5, "g", 0.5, 0.1)
 
 
+def test_exact_per_query_path_matches_brute_force_beyond_the_shortlist_size(monkeypatch):
+    """shortlist=None with n > 256: the batched exact path (whole pool, no gathered copies),
+    split over several query chunks, against the explicit inverse over the whole pool."""
+    rng = np.random.default_rng(11)
+    pool, queries = unit_rows(rng, 300, 6), unit_rows(rng, 6, 6)
+    monkeypatch.setattr(GO, "chunk_elements", 300 * (4 + 8) * 2)  # two queries per chunk: three chunks
+    per_query = GO(ridge=1.0, noise=0.05, shortlist=None).select_per_query(Problem(pool=pool, queries=queries), k=4)
+    for j, selection in enumerate(per_query):
+        assert selection.trace[0]["feasible"] == 300  # every pool example was a candidate
+        assert list(selection.indices) == brute_force(pool, queries[j:j + 1], 4, "g", 1.0, 0.05)
+        # the trace's query variance is the recomputed one after each pick
+        for step, entry in enumerate(selection.trace):
+            expected = posterior_variances(pool, queries[j:j + 1], selection.indices[:step + 1], 1.0, 0.05)[0]
+            assert entry["query_variance"] == pytest.approx(expected, rel=1e-9)
+
+
+def test_shortlist_path_matches_brute_force_on_its_shortlist():
+    """n=400 > shortlist=256, so the shortlist really shortens; picks equal the explicit inverse
+    restricted to the query's 256 candidates of largest |cosine|."""
+    rng = np.random.default_rng(12)
+    pool, queries = unit_rows(rng, 400, 6), unit_rows(rng, 4, 6)
+    per_query = GO(ridge=1.0, noise=0.05, shortlist=256).select_per_query(Problem(pool=pool, queries=queries), k=4)
+    for j, selection in enumerate(per_query):
+        assert selection.trace[0]["feasible"] == 256
+        shortlist = np.argsort(-np.abs(pool @ queries[j]), kind="stable")[:256]
+        assert list(selection.indices) == brute_force(pool, queries[j:j + 1], 4, "g", 1.0, 0.05, shortlist)
+
+
+@pytest.mark.parametrize("objective", ["g", "v"])
+def test_float32_shared_path_matches_float64_brute_force(objective):
+    rng = np.random.default_rng(4)
+    pool, queries = unit_rows(rng, 80, 8).astype(np.float32), unit_rows(rng, 60, 8).astype(np.float32)
+    fast = GO(objective=objective, ridge=1.0, noise=0.1).select(Problem(pool=pool, queries=queries), k=6)
+    assert list(fast.indices) == brute_force(pool, queries, 6, objective, 1.0, 0.1)
+
+
+@pytest.mark.parametrize("shortlist", [None, 256])
+def test_float32_per_query_path_matches_float64_brute_force(shortlist):
+    rng = np.random.default_rng(5)
+    pool, queries = unit_rows(rng, 300, 8).astype(np.float32), unit_rows(rng, 4, 8).astype(np.float32)
+    problem = Problem(pool=pool, queries=queries)
+    for j, selection in enumerate(GO(noise=0.1, shortlist=shortlist).select_per_query(problem, k=5)):
+        candidates = None if shortlist is None else np.argsort(-np.abs(pool @ queries[j]), kind="stable")[:256]
+        assert list(selection.indices) == brute_force(pool, queries[j:j + 1], 5, "g", 1.0, 0.1, candidates)
+
+
 def test_per_query_equals_shared_on_that_query():
     rng = np.random.default_rng(5)
     pool, queries = unit_rows(rng, 40, 8), unit_rows(rng, 4, 8)
@@ -59,10 +113,52 @@ def test_per_query_equals_shared_on_that_query():
         assert batched[j].indices == single.indices
 
 
-def test_trace_reports_falling_variance():
+def test_trace_reports_the_greedy_minimum_of_the_max_variance():
+    """Each step's max/mean query variance is the explicit-inverse one for the picks so far, and
+    the max is the smallest any feasible candidate could have reached: a wrong pick breaks it."""
     rng = np.random.default_rng(1)
     pool, queries = unit_rows(rng, 80, 10), unit_rows(rng, 20, 10)
-    trace = GO().select(Problem(pool=pool, queries=queries), k=6).trace
-    maxima = [step["max_query_variance"] for step in trace]
-    assert all(a >= b - 1e-9 for a, b in zip(maxima, maxima[1:]))
-    assert maxima[-1] < 1.0  # prior variance of a unit query with ridge 1
+    selection = GO(ridge=1.0, noise=0.1).select(Problem(pool=pool, queries=queries), k=6)
+    for step, entry in enumerate(selection.trace):
+        before = list(selection.indices[:step])
+        after = posterior_variances(pool, queries, before + [entry["index"]], 1.0, 0.1)
+        assert entry["max_query_variance"] == pytest.approx(after.max(), rel=1e-9)
+        assert entry["mean_query_variance"] == pytest.approx(after.mean(), rel=1e-9)
+        best = min(posterior_variances(pool, queries, before + [x], 1.0, 0.1).max()
+                   for x in range(len(pool)) if x not in before)
+        assert entry["max_query_variance"] == pytest.approx(best, rel=1e-9)
+        assert entry["score"] == pytest.approx(-best, rel=1e-9)
+
+
+def test_lazy_g_scores_few_query_rows_after_the_first_step():
+    """The lazy G-optimal loop stops early (rows scored < m) and stays exact."""
+    rng = np.random.default_rng(2)
+    centres = unit_rows(rng, 5, 12)
+    queries = centres[rng.integers(5, size=300)] + 0.3 * rng.normal(size=(300, 12))
+    queries /= np.linalg.norm(queries, axis=1, keepdims=True)
+    pool = unit_rows(rng, 60, 12)
+    selection = GO(objective="g").select(Problem(pool=pool, queries=queries), k=5)
+    rows = [entry["query_rows_scored"] for entry in selection.trace]
+    assert rows[0] == 300  # unit queries all start at variance 1 / ridge: nothing to skip yet
+    assert min(rows[1:]) < 300
+    assert list(selection.indices) == brute_force(pool, queries, 5, "g", 1.0, 0.1)
+
+
+@pytest.mark.parametrize("shortlist", [None, 256])
+def test_huge_ridge_times_noise_reproduces_knn(shortlist):
+    """Only ridge * noise matters; as it grows, r(q, x) -> cos(q, x)^2 / (ridge * noise), so per-query
+    GO is kNN (by |cosine|; here every cosine is positive, so by cosine)."""
+    rng = np.random.default_rng(6)
+    common = unit_rows(rng, 1, 16)
+    pool = unit_rows(rng, 400, 16) + 2 * common
+    queries = unit_rows(rng, 10, 16) + 2 * common
+    pool /= np.linalg.norm(pool, axis=1, keepdims=True)
+    queries /= np.linalg.norm(queries, axis=1, keepdims=True)
+    assert (queries @ pool.T).min() > 0
+    problem = Problem(pool=pool, queries=queries)
+    knn = [s.indices for s in KNN(shortlist=shortlist).select_per_query(problem, 8)]
+    go = [s.indices for s in GO(ridge=1.0, noise=1e6, shortlist=shortlist).select_per_query(problem, 8)]
+    assert go == knn
+    # at the default ridge * noise the de-duplication term changes the picks: the test can fail
+    default = [s.indices for s in GO(shortlist=shortlist).select_per_query(problem, 8)]
+    assert default != knn

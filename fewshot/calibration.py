@@ -1,0 +1,102 @@
+"""Calibrating an LLM's label probabilities, because a small model's label prior can swamp the demos.
+
+Both methods divide each prediction's label distribution by an estimate of the model's bias and
+renormalise; they differ in where the estimate comes from:
+
+- batch calibration (Zhou et al. 2023, arXiv 2309.17249): the mean label distribution over the
+  batch of test prompts, free when all test queries are answered together;
+- contextual calibration (Zhao et al. 2021, arXiv 2102.09690): the mean label distribution for
+  content-free inputs ("N/A", "", "[MASK]") given the same demos; it costs one prompt per input
+  and distinct demo set.
+
+Rows are label distributions in a fixed label order (``probs[i, j]`` = p(label j | prompt i)).
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import numpy as np
+
+from .errors import InputError
+
+CONTENT_FREE = ("N/A", "", "[MASK]")
+Method = Literal["none", "batch", "contextual"]
+METHODS = ("none", "batch", "contextual")
+
+
+def _rows(probs: np.ndarray, name: str = "probs") -> np.ndarray:
+    p = np.asarray(probs, dtype=float)
+    if p.ndim == 1:
+        p = p[None, :]
+    if p.ndim != 2 or p.shape[1] < 2 or not np.isfinite(p).all() or (p < 0).any():
+        raise InputError(f"{name}: expected non-negative label distributions (rows x labels), got shape {p.shape}")
+    totals = p.sum(axis=1, keepdims=True)
+    return np.divide(p, totals, out=np.full_like(p, 1.0 / p.shape[1]), where=totals > 0)
+
+
+def _divide(probs: np.ndarray, prior: np.ndarray) -> np.ndarray:
+    """Each row divided by ``prior`` and renormalised; a label the prior never saw keeps 0."""
+    q = np.divide(probs, prior, out=np.zeros_like(probs), where=prior > 0)
+    totals = q.sum(axis=1, keepdims=True)
+    return np.divide(q, totals, out=np.full_like(q, 1.0 / q.shape[1]), where=totals > 0)
+
+
+def batch_calibrate(probs: np.ndarray, scored: np.ndarray | None = None) -> np.ndarray:
+    """Batch calibration: p(y | x_i) / mean_j p(y | x_j), renormalised per row.
+
+    ``scored``: which rows estimate the mean (a prompt the scorer could not score carries only
+    bounds); every row is returned calibrated.
+
+    >>> batch_calibrate(np.array([[0.9, 0.1], [0.6, 0.4]])).round(4)  # mean (0.75, 0.25)
+    array([[0.75  , 0.25  ],
+           [0.3333, 0.6667]])
+    """
+    p = _rows(probs)
+    use = np.ones(len(p), dtype=bool) if scored is None else np.asarray(scored, dtype=bool)
+    if use.shape != (len(p),):
+        raise InputError(f"scored: expected {len(p)} flags, got shape {use.shape}")
+    if not use.any():
+        return p
+    return _divide(p, p[use].mean(axis=0))
+
+
+def content_free_prior(content_free: np.ndarray) -> np.ndarray:
+    """The mean label distribution over content-free inputs (rows renormalised first).
+
+    >>> content_free_prior(np.array([[0.8, 0.2], [0.6, 0.4]]))
+    array([0.7, 0.3])
+    """
+    return _rows(content_free, "content_free").mean(axis=0)
+
+
+def contextual_calibrate(probs: np.ndarray, content_free: np.ndarray) -> np.ndarray:
+    """Contextual calibration: W = diag(p_cf)^-1, b = 0; each row ``W p``, renormalised.
+
+    ``content_free``: p(y | demos, content-free input) for one or more such inputs (rows), with
+    the same demos as ``probs``; its mean (:func:`content_free_prior`) is p_cf.
+
+    >>> contextual_calibrate(np.array([[0.9, 0.1], [0.6, 0.4]]), np.array([[0.8, 0.2], [0.6, 0.4]])).round(4)
+    array([[0.7941, 0.2059],
+           [0.3913, 0.6087]])
+    """
+    return _divide(_rows(probs), content_free_prior(content_free))
+
+
+def calibrate(probs: np.ndarray, method: Method = "batch", *, content_free: np.ndarray | None = None,
+              scored: np.ndarray | None = None) -> np.ndarray:
+    """Calibrate by name: ``"none"`` (rows only renormalised), ``"batch"`` or ``"contextual"``.
+
+    >>> calibrate(np.array([[2.0, 2.0], [3.0, 1.0]]), "none")
+    array([[0.5 , 0.5 ],
+           [0.75, 0.25]])
+    """
+    if method == "none":
+        return _rows(probs)
+    if method == "batch":
+        return batch_calibrate(probs, scored)
+    if method == "contextual":
+        if content_free is None:
+            raise InputError("contextual calibration needs the content-free label distributions")
+        return contextual_calibrate(probs, content_free)
+    raise InputError(f"unknown calibration {method!r} (use one of: {', '.join(METHODS)})")
