@@ -122,6 +122,8 @@ def select(
     """Choose k demonstrations from a pool for a set of queries."""
     if method not in registry.SELECTORS:
         raise InputError(f"unknown method {method!r} (known: {', '.join(registry.SELECTORS)})", field="--method")
+    if out is not None:
+        _prepare_output(out)
     pool_examples = load_examples(pool, text_field=text_field, label_field=label_field, id_field=id_field)
     query_examples = load_examples(queries, text_field=text_field, label_field=None)
     if k > len(pool_examples):
@@ -139,6 +141,11 @@ def select(
         raise InputError(f"every demo alone exceeds --max-tokens {max_tokens} (shortest is id "
                          f"{pool_examples[shortest].id}, {int(problem.token_costs[shortest])} tokens)", field="--max-tokens")
     params = {"seed": seed, "label_balance": label_balance, **parse_params(param)}
+    registry.make_selector(method, **{k: v for k, v in params.items() if k not in ("model", "oracle")})
+    if render and method != "sal" and not labels and all(e.label is None for e in pool_examples):
+        raise InputError("--render needs labels for the demos, and the pool has none: label the chosen "
+                         "examples first (run without --render), or use --method sal with --labels-file",
+                         field="--render")
     llm_stats: dict[str, Any] = {}
     with ExitStack() as stack:
         if method == "sal":
@@ -173,7 +180,8 @@ def select(
         for record in records:
             print(json.dumps(record, ensure_ascii=False, sort_keys=True))
     if render:
-        _print_prompts(run, pool_examples, query_examples, demo_template)
+        _print_prompts(records, run, query_examples, demo_template, _known_labels(labels, pool_examples, records))
+    _show_summary(records, run, query_examples, demo_template, _known_labels(labels, pool_examples, records), show_prompt=not render)
     counts = sorted({len(s.indices) for s in run.selections})
     chosen = str(counts[0]) if len(counts) == 1 else f"{counts[0]}-{counts[-1]}"
     _say(f"{method}: chose {chosen} demo(s){' per query' if per_query else ''} from {len(pool_examples)} "
@@ -220,15 +228,65 @@ def make_oracle(pool: list[Example], from_file: dict[str, str], label_set: list[
     return oracle
 
 
-def _print_prompts(run: SelectionRun, pool: list[Example], queries: list[Example], template) -> None:
-    labels = sorted({e.label for e in pool if e.label is not None})
-    for j, query in enumerate(queries):
-        selection = run.selections[j] if run.per_query else run.selections[0]
-        # most important demo last: small LLMs weigh the demo nearest the query most
-        demos = [pool[i] for i in reversed(selection.indices)]
+def _prepare_output(out: Path) -> None:
+    """Refuse a folder and create missing parent folders before any work, so nothing computed is lost."""
+    if out.is_dir():
+        raise InputError("is a folder: --out takes a file path, e.g. selection.jsonl", path=str(out), field="--out")
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise InputError(f"cannot create the output folder ({err.strerror})", path=str(out.parent),
+                         field="--out") from None
+
+
+def _known_labels(labels: str | None, pool: list[Example], records: list[dict[str, Any]]) -> list[str]:
+    """The label set for the instruction: --labels, else the labels of the pool and of SAL's reveals."""
+    if labels:
+        return [label.strip() for label in labels.split(",") if label.strip()]
+    return sorted({e.label for e in pool if e.label is not None} | {r["label"] for r in records if r["label"]})
+
+
+def _demos_for(records: list[dict[str, Any]], query_id: str | None) -> list[Example]:
+    """The demos of one selection as the prompt shows them: most important last, nearest the query
+    (small LLMs weigh the demo nearest the query most)."""
+    chosen = [r for r in records if r.get("query_id") == query_id]
+    chosen.sort(key=lambda r: r["rank"], reverse=True)
+    return [Example(str(r["id"]), r["text"], r["label"]) for r in chosen]
+
+
+def _print_prompts(records, run: SelectionRun, queries: list[Example], template, labels: list[str]) -> None:
+    for query in queries:
+        demos = _demos_for(records, query.id if run.per_query else None)
         print(f"### query {query.id}")
         print(template.render(demos, query.text, labels))
         print()
+
+
+def _shorten(text: str, width: int) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= width else text[:width - 1] + "…"
+
+
+def _show_summary(records, run: SelectionRun, queries: list[Example], template, labels: list[str],
+                  show_prompt: bool) -> None:
+    """A compact table of the chosen demos (the first query's, per query) and one rendered prompt, on stderr."""
+    from rich.console import Console
+    from rich.table import Table
+
+    query_id = queries[0].id if run.per_query else None
+    table = Table(title="chosen demos" + (f" for query {query_id}" if run.per_query else ""), title_justify="left")
+    for column in ("rank", "id", "label", "score"):
+        table.add_column(column, no_wrap=True)
+    table.add_column("text", no_wrap=True)
+    for r in sorted((r for r in records if r.get("query_id") == query_id), key=lambda r: r["rank"]):
+        table.add_row(str(r["rank"]), str(r["id"]), r["label"] if r["label"] is not None else "[bold]to label[/]",
+                      f"{r['score']:.4g}", _shorten(r["text"], 44))
+    console = Console(stderr=True, width=None if sys.stderr.isatty() else 120)
+    console.print(table)
+    demos = _demos_for(records, query_id)
+    if show_prompt and labels and all(d.label is not None for d in demos):
+        console.print(f"[dim]prompt for query {queries[0].id} (--render TEMPLATE prints every prompt):[/]")
+        console.print(template.render(demos, queries[0].text, labels), markup=False, highlight=False)
 
 
 @app.command()
@@ -333,9 +391,9 @@ def serve(model: str = typer.Option("gemma3-270m", help=f"One of {', '.join(MODE
           parallel: int = typer.Option(4, help="Parallel request slots.")) -> None:
     """Run llama.cpp's OpenAI-compatible server on 127.0.0.1 (free port) until Ctrl-C."""
     with LocalServer(model, context=context, parallel=parallel) as server:
-        print(f"serving {model} at {server.base_url}  (export OPENAI_BASE_URL={server.base_url} FEWSHOT_MODEL={model})",
-              flush=True)
         try:
+            print(f"serving {model} at {server.base_url}  (export OPENAI_BASE_URL={server.base_url} "
+                  f"FEWSHOT_MODEL={model})", flush=True)
             server.process.wait()
         except KeyboardInterrupt:
             _say("stopping the server")

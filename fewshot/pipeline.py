@@ -99,11 +99,25 @@ def run_selection(selector: Selector, problem: Problem, k: int, *, per_query: bo
             raise InputError(f"prune_to={prune_to} is smaller than k={k}")
         keep = prune(problem.pool, prune_to, policy=prune_policy, seed=seed)
         problem = restrict(problem, keep)
+        selector = _oracle_on_original_pool(selector, keep)
     selections = selector.select_per_query(problem, k) if per_query else [selector.select(problem, k)]
     if keep is not None:
         selections = [_remap(s, keep) for s in selections]
     return SelectionRun(selections, time.perf_counter() - start, per_query,
                         pruned_to=None if keep is None else len(keep))
+
+
+def _oracle_on_original_pool(selector: Selector, keep: np.ndarray) -> Selector:
+    """A copy of the selector whose oracle (SAL's) is asked about the original pool's examples:
+    the selector sees indices into the pruned pool, the oracle was built for the whole one."""
+    import copy
+
+    oracle = getattr(selector, "oracle", None)
+    if oracle is None:
+        return selector
+    selector = copy.copy(selector)
+    selector.oracle = lambda index: oracle(int(keep[index]))
+    return selector
 
 
 def _remap(selection: Selection, keep: np.ndarray) -> Selection:

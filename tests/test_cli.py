@@ -86,7 +86,10 @@ def test_methods_lists_every_selector():
     (["--method", "nope"], "unknown method"),
     (["--max-tokens", "3"], "every demo alone exceeds --max-tokens 3"),
     (["--render", "missing-template"], "template not found"),
-    (["-p", "objective=x"], "objective must be"),
+    (["-p", "objective=x"], "parameter objective='x' for method 'go' must be"),
+    (["-p", "nosie=0.1"], "unknown parameter 'nosie' for method 'go' (valid: objective, ridge, noise"),
+    (["-p", "noise=abc"], "parameter noise='abc' for method 'go' must be float"),
+    (["--method", "knn", "-p", "objective=v"], "unknown parameter 'objective' for method 'knn'"),
 ])
 def test_bad_options_exit_2(tmp_path, vectors, extra, message):
     result = select(tmp_path, vectors, *extra)
@@ -117,3 +120,32 @@ def test_real_model_end_to_end(tmp_path):
     second_meta = json.loads((tmp_path / "b.jsonl.meta.json").read_text())
     assert first_meta["embedding_model"].endswith("all-MiniLM-L6-v2")
     assert first_meta["embeddings_computed"] == 340 and second_meta["embeddings_computed"] == 0
+
+
+def test_out_in_a_missing_folder_is_created(tmp_path, vectors):
+    result = select(tmp_path, vectors, "--k", "3", out="some/missing/dir/sel.jsonl")
+    assert result.exit_code == 0, result.output
+    assert len((tmp_path / "some/missing/dir/sel.jsonl").read_text().splitlines()) == 3
+
+
+def test_out_that_is_a_folder_is_refused_before_work(tmp_path, vectors):
+    (tmp_path / "folder").mkdir()
+    result = select(tmp_path, vectors, "--k", "3", out="folder")
+    assert result.exit_code == 2 and "is a folder" in result.output and "chose" not in result.output
+
+
+def test_render_of_an_unlabeled_pool_is_refused(tmp_path, vectors):
+    rows = [{"text": json.loads(line)["text"]} for line in (EXAMPLES / "pool.jsonl").read_text().splitlines()]
+    pool = write_jsonl(tmp_path / "unlabeled.jsonl", rows)
+    result = run("select", "--pool", pool, "--queries", EXAMPLES / "queries.jsonl", *vectors, "--k", "3",
+                 "--render", "classification")
+    assert result.exit_code == 2 and "--render needs labels" in result.output
+    assert "Answer with one of: ." not in result.output
+
+
+def test_summary_table_and_one_prompt_on_stderr(tmp_path, vectors):
+    result = select(tmp_path, vectors, "--method", "knn", "--k", "3")
+    assert result.exit_code == 0
+    first = json.loads((tmp_path / "sel.jsonl").read_text().splitlines()[0])
+    assert "chosen demos" in result.output and str(first["id"]) in result.output
+    assert result.output.count("Label:") == 4  # one prompt: 3 demos and the query

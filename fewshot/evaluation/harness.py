@@ -94,9 +94,11 @@ def answer(dataset: Dataset, predictor: LLMPredictor, demo_sets: list[list[Examp
     rows = []
     for demos, example, prediction in zip(demo_sets, test, predictions):
         if dataset.task == "classification":
-            best = max(prediction.probs, key=prediction.probs.get) if prediction.probs else None
+            # a prompt the scorer could not score is never turned into a label: it counts as wrong
+            best = getattr(prediction, "label", None)
             rows.append({"id": example.id, "gold": example.label, "prediction": best,
-                         "correct": best == example.label})
+                         "correct": best is not None and best == example.label,
+                         "unscored": bool(getattr(prediction, "unscored", best is None))})
         else:
             fallback = float(np.median([float(d.label) for d in demos])) if demos else float("nan")
             guess = float(np.mean(prediction.samples)) if prediction.samples else fallback
@@ -195,12 +197,14 @@ def run_suite(suite: Suite, datasets: list[Dataset], client: LLMClient, template
                 selection_seconds, answers = work()
                 delta = {key: client.stats.get(key, 0) - before.get(key, 0)
                          for key in ("calls", "cached", "prompt_tokens", "label_fallbacks")}
+                unscored = sum(bool(row.get("unscored")) for row in answers.rows)
                 record = {"cell": cell, "data": dataset.name, "task": dataset.task, "seed": seed, "method": method,
                           "k": k, "score": answers.score, "n_test": len(test),
                           "selection_seconds": round(selection_seconds, 4),
                           "answer_seconds": round(time.perf_counter() - start - selection_seconds, 4),
                           "llm_calls": delta["calls"], "cached_calls": delta["cached"],
-                          "prompt_tokens": delta["prompt_tokens"], "label_fallbacks": delta["label_fallbacks"]}
+                          "prompt_tokens": delta["prompt_tokens"], "label_fallbacks": delta["label_fallbacks"],
+                          "unscored": unscored}
                 with open(predictions_path, "a", encoding="utf-8") as handle:
                     handle.writelines(json.dumps({"cell": cell, **row}) + "\n" for row in answers.rows)
                 with open(records_path, "a", encoding="utf-8") as handle:

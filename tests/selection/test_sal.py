@@ -72,3 +72,23 @@ def test_sal_without_labels_or_oracle_is_a_clear_error():
                         query_texts=problem.query_texts, labels=[None] * problem.n)
     with pytest.raises(Exception, match="no label and SAL has no oracle"):
         SAL(model=LinearGaussianModel(vectors, texts)).select(unlabeled, 2)
+
+
+def test_pruned_pool_asks_the_oracle_about_the_example_sal_picked():
+    """With --prune-to, SAL sees pruned indices; the oracle must be asked about the same example."""
+    from fewshot.pipeline import run_selection
+
+    problem, vectors, texts = linear_problem(5, n=40)
+    asked = []
+
+    def oracle(index):
+        asked.append(index)
+        return problem.labels[index]
+
+    unlabeled = Problem(pool=problem.pool, queries=problem.queries, pool_texts=problem.pool_texts,
+                        query_texts=problem.query_texts, labels=[None] * problem.n)
+    sal = SAL(model=LinearGaussianModel(vectors, texts), oracle=oracle, candidates=None, query_sample=None)
+    run = run_selection(sal, unlabeled, 4, prune_to=20, seed=0)
+    picked = run.selections[0].indices
+    assert sorted(asked) == sorted(picked)
+    assert [t["label"] for t in run.selections[0].trace] == [problem.labels[i] for i in picked]
