@@ -5,11 +5,15 @@ from __future__ import annotations
 import csv
 import io
 import json
+import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import TYPE_CHECKING, Any, Iterable, Sequence
 
 from .errors import InputError
+
+if TYPE_CHECKING:
+    from importlib.resources.abc import Traversable
 
 
 @dataclass(frozen=True)
@@ -60,19 +64,48 @@ def _records(path: Path) -> Iterable[tuple[int, dict[str, Any]]]:
         yield number, record
 
 
-def load_examples(path: str | Path, *, text_field: str = "text", label_field: str | None = "label",
-                  id_field: str | None = None, require_labels: bool = False) -> list[Example]:
-    """Read examples from a ``.jsonl`` or ``.csv`` file.
+class Examples(list):
+    """The examples of one file, in file order, with where their ids came from.
 
-    Ids default to the line number. Labels are optional unless ``require_labels``: a row without
-    the label field (or with null/empty) gets ``label=None``.
+    ``id_field`` is the field the ids were read from, or None when they are line numbers.
     """
+
+    def __init__(self, examples: Iterable[Example] = (), id_field: str | None = None) -> None:
+        super().__init__(examples)
+        self.id_field = id_field
+
+    @property
+    def id_source(self) -> str:
+        """For metadata: ``"field 'id'"`` or ``"line number"``."""
+        return "line number" if self.id_field is None else f"field {self.id_field!r}"
+
+
+def check_file(path: str | Path) -> Path:
+    """The path, or an InputError saying it is missing or a folder (not a file)."""
     path = Path(path)
+    if path.is_dir():
+        raise InputError("is a folder, not a file (give the path of a .jsonl or .csv file)", path=str(path))
     if not path.is_file():
         raise InputError("file does not exist", path=str(path))
-    examples: list[Example] = []
+    return path
+
+
+def load_examples(path: str | Path, *, text_field: str = "text", label_field: str | None = "label",
+                  id_field: str | None = None, require_labels: bool = False) -> Examples:
+    """Read examples from a ``.jsonl`` or ``.csv`` file.
+
+    Ids come from ``id_field`` when given (every row must have it). Without it, they come from the
+    ``id`` field when the file's first row has one (then every row must), else from the line number;
+    the result's ``id_field`` says which. Labels are optional unless ``require_labels``: a row without
+    the label field (or with null/empty) gets ``label=None``.
+    """
+    path = check_file(path)
+    examples = Examples()
     seen: dict[str, int] = {}
     for line, record in _records(path):
+        if not examples and id_field is None and "id" in record:
+            examples.id_field = "id"  # decided on the first row, so a row without it is an error
+        ids_from = id_field or examples.id_field
         text = record.get(text_field)
         if text is None:
             raise InputError(f"missing text field (fields present: {', '.join(map(str, record)) or 'none'})",
@@ -84,32 +117,57 @@ def load_examples(path: str | Path, *, text_field: str = "text", label_field: st
             label = None
         if label is None and require_labels:
             raise InputError("missing label", path=str(path), line=line, field=label_field)
-        ident = str(record[id_field]) if id_field and record.get(id_field) is not None else None
-        if id_field and ident is None:
-            raise InputError("missing id", path=str(path), line=line, field=id_field)
-        ident = ident or str(line)
+        if ids_from:
+            value = record.get(ids_from)
+            if value is None or str(value).strip() == "":
+                raise InputError("missing id", path=str(path), line=line, field=ids_from)
+            ident = str(value)
+        else:
+            ident = str(line)
         if ident in seen:
             raise InputError(f"duplicate id {ident!r} (first on line {seen[ident]})", path=str(path),
-                             line=line, field=id_field or "id")
+                             line=line, field=ids_from or "id")
         seen[ident] = line
         examples.append(Example(id=ident, text=text, label=None if label is None else str(label)))
     if not examples:
         raise InputError("no examples in file (it is empty)", path=str(path))
+    examples.id_field = id_field or examples.id_field
     return examples
 
 
-def read_named_toml(name_or_path: str | Path, folder: Path, what: str) -> tuple[Path, dict[str, Any]]:
-    """A TOML file given by path, or by bare name from ``folder`` (``NAME.toml``), parsed."""
-    import tomllib
+def bundled_folder(package: str, source_folder: str) -> Traversable:
+    """Files shipped inside fewshot as package data (wheel or editable install); from a bare source
+    checkout on ``sys.path`` (not installed), the top-level ``source_folder`` instead."""
+    import importlib.resources
 
-    path = Path(name_or_path)
-    if not path.suffix:
-        path = folder / f"{name_or_path}.toml"
-    if not path.is_file():
-        known = ", ".join(sorted(p.stem for p in folder.glob("*.toml")))
-        raise InputError(f"{what} not found (in {folder.name}/: {known})", path=str(path))
     try:
-        return path, tomllib.loads(path.read_text(encoding="utf-8"))
+        return importlib.resources.files(package)
+    except ModuleNotFoundError:
+        return Path(__file__).resolve().parent.parent / source_folder
+
+
+def read_named_toml(name_or_path: str | Path, folder: Traversable, what: str) -> tuple[Path, dict[str, Any]]:
+    """A TOML file given by path, or by bare name from ``folder`` (``NAME.toml``), parsed.
+
+    ``folder`` may be a package resource folder (``importlib.resources.files``), so names resolve
+    the same from a wheel as from the source tree.
+    """
+    if sys.version_info >= (3, 11):
+        import tomllib
+    else:  # pragma: no cover - exercised on 3.10 only
+        import tomli as tomllib
+
+    given = Path(name_or_path)
+    resource = folder.joinpath(f"{name_or_path}.toml") if not given.suffix else None
+    path = Path(str(resource)) if resource is not None else given
+    if resource is not None and not resource.is_file():
+        known = ", ".join(sorted(p.name[:-5] for p in folder.iterdir() if p.name.endswith(".toml")))
+        raise InputError(f"{what} not found (known {what}s: {known}; or give a .toml path)", path=str(name_or_path))
+    if resource is None and not given.is_file():
+        raise InputError(f"{what} not found" + (" (is a folder)" if given.is_dir() else ""), path=str(given))
+    try:
+        text = (resource or given).read_text(encoding="utf-8")
+        return path, tomllib.loads(text)
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as err:
         raise InputError(f"not a valid TOML {what} ({err})", path=str(path)) from None
 

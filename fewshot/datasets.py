@@ -18,6 +18,12 @@ class Dataset:
     name: str
     examples: list[Example]
     task: Literal["classification", "regression"] = "classification"
+    id_field: str | None = None  # the file's field the ids came from; None: generated ids
+
+    @property
+    def id_source(self) -> str:
+        """For metadata: ``"field 'id'"`` or how the ids were made."""
+        return "row number" if self.id_field is None else f"field {self.id_field!r}"
 
     @property
     def labels(self) -> list[str]:
@@ -40,15 +46,15 @@ def _staicc_rows(file: str) -> list[tuple[list[str], int]]:
         return _NoGlobals(handle).load()
 
 
-def _dedupe(rows: list[tuple[str, str]], name: str) -> list[Example]:
-    """Drop repeated texts (the first occurrence wins); ids are stable row numbers."""
+def _dedupe(rows: list[tuple[str, str]], name: str, ids: list[str] | None = None) -> list[Example]:
+    """Drop repeated texts (the first occurrence wins); ids are the given ones, else stable row numbers."""
     seen: set[str] = set()
     out = []
     for i, (text, label) in enumerate(rows):
         key = " ".join(text.split()).lower()
         if key and key not in seen:
             seen.add(key)
-            out.append(Example(id=f"{name}-{i}", text=text.strip(), label=label))
+            out.append(Example(id=ids[i] if ids else f"{name}-{i}", text=text.strip(), label=label))
     return out
 
 
@@ -90,9 +96,12 @@ BUILTIN = tuple(STAICC) + TABULAR
 
 
 def load_dataset(name_or_path: str, *, text_field: str = "text", label_field: str = "label",
-                 task: Literal["classification", "regression"] | None = None) -> Dataset:
+                 task: Literal["classification", "regression"] | None = None,
+                 id_field: str | None = None) -> Dataset:
     """A built-in set by name (``sst2``, ``trec``, ``iris``, ``diabetes`` ...) or any JSONL/CSV file
-    with a text and a label field. Rows are deduplicated by text.
+    with a text and a label field. Rows are deduplicated by text. A file's ids are read as
+    :func:`fewshot.data.load_examples` reads them (its ``id`` field when it has one); the result's
+    ``id_field`` says which field, None for ids made from the set's name and row number.
 
     >>> load_dataset("iris").examples[0].text[:30]
     'sepal length (cm): 5.1, sepal '
@@ -105,11 +114,13 @@ def load_dataset(name_or_path: str, *, text_field: str = "text", label_field: st
     path = Path(name_or_path)
     if not path.suffix:
         raise InputError(f"unknown data set {name_or_path!r} (built-in: {', '.join(BUILTIN)}; or a .jsonl/.csv path)")
-    examples = load_examples(path, text_field=text_field, label_field=label_field, require_labels=True)
-    rows = _dedupe([(e.text, e.label) for e in examples], path.stem)
+    examples = load_examples(path, text_field=text_field, label_field=label_field, id_field=id_field,
+                             require_labels=True)
+    ids = [e.id for e in examples] if examples.id_field else None
+    rows = _dedupe([(e.text, e.label) for e in examples], path.stem, ids)
     if task is None:
         task = "regression" if all(_is_number(e.label) for e in rows) and len({e.label for e in rows}) > 20 else "classification"
-    return Dataset(path.stem, rows, task)
+    return Dataset(path.stem, rows, task, examples.id_field)
 
 
 def _is_number(text: str | None) -> bool:

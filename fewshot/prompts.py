@@ -7,10 +7,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
-from .data import Example, read_named_toml
+from .data import Example, bundled_folder, read_named_toml
 from .errors import InputError
 
-PROMPTS_DIR = Path(__file__).resolve().parent.parent / "prompts"
 ALLOWED = {"instruction": {"labels"}, "demo": {"text", "label"}, "query": {"text"}, "separator": set()}
 
 
@@ -47,8 +46,9 @@ class Template:
 
 
 def load_template(name_or_path: str | Path) -> Template:
-    """Load ``prompts/NAME.toml`` by name, or a TOML file by path; unknown placeholders are errors."""
-    path, fields = read_named_toml(name_or_path, PROMPTS_DIR, "template")
+    """Load a bundled template by name (``prompts/NAME.toml``, shipped as ``fewshot.templates``), or
+    a TOML file by path; unknown placeholders are errors."""
+    path, fields = read_named_toml(name_or_path, bundled_folder("fewshot.templates", "prompts"), "template")
     for key, value in fields.items():
         if key not in ALLOWED:
             raise InputError(f"unknown template key (allowed: {', '.join(ALLOWED)})", path=str(path), field=key)

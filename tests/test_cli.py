@@ -149,3 +149,19 @@ def test_summary_table_and_one_prompt_on_stderr(tmp_path, vectors):
     first = json.loads((tmp_path / "sel.jsonl").read_text().splitlines()[0])
     assert "chosen demos" in result.output and str(first["id"]) in result.output
     assert result.output.count("Label:") == 4  # one prompt: 3 demos and the query
+
+
+def test_pool_folder_is_a_clear_error(tmp_path, vectors):
+    result = run("select", "--pool", tmp_path, "--queries", EXAMPLES / "queries.jsonl", *vectors)
+    assert result.exit_code == 2 and "is a folder, not a file" in result.output
+
+
+def test_ids_from_the_id_field_by_default(tmp_path, vectors):
+    rows = [json.loads(line) for line in (EXAMPLES / "pool.jsonl").read_text().splitlines()]
+    assert all("id" in r for r in rows)
+    result = select(tmp_path, vectors, "--k", "3")
+    assert result.exit_code == 0
+    chosen = [json.loads(line)["id"] for line in (tmp_path / "sel.jsonl").read_text().splitlines()]
+    assert set(chosen) <= {r["id"] for r in rows}
+    meta = json.loads((tmp_path / "sel.jsonl.meta.json").read_text())
+    assert meta["ids"] == {"pool": "field 'id'", "queries": "field 'id'"}

@@ -41,3 +41,39 @@ def test_required_labels(tmp_path):
     path = write_jsonl(tmp_path / "p.jsonl", [{"text": "a", "label": "x"}, {"text": "b"}])
     with pytest.raises(InputError, match="line 2, field 'label'"):
         load_examples(path, require_labels=True)
+
+
+def test_ids_default_to_the_id_field_when_the_file_has_one(tmp_path):
+    with_ids = load_examples(write_jsonl(tmp_path / "a.jsonl", [{"id": "x7", "text": "a"}, {"id": 9, "text": "b"}]))
+    assert [e.id for e in with_ids] == ["x7", "9"] and with_ids.id_field == "id"
+    assert with_ids.id_source == "field 'id'"
+    without = load_examples(write_jsonl(tmp_path / "b.jsonl", [{"text": "a"}, {"text": "b"}]))
+    assert [e.id for e in without] == ["1", "2"] and without.id_field is None
+    csv = tmp_path / "c.csv"
+    csv.write_text("id,text\nq1,hello\nq2,bye\n", encoding="utf-8")
+    assert [e.id for e in load_examples(csv)] == ["q1", "q2"]
+
+
+@pytest.mark.parametrize("rows, id_field", [
+    ([{"id": "a", "text": "a"}, {"text": "b"}], None),  # the first row set the id field
+    ([{"uid": "a", "text": "a"}, {"uid": "", "text": "b"}], "uid"),  # empty is missing, never a line number
+])
+def test_missing_id_is_an_error_once_ids_are_in_use(tmp_path, rows, id_field):
+    with pytest.raises(InputError, match="line 2, field '(id|uid)': missing id"):
+        load_examples(write_jsonl(tmp_path / "p.jsonl", rows), id_field=id_field)
+
+
+def test_a_folder_is_not_a_missing_file(tmp_path):
+    with pytest.raises(InputError, match="is a folder, not a file") as err:
+        load_examples(tmp_path)
+    assert "does not exist" not in str(err.value)
+
+
+def test_eval_data_files_keep_their_ids(tmp_path):
+    from fewshot.datasets import load_dataset
+
+    rows = [{"id": f"r{i}", "text": f"text {i}", "label": "a"} for i in range(3)]
+    data = load_dataset(str(write_jsonl(tmp_path / "d.jsonl", rows)))
+    assert [e.id for e in data.examples] == ["r0", "r1", "r2"] and data.id_field == "id"
+    data = load_dataset(str(write_jsonl(tmp_path / "e.jsonl", [{"text": "x", "label": "a"}])))
+    assert [e.id for e in data.examples] == ["e-0"] and data.id_field is None

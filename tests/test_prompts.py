@@ -22,3 +22,24 @@ def test_unknown_placeholder_names_file_and_key(tmp_path):
 def test_missing_template():
     with pytest.raises(InputError, match="template not found"):
         load_template("no-such-template")
+
+
+def test_missing_template_lists_the_bundled_ones():
+    with pytest.raises(InputError, match="known templates: classification, regression"):
+        load_template("no-such-template")
+
+
+def test_template_by_path_and_bundled_names_work_from_another_folder(tmp_path, monkeypatch):
+    path = tmp_path / "mine.toml"
+    path.write_text('demo = "{text} -> {label}"\nquery = "{text} ->"\n')
+    monkeypatch.chdir(tmp_path)  # names never resolve against the working folder
+    assert load_template(path).name == "mine" and load_template("mine.toml").render([], "q") == "q ->"
+    assert load_template("classification").name == "classification"
+
+
+def test_bundled_suites_load_by_name_and_list_the_known_ones():
+    from fewshot.evaluation.suites import load_suite
+
+    assert load_suite("quick").name == "quick"
+    with pytest.raises(InputError, match="known suites: .*quick"):
+        load_suite("no-such-suite")

@@ -6,10 +6,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
-from ..data import read_named_toml
+from ..data import bundled_folder, read_named_toml
 from ..errors import InputError
-
-EVALS_DIR = Path(__file__).resolve().parent.parent.parent / "evals"
 
 
 @dataclass
@@ -30,8 +28,8 @@ class Suite:
 
 
 def load_suite(name_or_path: str | Path) -> Suite:
-    """``evals/NAME.toml`` by name, or a TOML file by path."""
-    path, values = read_named_toml(name_or_path, EVALS_DIR, "suite")
+    """A bundled suite by name (``evals/NAME.toml``, shipped as ``fewshot.suites``), or a TOML file by path."""
+    path, values = read_named_toml(name_or_path, bundled_folder("fewshot.suites", "evals"), "suite")
     allowed = {f.name for f in fields(Suite)}
     for key in values:
         if key not in allowed:
