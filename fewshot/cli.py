@@ -147,6 +147,7 @@ def select(
                          "examples first (run without --render), or use --method sal with --labels-file",
                          field="--render")
     llm_stats: dict[str, Any] = {}
+    label_set: list[str] = []
     with ExitStack() as stack:
         if method == "sal":
             client = stack.enter_context(llm_endpoint(base_url, model, api_key, api=api, local_model=local_model,
@@ -180,9 +181,10 @@ def select(
     elif not render:
         for record in records:
             print(json.dumps(record, ensure_ascii=False, sort_keys=True))
+    known = _known_labels(labels, pool_examples, records, label_set)
     if render:
-        _print_prompts(records, run, query_examples, demo_template, _known_labels(labels, pool_examples, records))
-    _show_summary(records, run, query_examples, demo_template, _known_labels(labels, pool_examples, records), show_prompt=not render)
+        _print_prompts(records, run, query_examples, demo_template, known)
+    _show_summary(records, run, query_examples, demo_template, known, show_prompt=not render)
     counts = sorted({len(s.indices) for s in run.selections})
     chosen = str(counts[0]) if len(counts) == 1 else f"{counts[0]}-{counts[-1]}"
     _say(f"{method}: chose {chosen} demo(s){' per query' if per_query else ''} from {len(pool_examples)} "
@@ -240,10 +242,12 @@ def _prepare_output(out: Path) -> None:
                          field="--out") from None
 
 
-def _known_labels(labels: str | None, pool: list[Example], records: list[dict[str, Any]]) -> list[str]:
-    """The label set for the instruction: --labels, else the labels of the pool and of SAL's reveals."""
-    if labels:
-        return [label.strip() for label in labels.split(",") if label.strip()]
+def _known_labels(labels: str | None, pool: list[Example], records: list[dict[str, Any]],
+                  label_set: list[str]) -> list[str]:
+    """The label set for the instruction: --labels (or SAL's label set), else the labels of the pool
+    and of SAL's reveals."""
+    if labels or label_set:
+        return label_set or [label.strip() for label in labels.split(",") if label.strip()]
     return sorted({e.label for e in pool if e.label is not None} | {r["label"] for r in records if r["label"]})
 
 

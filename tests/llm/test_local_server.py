@@ -61,6 +61,22 @@ def test_sal_end_to_end_resumes_from_cache(server, tmp_path):
     assert (tmp_path / "a.jsonl").read_bytes() == (tmp_path / "b.jsonl").read_bytes()
 
 
+def test_sal_render_shows_revealed_labels_of_an_unlabeled_pool(server, tmp_path):
+    """--render with SAL on an unlabeled pool prints the labels its oracle revealed, and the label set."""
+    rows = [{"id": f"p{i}", "text": d.text} for i, d in enumerate(DEMOS)]
+    pool = write_jsonl(tmp_path / "pool.jsonl", rows)
+    labels = write_jsonl(tmp_path / "labels.jsonl", [{"id": f"p{i}", "label": d.label} for i, d in enumerate(DEMOS)])
+    queries = write_jsonl(tmp_path / "q.jsonl", [{"text": "lovely"}])
+    result = CliRunner().invoke(app, ["select", "--pool", str(pool), "--queries", str(queries), "--method", "sal",
+                                      "--k", "2", "--labels-file", str(labels), "--render", "classification",
+                                      "--base-url", server.base_url, "--model", server.model,
+                                      "--cache-dir", str(tmp_path / "cache")])
+    assert result.exit_code == 0, result.output
+    assert "Answer with one of: negative, positive." in result.output
+    shown = [line.split(":", 1)[1].strip() for line in result.output.splitlines() if line.startswith("Label:")]
+    assert shown[:2] and all(label in ("negative", "positive") for label in shown[:2])
+
+
 def test_sal_starts_and_stops_its_own_server(tmp_path, monkeypatch):
     for name in ("OPENAI_BASE_URL", "OPENAI_API_KEY", "FEWSHOT_MODEL"):
         monkeypatch.delenv(name, raising=False)
