@@ -78,9 +78,12 @@ def test_end_to_end_with_the_local_llm_and_resume(tmp_path):
         assert (out / name).stat().st_size > 0
     records = [json.loads(line) for line in (out / "records.jsonl").read_text().splitlines()]
     assert sorted(r["method"] for r in records) == ["go:s", "knn:q", "oracle", "random:s", "zero-shot"]
-    assert all(0.0 <= r["score"] <= 1.0 for r in records)
-    scores = {r["method"]: r["score"] for r in records}
-    assert scores["oracle"] >= scores["random:s"]
+    rows = [json.loads(line) for line in (out / "predictions.jsonl").read_text().splitlines()]
+    for record in records:  # each score is recomputed from the predictions it was made of
+        cell = [row for row in rows if row["cell"] == record["cell"]]
+        assert record["score"] == pytest.approx(sum(row["correct"] for row in cell) / len(cell))
+        assert record["unscored"] == sum(row["prediction"] is None for row in cell)
+        assert all(row["correct"] == (row["prediction"] == row["gold"]) for row in cell)
     assert len((out / "predictions.jsonl").read_text().splitlines()) == 6 * 4 + 6 * 1  # 4 rows of 6 + oracle's best
     before = (out / "records.jsonl").read_text()
     again = runner.invoke(app, ["eval", "--suite", "tiny", "--out", str(out)])
