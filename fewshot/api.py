@@ -1,0 +1,224 @@
+"""One call from Python: ``fewshot.api.select(examples, queries, method=..., k=...)`` on plain data.
+
+Examples are dicts (or strings), queries strings (or dicts). The call embeds them (the bundled
+all-MiniLM-L6-v2 with the on-disk cache unless an ``embedder`` is given), builds the same
+:class:`~fewshot.selection.Problem` the CLI builds, runs the selector and hands back the chosen
+example dicts with their rank and score.
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass, field
+from typing import Any, Mapping, Sequence
+
+from .cache import default_cache_dir
+from .data import Example
+from .embedding import CachedEmbedder, Embedder, SentenceTransformerEmbedder
+from .errors import InputError
+from .pipeline import build_problem, run_selection
+from .prompts import Template, load_template
+from .selection import SELECTORS, Selection, make_selector
+
+# Methods whose demos depend on the query: they pick per query unless told otherwise.
+PER_QUERY_METHODS = frozenset({"knn", "mmr", "bm25", "dpp"})
+
+
+@functools.lru_cache(maxsize=1)
+def _bundled_model() -> SentenceTransformerEmbedder:
+    """The bundled model, loaded once per process (loading costs seconds, embedding milliseconds)."""
+    return SentenceTransformerEmbedder()
+
+
+def default_embedder() -> Embedder:
+    """The bundled model behind the on-disk cache of the current cache folder (``FEWSHOT_CACHE_DIR``)."""
+    return CachedEmbedder(_bundled_model(), default_cache_dir() / "embeddings.sqlite")
+
+
+@dataclass
+class SelectResult:
+    """What :func:`select` chose.
+
+    ``demos``: one list of chosen example dicts per query when ``per_query``, else a single list
+    (the shared set); each dict is the input example plus ``rank`` (1 = picked first) and ``score``
+    (the gain it was picked with). ``to_label``: ids of chosen examples that carry no label, in
+    pick order, without repeats. ``selections``: the raw :class:`~fewshot.selection.Selection` objects
+    (indices into ``examples``, trace).
+    """
+
+    method: str
+    k: int
+    per_query: bool
+    demos: list[list[dict[str, Any]]]
+    to_label: list[str]
+    selections: list[Selection]
+    params: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def shared(self) -> list[dict[str, Any]]:
+        """The shared set (an error for a per-query result)."""
+        if self.per_query:
+            raise InputError("this result holds one demo list per query; use .demos[j] or .for_query(j)")
+        return self.demos[0]
+
+    def for_query(self, j: int) -> list[dict[str, Any]]:
+        """The demos for query ``j`` (the shared set for every query when not per query)."""
+        return self.demos[j] if self.per_query else self.demos[0]
+
+
+def _as_example(item: Any, index: int, what: str, *, text_key: str, label_key: str | None,
+                id_key: str) -> tuple[Example, dict[str, Any]]:
+    """An :class:`Example` and the dict handed back for one input item (a string or a mapping)."""
+    where = f"{what}[{index}]"
+    if isinstance(item, str):
+        record: dict[str, Any] = {id_key: str(index), text_key: item}
+    elif isinstance(item, Mapping):
+        record = dict(item)
+    else:
+        raise InputError(f"must be a string or a dict, not {type(item).__name__}", path=where)
+    text = record.get(text_key)
+    if text is None:
+        raise InputError(f"missing text field (fields present: {', '.join(map(str, record)) or 'none'})",
+                         path=where, field=text_key)
+    if not isinstance(text, str) or not text.strip():
+        raise InputError("text is empty or not a string", path=where, field=text_key)
+    label = record.get(label_key) if label_key else None
+    if label is not None and str(label).strip() == "":
+        label = None
+    ident = record.get(id_key, index)
+    return Example(str(ident), text, None if label is None else str(label)), record
+
+
+def _examples(items: Sequence[Any], what: str, **keys: Any) -> tuple[list[Example], list[dict[str, Any]]]:
+    if isinstance(items, (str, Mapping)):
+        raise InputError(f"give a list of {what}, not a single one", path=what)
+    pairs = [_as_example(item, i, what, **keys) for i, item in enumerate(items)]
+    if not pairs:
+        raise InputError("there are none" if what == "queries" else "the pool is empty", path=what)
+    examples = [p[0] for p in pairs]
+    seen: dict[str, int] = {}
+    for i, e in enumerate(examples):
+        if e.id in seen:
+            raise InputError(f"duplicate id {e.id!r} (first at {what}[{seen[e.id]}])", path=f"{what}[{i}]",
+                             field=keys["id_key"])
+        seen[e.id] = i
+    return examples, [p[1] for p in pairs]
+
+
+def select(examples: Sequence[Mapping[str, Any] | str], queries: Sequence[str | Mapping[str, Any]],
+           method: str = "go", k: int = 4, *, per_query: bool | None = None, text_key: str = "text",
+           label_key: str | None = "label", id_key: str = "id", max_tokens: int | None = None,
+           template: str | Template = "classification", label_balance: bool = False, seed: int = 0,
+           prune_to: int | None = None, embedder: Embedder | None = None, **params: Any) -> SelectResult:
+    """Choose ``k`` demos from ``examples`` for ``queries``.
+
+    ``per_query``: None = per query for the methods whose picks follow the query (knn, mmr, bm25,
+    dpp), one shared set otherwise (go, random, vote-k, k-means, sal). ``max_tokens`` is a token
+    budget for the demos as ``template`` renders them (budget-aware: a demo that no longer fits is
+    skipped). ``params`` are the method's parameters, checked as the CLI's ``--param`` (unknown names
+    and wrong types are :class:`~fewshot.errors.InputError`); SAL takes ``model=`` (an
+    :class:`~fewshot.llm.predictor.LLMPredictor`) and uses the examples' labels as its oracle.
+
+    >>> result = select(["a", "b", "c"], ["b"], method="random", k=2, embedder=_Letters())
+    >>> [d["rank"] for d in result.shared], result.to_label
+    ([1, 2], ['0', '1'])
+    >>> select(["a", "b"], ["a"], method="go", k=1, nosie=0.1, embedder=_Letters())
+    Traceback (most recent call last):
+    ...
+    fewshot.errors.InputError: field '--param': unknown parameter 'nosie' for method 'go' (valid: objective, ridge, noise, shortlist, label_balance)
+    """
+    keys = {"text_key": text_key, "label_key": label_key, "id_key": id_key}
+    pool, records = _examples(examples, "examples", **keys)
+    query_examples, _ = _examples(queries, "queries", **keys)
+    if method not in SELECTORS:
+        raise InputError(f"unknown method {method!r} (known: {', '.join(SELECTORS)})", field="--method")
+    if per_query is None:
+        per_query = method in PER_QUERY_METHODS
+    selector = make_selector(method, seed=seed, label_balance=label_balance, **params)
+    demo_template = template if isinstance(template, Template) else load_template(template)
+    problem = build_problem(pool, query_examples, embedder=embedder or default_embedder(),
+                            template=demo_template, max_tokens=max_tokens)
+    run = run_selection(selector, problem, k, per_query=per_query, prune_to=prune_to, seed=seed)
+    demos = [[{**records[i], "rank": rank, "score": float(score)}
+              for rank, (i, score) in enumerate(zip(s.indices, s.scores), start=1)] for s in run.selections]
+    to_label = list(dict.fromkeys(pool[i].id for s in run.selections for i in s.indices if pool[i].label is None))
+    return SelectResult(method, k, per_query, demos, to_label, run.selections, selector.get_params())
+
+
+class DemoPool:
+    """A growing pool of demos for frameworks that select at call time: vectors are kept, so adding
+    an example embeds only that example, and queries go through the embedder's on-disk cache.
+
+    ``costs`` (optional, one per example) are the tokens each demo adds; with ``max_tokens`` the
+    selection is budget-aware. ``labels`` are needed only for ``label_balance`` and SAL.
+
+    >>> pool = DemoPool(method="knn", k=1, embedder=_Letters())
+    >>> pool.add(["apple", "banana"]); pool.add(["cherry"]); pool.choose(["cake"])
+    [[2]]
+    """
+
+    def __init__(self, method: str = "knn", k: int = 4, *, per_query: bool | None = None,
+                 max_tokens: int | None = None, label_balance: bool = False, seed: int = 0,
+                 embedder: Embedder | None = None, **params: Any) -> None:
+        import numpy as np
+
+        self.method, self.k, self.max_tokens, self.seed = method, k, max_tokens, seed
+        self.per_query = method in PER_QUERY_METHODS if per_query is None else per_query
+        self.selector = make_selector(method, seed=seed, label_balance=label_balance, **params)
+        self.embedder = embedder or default_embedder()
+        self.texts: list[str] = []
+        self.labels: list[str | None] = []
+        self.costs: list[int] = []
+        self.vectors = np.zeros((0, 0), dtype=np.float32)
+
+    def __len__(self) -> int:
+        return len(self.texts)
+
+    def add(self, texts: Sequence[str], labels: Sequence[str | None] | None = None,
+            costs: Sequence[int] | None = None) -> None:
+        import numpy as np
+
+        if not texts:
+            return
+        fresh = self.embedder.embed(list(texts))
+        self.vectors = fresh if len(self.texts) == 0 else np.vstack([self.vectors, fresh])
+        self.texts += list(texts)
+        self.labels += list(labels) if labels is not None else [None] * len(texts)
+        self.costs += list(costs) if costs is not None else [0] * len(texts)
+
+    def choose(self, queries: Sequence[str], per_query: bool | None = None) -> list[list[int]]:
+        """Pool indices in pick order: one list per query when per query, else one shared list.
+        ``k`` is capped at the pool size, so a small pool gives all its examples."""
+        import numpy as np
+
+        from .selection import Problem
+
+        if not self.texts:
+            raise InputError("the pool is empty: add examples first")
+        if not queries:
+            raise InputError("there are no queries")
+        budget = self.max_tokens is not None
+        problem = Problem(pool=self.vectors, queries=self.embedder.embed(list(queries)),
+                          pool_texts=tuple(self.texts), query_texts=tuple(queries), labels=list(self.labels),
+                          token_costs=np.asarray(self.costs) if budget else None, max_tokens=self.max_tokens)
+        if budget and min(self.costs) > self.max_tokens:
+            return [[] for _ in queries] if (self.per_query if per_query is None else per_query) else [[]]
+        run = run_selection(self.selector, problem, min(self.k, len(self.texts)),
+                            per_query=self.per_query if per_query is None else per_query, seed=self.seed)
+        return [list(s.indices) for s in run.selections]
+
+
+class _Letters:
+    """A toy embedder for the doctests: one axis per distinct first letter."""
+
+    model_id = "letters"
+
+    def embed(self, texts: Sequence[str]):
+        import numpy as np
+
+        vectors = np.zeros((len(texts), 26), dtype=np.float32)
+        vectors[np.arange(len(texts)), [ord(t[0].lower()) % 26 for t in texts]] = 1.0
+        return vectors
+
+
+__all__ = ["select", "SelectResult", "DemoPool", "default_embedder", "PER_QUERY_METHODS"]
