@@ -109,7 +109,8 @@ def select(examples: Sequence[Mapping[str, Any] | str], queries: Sequence[str | 
            method: str = "go", k: int = 4, *, per_query: bool | None = None, text_key: str = "text",
            label_key: str | None = "label", id_key: str = "id", max_tokens: int | None = None,
            template: str | Template = "classification", label_balance: bool = False, seed: int = 0,
-           prune_to: int | None = None, embedder: Embedder | None = None, **params: Any) -> SelectResult:
+           prune_to: int | None = None, label_budget: int | None = None, retriever: str = "knn",
+           embedder: Embedder | None = None, **params: Any) -> SelectResult:
     """Choose ``k`` demos from ``examples`` for ``queries``.
 
     ``per_query``: None = per query for the methods whose picks follow the query (knn, mmr, bm25,
@@ -118,6 +119,9 @@ def select(examples: Sequence[Mapping[str, Any] | str], queries: Sequence[str | 
     skipped). ``params`` are the method's parameters, checked as the CLI's ``--param`` (unknown names
     and wrong types are :class:`~fewshot.errors.InputError`); SAL takes ``model=`` (an
     :class:`~fewshot.llm.predictor.LLMPredictor`) and uses the examples' labels as its oracle.
+    ``label_budget=B`` is "annotate then retrieve": ``method`` picks B examples to label, then
+    ``retriever`` picks the k demos from those B (per query when ``per_query``); ``to_label`` lists
+    the B.
 
     >>> result = select(["a", "b", "c"], ["b"], method="random", k=2, embedder=_Letters())
     >>> [d["rank"] for d in result.shared], result.to_label
@@ -138,10 +142,13 @@ def select(examples: Sequence[Mapping[str, Any] | str], queries: Sequence[str | 
     demo_template = template if isinstance(template, Template) else load_template(template)
     problem = build_problem(pool, query_examples, embedder=embedder or default_embedder(),
                             template=demo_template, max_tokens=max_tokens)
-    run = run_selection(selector, problem, k, per_query=per_query, prune_to=prune_to, seed=seed)
+    second = make_selector(retriever, seed=seed, label_balance=label_balance) if label_budget else None
+    run = run_selection(selector, problem, k, per_query=per_query, prune_to=prune_to, seed=seed,
+                        label_budget=label_budget, retriever=second)
+    chosen = [run.info["annotated"]] if label_budget else run.selections
     demos = [[{**records[i], "rank": rank, "score": float(score)}
               for rank, (i, score) in enumerate(zip(s.indices, s.scores), start=1)] for s in run.selections]
-    to_label = list(dict.fromkeys(pool[i].id for s in run.selections for i in s.indices if pool[i].label is None))
+    to_label = list(dict.fromkeys(pool[i].id for s in chosen for i in s.indices if pool[i].label is None))
     return SelectResult(method, k, per_query, demos, to_label, run.selections, selector.get_params())
 
 

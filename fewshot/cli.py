@@ -71,13 +71,19 @@ def parse_params(pairs: list[str]) -> dict[str, Any]:
     return params
 
 
+def revealed_labels(run: SelectionRun) -> dict[int, str]:
+    """Labels SAL's oracle revealed as it picked (they are in its trace), by pool index."""
+    selections = run.selections + ([run.info["annotated"]] if "annotated" in run.info else [])
+    return {t["index"]: t["label"] for s in selections for t in s.trace if t.get("label") is not None}
+
+
 def demo_records(run: SelectionRun, pool: list[Example], queries: list[Example]) -> list[dict[str, Any]]:
     records = []
+    revealed = revealed_labels(run)
     for selection in run.selections:
         for rank, (index, score) in enumerate(zip(selection.indices, selection.scores), start=1):
             example = pool[index]
-            # SAL's oracle reveals labels as it picks; they are in its trace
-            label = example.label if example.label is not None else selection.trace[rank - 1].get("label")
+            label = example.label if example.label is not None else revealed.get(index)
             record = {"id": example.id, "text": example.text, "label": label, "rank": rank,
                       "score": round(score, 6), "pool_index": index, "needs_label": label is None}
             if run.per_query:
@@ -118,6 +124,8 @@ def select(
     local_model: str = typer.Option("gemma3-270m", help="SAL: local model when no endpoint is set (gemma3-270m, smollm2-135m or a .gguf)."),
     labels: Optional[str] = typer.Option(None, help="SAL: comma-separated label set (default: the labels in the pool)."),
     labels_file: Optional[Path] = typer.Option(None, help="SAL oracle: JSONL of {id, label} for pool examples SAL asks about."),
+    label_budget: Optional[int] = typer.Option(None, help="Annotate then retrieve: --method picks this many examples to label, then --retriever picks k of them (per query with --per-query)."),
+    retriever: str = typer.Option("knn", help="With --label-budget: the method that picks k demos from the labeled ones (knn, go, mmr, ...)."),
 ) -> None:
     """Choose k demonstrations from a pool for a set of queries."""
     if method not in registry.SELECTORS:
@@ -158,8 +166,9 @@ def select(
             params["oracle"] = make_oracle(pool_examples, from_file, label_set)
             llm_stats = {"base_url": client.base_url, "model": client.model, "stats": client.stats}
         selector = registry.make_selector(method, **params)
+        second = registry.make_selector(retriever, seed=seed, label_balance=label_balance) if label_budget else None
         run = run_selection(selector, problem, k, per_query=per_query, prune_to=prune_to,
-                            prune_policy=prune_policy, seed=seed)
+                            prune_policy=prune_policy, seed=seed, label_budget=label_budget, retriever=second)
     if llm_stats:
         calls = sum(s.info.get("llm_calls", 0) for s in run.selections)
         naive = len(pool_examples) * (1 + len(label_set) * (1 if per_query else len(query_examples))) * k
@@ -173,7 +182,8 @@ def select(
             "queries": len(query_examples), "max_tokens": max_tokens,
             "ids": {"pool": pool_examples.id_source, "queries": query_examples.id_source}, "pruned_to": run.pruned_to,
             "stopped": sorted({s.stopped for s in run.selections if s.stopped}),
-            "to_label": sorted({r["id"] for r in records if r["needs_label"]}, key=str),
+            "label_budget": label_budget, "retriever": retriever if label_budget else None,
+            "to_label": _to_label(run, pool_examples, records),
             "trace": [list(s.trace) for s in run.selections[:1]], **({"llm": llm_stats} if llm_stats else {})}
     if out:
         write_jsonl(out, records)
@@ -229,6 +239,15 @@ def make_oracle(pool: list[Example], from_file: dict[str, str], label_set: list[
                          "or run on a terminal to label it interactively", field="--labels-file")
 
     return oracle
+
+
+def _to_label(run: SelectionRun, pool: list[Example], records: list[dict[str, Any]]) -> list[str]:
+    """Ids a person should label: every annotated example (label budget) or every chosen demo, lacking a label."""
+    if "annotated" not in run.info:
+        return sorted({r["id"] for r in records if r["needs_label"]}, key=str)
+    revealed = revealed_labels(run)
+    return sorted({pool[i].id for i in run.info["annotated"].indices
+                   if pool[i].label is None and i not in revealed}, key=str)
 
 
 def _prepare_output(out: Path) -> None:

@@ -90,8 +90,14 @@ class SelectionRun:
 
 
 def run_selection(selector: Selector, problem: Problem, k: int, *, per_query: bool = False,
-                  prune_to: int | None = None, prune_policy: str = "hard", seed: int = 0) -> SelectionRun:
-    """Run a selector, optionally after pruning the pool to ``prune_to`` examples by hardship."""
+                  prune_to: int | None = None, prune_policy: str = "hard", seed: int = 0,
+                  label_budget: int | None = None, retriever: Selector | None = None) -> SelectionRun:
+    """Run a selector, optionally after pruning the pool to ``prune_to`` examples by hardship.
+
+    With ``label_budget=B`` it is two-stage ("annotate then retrieve"): ``selector`` picks the B
+    examples to label, then ``retriever`` (default kNN) picks k demos from those B, per query when
+    ``per_query``. ``info["annotated"]`` holds the B picks (pool indices, pick order).
+    """
     start = time.perf_counter()
     keep = None
     if prune_to is not None and prune_to < problem.n:
@@ -100,11 +106,34 @@ def run_selection(selector: Selector, problem: Problem, k: int, *, per_query: bo
         keep = prune(problem.pool, prune_to, policy=prune_policy, seed=seed)
         problem = restrict(problem, keep)
         selector = _oracle_on_original_pool(selector, keep)
-    selections = selector.select_per_query(problem, k) if per_query else [selector.select(problem, k)]
+    info: dict[str, Any] = {}
+    if label_budget is not None:
+        selections, annotated = _annotate_then_retrieve(selector, retriever, problem, k, label_budget, per_query)
+        info["annotated"] = annotated if keep is None else _remap(annotated, keep)
+    else:
+        selections = selector.select_per_query(problem, k) if per_query else [selector.select(problem, k)]
     if keep is not None:
         selections = [_remap(s, keep) for s in selections]
     return SelectionRun(selections, time.perf_counter() - start, per_query,
-                        pruned_to=None if keep is None else len(keep))
+                        pruned_to=None if keep is None else len(keep), info=info)
+
+
+def _annotate_then_retrieve(selector: Selector, retriever: Selector | None, problem: Problem, k: int,
+                            label_budget: int, per_query: bool) -> tuple[list[Selection], Selection]:
+    from dataclasses import replace
+
+    from .selection import KNN
+
+    if label_budget < k:
+        raise InputError(f"label_budget={label_budget} is smaller than k={k}", field="--label-budget")
+    annotated = selector.select(problem, label_budget)
+    labeled = np.array(annotated.indices, dtype=int)
+    revealed = {t["index"]: t["label"] for t in annotated.trace if t.get("label") is not None}  # SAL's oracle
+    labels = None if problem.labels is None else [revealed.get(i, problem.labels[i]) for i in labeled]
+    subset = replace(restrict(problem, labeled), labels=labels)
+    retriever = retriever or KNN()
+    selections = retriever.select_per_query(subset, k) if per_query else [retriever.select(subset, k)]
+    return [_remap(s, labeled) for s in selections], annotated
 
 
 def _oracle_on_original_pool(selector: Selector, keep: np.ndarray) -> Selector:

@@ -111,3 +111,11 @@ def test_demo_pool_embeds_only_new_examples():
     assert embedder.calls == [["a", "b"], ["c"]]
     table["q"] = table["c"]
     assert pool.choose(["q"]) == [[2]]
+
+
+def test_label_budget_lists_the_examples_to_label():
+    rows = [{"id": f"u{i}", "text": json.loads(line)["text"]}
+            for i, line in enumerate((EXAMPLES / "pool.jsonl").read_text().splitlines()[:40])]
+    result = select(rows, ["a dull film", "a lovely film"], method="kmeans", k=2, label_budget=6, per_query=True)
+    assert len(result.to_label) == 6
+    assert all(d["id"] in result.to_label for demos in result.demos for d in demos)

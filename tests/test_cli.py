@@ -165,3 +165,15 @@ def test_ids_from_the_id_field_by_default(tmp_path, vectors):
     assert set(chosen) <= {r["id"] for r in rows}
     meta = json.loads((tmp_path / "sel.jsonl.meta.json").read_text())
     assert meta["ids"] == {"pool": "field 'id'", "queries": "field 'id'"}
+
+
+def test_label_budget_annotates_then_retrieves(tmp_path, vectors):
+    """--label-budget 16: every query's demos come from the same 16 labeled examples."""
+    result = select(tmp_path, vectors, "--method", "votek", "--label-budget", "16", "--k", "4", "--per-query")
+    assert result.exit_code == 0, result.output
+    records = [json.loads(line) for line in (tmp_path / "sel.jsonl").read_text().splitlines()]
+    assert len(records) == 40 * 4 and len({r["id"] for r in records}) <= 16
+    meta = json.loads((tmp_path / "sel.jsonl.meta.json").read_text())
+    assert meta["label_budget"] == 16 and meta["retriever"] == "knn"
+    result = select(tmp_path, vectors, "--method", "votek", "--label-budget", "3", "--k", "4", out="x.jsonl")
+    assert result.exit_code == 2 and "label_budget=3 is smaller than k=4" in result.output
