@@ -13,15 +13,13 @@ from dataclasses import dataclass, field
 from typing import Any, Mapping, Sequence
 
 from .cache import default_cache_dir
-from .data import Example
+from .data import Example, parse_examples
 from .embedding import CachedEmbedder, Embedder, SentenceTransformerEmbedder
 from .errors import InputError
 from .pipeline import build_problem, run_selection
 from .prompts import Template, load_template
-from .selection import SELECTORS, Selection, make_selector
+from .selection import PER_QUERY_METHODS, Selection, make_selector
 
-# Methods whose demos depend on the query: they pick per query unless told otherwise.
-PER_QUERY_METHODS = frozenset({"knn", "mmr", "bm25", "dpp"})
 
 
 @functools.lru_cache(maxsize=1)
@@ -66,43 +64,22 @@ class SelectResult:
         return self.demos[j] if self.per_query else self.demos[0]
 
 
-def _as_example(item: Any, index: int, what: str, *, text_key: str, label_key: str | None,
-                id_key: str) -> tuple[Example, dict[str, Any]]:
-    """An :class:`Example` and the dict handed back for one input item (a string or a mapping)."""
-    where = f"{what}[{index}]"
-    if isinstance(item, str):
-        record: dict[str, Any] = {id_key: str(index), text_key: item}
-    elif isinstance(item, Mapping):
-        record = dict(item)
-    else:
-        raise InputError(f"must be a string or a dict, not {type(item).__name__}", path=where)
-    text = record.get(text_key)
-    if text is None:
-        raise InputError(f"missing text field (fields present: {', '.join(map(str, record)) or 'none'})",
-                         path=where, field=text_key)
-    if not isinstance(text, str) or not text.strip():
-        raise InputError("text is empty or not a string", path=where, field=text_key)
-    label = record.get(label_key) if label_key else None
-    if label is not None and str(label).strip() == "":
-        label = None
-    ident = record.get(id_key, index)
-    return Example(str(ident), text, None if label is None else str(label)), record
-
-
-def _examples(items: Sequence[Any], what: str, **keys: Any) -> tuple[list[Example], list[dict[str, Any]]]:
+def _examples(items: Sequence[Any], what: str, *, text_key: str, label_key: str | None,
+              id_key: str) -> tuple[list[Example], list[dict[str, Any]]]:
+    """Examples (the file loader's rules for text, labels and ids) and the dicts handed back; a
+    string item becomes ``{id_key: position, text_key: item}``. Errors name the item, e.g. ``examples[3]``."""
     if isinstance(items, (str, Mapping)):
         raise InputError(f"give a list of {what}, not a single one", path=what)
-    pairs = [_as_example(item, i, what, **keys) for i, item in enumerate(items)]
-    if not pairs:
+    records = []
+    for i, item in enumerate(items):
+        if not isinstance(item, (str, Mapping)):
+            raise InputError(f"must be a string or a dict, not {type(item).__name__}", path=f"{what}[{i}]")
+        records.append({id_key: str(i), text_key: item} if isinstance(item, str) else dict(item))
+    if not records:
         raise InputError("there are none" if what == "queries" else "the pool is empty", path=what)
-    examples = [p[0] for p in pairs]
-    seen: dict[str, int] = {}
-    for i, e in enumerate(examples):
-        if e.id in seen:
-            raise InputError(f"duplicate id {e.id!r} (first at {what}[{seen[e.id]}])", path=f"{what}[{i}]",
-                             field=keys["id_key"])
-        seen[e.id] = i
-    return examples, [p[1] for p in pairs]
+    examples = parse_examples(enumerate(records), lambda i: {"path": f"{what}[{i}]"}, text_field=text_key,
+                              label_field=label_key, id_field=None if id_key == "id" else id_key)
+    return examples, records
 
 
 def select(examples: Sequence[Mapping[str, Any] | str], queries: Sequence[str | Mapping[str, Any]],
@@ -134,8 +111,6 @@ def select(examples: Sequence[Mapping[str, Any] | str], queries: Sequence[str | 
     keys = {"text_key": text_key, "label_key": label_key, "id_key": id_key}
     pool, records = _examples(examples, "examples", **keys)
     query_examples, _ = _examples(queries, "queries", **keys)
-    if method not in SELECTORS:
-        raise InputError(f"unknown method {method!r} (known: {', '.join(SELECTORS)})", field="--method")
     if per_query is None:
         per_query = method in PER_QUERY_METHODS
     selector = make_selector(method, seed=seed, label_balance=label_balance, **params)
@@ -204,14 +179,15 @@ class DemoPool:
             raise InputError("the pool is empty: add examples first")
         if not queries:
             raise InputError("there are no queries")
+        per_query = self.per_query if per_query is None else per_query
         budget = self.max_tokens is not None
         problem = Problem(pool=self.vectors, queries=self.embedder.embed(list(queries)),
                           pool_texts=tuple(self.texts), query_texts=tuple(queries), labels=list(self.labels),
                           token_costs=np.asarray(self.costs) if budget else None, max_tokens=self.max_tokens)
         if budget and min(self.costs) > self.max_tokens:
-            return [[] for _ in queries] if (self.per_query if per_query is None else per_query) else [[]]
-        run = run_selection(self.selector, problem, min(self.k, len(self.texts)),
-                            per_query=self.per_query if per_query is None else per_query, seed=self.seed)
+            return [[] for _ in queries] if per_query else [[]]
+        run = run_selection(self.selector, problem, min(self.k, len(self.texts)), per_query=per_query,
+                            seed=self.seed)
         return [list(s.indices) for s in run.selections]
 
 

@@ -8,7 +8,7 @@ import json
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterable, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping, Sequence
 
 from .errors import InputError
 
@@ -100,39 +100,58 @@ def load_examples(path: str | Path, *, text_field: str = "text", label_field: st
     the label field (or with null/empty) gets ``label=None``.
     """
     path = check_file(path)
+    examples = parse_examples(_records(path), lambda line: {"path": str(path), "line": line}, text_field=text_field,
+                              label_field=label_field, id_field=id_field, require_labels=require_labels)
+    if not examples:
+        raise InputError("no examples in file (it is empty)", path=str(path))
+    return examples
+
+
+def parse_examples(rows: Iterable[tuple[int, Mapping[str, Any]]], where: Callable[[int], dict[str, Any]], *,
+                   text_field: str = "text", label_field: str | None = "label", id_field: str | None = None,
+                   require_labels: bool = False) -> Examples:
+    """Examples from ``(position, record)`` pairs (a file's lines, a list's items), with the id rules
+    of :func:`load_examples`; ``where(position)`` gives the ``path``/``line`` an error names.
+
+    >>> parse_examples([(0, {"text": "fine", "label": "pos"})], lambda i: {"path": f"rows[{i}]"})
+    [Example(id='0', text='fine', label='pos')]
+    """
     examples = Examples()
     seen: dict[str, int] = {}
-    for line, record in _records(path):
+    for position, record in rows:
         if not examples and id_field is None and "id" in record:
             examples.id_field = "id"  # decided on the first row, so a row without it is an error
         ids_from = id_field or examples.id_field
         text = record.get(text_field)
         if text is None:
             raise InputError(f"missing text field (fields present: {', '.join(map(str, record)) or 'none'})",
-                             path=str(path), line=line, field=text_field)
+                             field=text_field, **where(position))
         if not isinstance(text, str) or not text.strip():
-            raise InputError("text is empty or not a string", path=str(path), line=line, field=text_field)
+            raise InputError("text is empty or not a string", field=text_field, **where(position))
         label = record.get(label_field) if label_field else None
         if label is not None and str(label).strip() == "":
             label = None
         if label is None and require_labels:
-            raise InputError("missing label", path=str(path), line=line, field=label_field)
+            raise InputError("missing label", field=label_field, **where(position))
         if ids_from:
             value = record.get(ids_from)
             if value is None or str(value).strip() == "":
-                raise InputError("missing id", path=str(path), line=line, field=ids_from)
+                raise InputError("missing id", field=ids_from, **where(position))
             ident = str(value)
         else:
-            ident = str(line)
+            ident = str(position)
         if ident in seen:
-            raise InputError(f"duplicate id {ident!r} (first on line {seen[ident]})", path=str(path),
-                             line=line, field=ids_from or "id")
-        seen[ident] = line
+            first = where(seen[ident])
+            raise InputError(f"duplicate id {ident!r} (first on {_place(first)})", field=ids_from or "id",
+                             **where(position))
+        seen[ident] = position
         examples.append(Example(id=ident, text=text, label=None if label is None else str(label)))
-    if not examples:
-        raise InputError("no examples in file (it is empty)", path=str(path))
     examples.id_field = id_field or examples.id_field
     return examples
+
+
+def _place(where: dict[str, Any]) -> str:
+    return f"line {where['line']}" if where.get("line") else str(where.get("path"))
 
 
 def bundled_folder(package: str, source_folder: str) -> Traversable:

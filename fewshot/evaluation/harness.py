@@ -27,11 +27,10 @@ from ..llm.client import LLMClient
 from ..llm.predictor import LLMPredictor
 from ..pipeline import build_problem
 from ..prompts import Template
-from ..selection import SELECTORS, make_selector
+from ..selection import PER_QUERY_METHODS, SELECTORS, make_selector
 from ..selection.base import Problem, Selector
 from .suites import Suite
 
-PER_QUERY_BY_DEFAULT = {"knn", "mmr", "bm25", "dpp"}
 
 
 @dataclass(frozen=True)
@@ -52,7 +51,7 @@ class MethodSpec:
             raise InputError(f"unknown method {name!r} (known: {', '.join(SELECTORS)})", field="methods")
         if mode not in ("", "q", "s"):
             raise InputError(f"method mode must be ':q' (per query) or ':s' (shared), got {text!r}", field="methods")
-        return cls(name, mode == "q" or (mode == "" and name in PER_QUERY_BY_DEFAULT))
+        return cls(name, mode == "q" or (mode == "" and name in PER_QUERY_METHODS))
 
     @property
     def label(self) -> str:

@@ -64,7 +64,8 @@ class FewshotExampleSelector(BaseExampleSelector):
     def per_query(self) -> bool:
         return self.pool.per_query
 
-    def _cost(self, example: dict[str, Any]) -> str:
+    def _costed_text(self, example: dict[str, Any]) -> str:
+        """What a demo adds to the prompt, for the token budget."""
         if self.example_prompt is not None:
             return self.example_prompt.format(**example)
         return _joined(example, self.input_keys)
@@ -72,7 +73,7 @@ class FewshotExampleSelector(BaseExampleSelector):
     def _add(self, examples: list[dict[str, Any]]) -> None:
         if not examples:
             return
-        costs = count_tokens([self._cost(e) for e in examples]).tolist() if self.pool.max_tokens is not None else None
+        costs = count_tokens([self._costed_text(e) for e in examples]).tolist() if self.pool.max_tokens is not None else None
         labels = [None if self.label_key is None or e.get(self.label_key) is None else str(e[self.label_key])
                   for e in examples]
         self.pool.add([_joined(e, self.input_keys) for e in examples], labels, costs)
@@ -96,7 +97,7 @@ class FewshotExampleSelector(BaseExampleSelector):
         keys = [k for k in self.input_keys or () if k in input_variables] or None
         text = _joined(input_variables, keys)
         if self.per_query or self._fitted is None:
-            indices = self.pool.choose([text], per_query=True if self.per_query else False)[0]
+            indices = self.pool.choose([text], per_query=self.per_query)[0]
         else:
             if self._shared is None:
                 self._shared = self.pool.choose(self._fitted, per_query=False)[0]

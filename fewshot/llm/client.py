@@ -19,7 +19,7 @@ import numpy as np
 
 from ..cache import SqliteStore, default_cache_dir
 from ..errors import InputError, LLMError
-from .responses import Token, completion_text, top_logprobs, top_tokens
+from .responses import Token, completion_text, top_tokens
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -244,11 +244,6 @@ class LLMClient:
             else:
                 raise
             return self.next_tokens(prompt, path)
-
-    def next_token(self, prompt: Prompt, top: int | None = None) -> dict[str, float]:
-        """``{token: logprob}`` for the next token (``top`` alternatives)."""
-        response = self.request(prompt, max_tokens=1, temperature=0.0, logprobs=top or self.top_logprobs)
-        return top_logprobs(response)
 
     def label_probs(self, prompt: Prompt, labels: Sequence[str]) -> LabelScores:
         """P(label | prompt) for each label, from next-token logprobs.

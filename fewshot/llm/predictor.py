@@ -8,7 +8,7 @@ from typing import Literal, Sequence
 
 import numpy as np
 
-from ..calibration import CONTENT_FREE, METHODS, Method, batch_calibrate, contextual_calibrate
+from ..calibration import CONTENT_FREE, METHODS, Method, calibrate
 from ..data import Example
 from ..errors import InputError
 from ..prompts import Template
@@ -31,6 +31,11 @@ class LabelPrediction(Prediction):
     @property
     def unscored(self) -> bool:
         return self.label is None
+
+
+def _demo_key(demos: Sequence[Example]) -> tuple:
+    """Identifies a demo set (in order): prompts with the same key share their demos."""
+    return tuple((d.id, d.text, d.label) for d in demos)
 
 
 class LLMPredictor:
@@ -65,7 +70,7 @@ class LLMPredictor:
         """One answer, uncalibrated except for contextual calibration (batch needs a batch)."""
         prediction = self._raw(demos, text)
         if self.calibration == "contextual" and isinstance(prediction, LabelPrediction):
-            return self._calibrated([prediction], self.content_free_probs(demos), contextual=True)[0]
+            return self._calibrated([prediction], self.content_free_probs(demos))[0]
         return prediction
 
     def _raw(self, demos: Sequence[Example], text: str) -> Prediction:
@@ -80,7 +85,7 @@ class LLMPredictor:
         """p(label | demos, content-free input) for each of ``content_free`` (rows, in label order);
         the prior contextual calibration divides by. Unscored inputs are left out (all unscored:
         uniform, i.e. no correction)."""
-        key = tuple((d.id, d.text, d.label) for d in demos)
+        key = _demo_key(demos)
         if key in self._priors:
             return self._priors[key]
         answers = [self._raw(demos, text) for text in self.content_free]
@@ -89,11 +94,11 @@ class LLMPredictor:
         self._priors[key] = np.array(rows) if rows else np.full((1, len(self.labels)), 1.0 / len(self.labels))
         return self._priors[key]
 
-    def _calibrated(self, predictions: list[LabelPrediction], prior: np.ndarray | None = None,
-                    contextual: bool = False) -> list[LabelPrediction]:
+    def _calibrated(self, predictions: list[LabelPrediction],
+                    content_free: np.ndarray | None = None) -> list[LabelPrediction]:
         probs = np.array([[p.probs[y] for y in self.labels] for p in predictions])
         scored = np.array([not p.unscored for p in predictions])
-        q = contextual_calibrate(probs, prior) if contextual else batch_calibrate(probs, scored)
+        q = calibrate(probs, self.calibration, content_free=content_free, scored=scored)
         return [LabelPrediction(probs=dict(zip(self.labels, row.tolist())),
                                 label=None if p.unscored else self.labels[int(np.argmax(row))],
                                 missing=p.missing, reached=p.reached) for p, row in zip(predictions, q)]
@@ -104,7 +109,7 @@ class LLMPredictor:
             return answers
         groups: dict[tuple, list[int]] = {}
         for i, (demos, _) in enumerate(jobs):
-            groups.setdefault(tuple((d.id, d.text, d.label) for d in demos), []).append(i)
+            groups.setdefault(_demo_key(demos), []).append(i)
         for members in groups.values():
             if len(members) < 2:
                 continue  # one prompt is its own mean: calibrating it would erase it

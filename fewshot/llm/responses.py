@@ -49,21 +49,6 @@ def top_tokens(response: dict[str, Any]) -> list[Token]:
     return sorted(tokens, key=lambda t: -t.logprob)
 
 
-def top_logprobs(response: dict[str, Any]) -> dict[str, float]:
-    """``{token: logprob}`` for the first generated token (the first, most likely, of duplicates).
-
-    >>> top_logprobs({"choices": [{"logprobs": {"top_logprobs": [{" yes": -0.1, " no": -2.3}]}}]})
-    {' yes': -0.1, ' no': -2.3}
-    >>> top_logprobs({"choices": [{"logprobs": {"content": [{"token": " yes", "logprob": -0.1,
-    ...     "top_logprobs": [{"token": " yes", "logprob": -0.1}, {"token": " no", "logprob": -2.3}]}]}}]})
-    {' yes': -0.1, ' no': -2.3}
-    """
-    out: dict[str, float] = {}
-    for token in top_tokens(response):
-        out.setdefault(token.text, token.logprob)
-    return out
-
-
 def completion_text(response: dict[str, Any]) -> list[str]:
     """Generated texts of every choice (completions ``text`` or chat ``message.content``)."""
     texts = []

@@ -14,6 +14,8 @@ from .design import GO
 from .sal import SAL
 
 SELECTORS: dict[str, type[Selector]] = {cls.name: cls for cls in (GO, SAL, Random, KNN, MMR, BM25, KMeansDiversity, VoteK, DPP)}
+# Methods whose demos follow the query: they pick per query unless told otherwise (CLI eval, API).
+PER_QUERY_METHODS = frozenset({"knn", "mmr", "bm25", "dpp"})
 # Set by the caller's context (CLI, harness), not by the user: passed only to selectors that take them.
 CONTEXT_PARAMETERS = ("seed", "label_balance")
 
@@ -87,5 +89,5 @@ def make_selector(name: str, **params: Any) -> Selector:
         raise InputError(f"bad parameters for method {name!r}: {err}", field="--param") from None
 
 
-__all__ = ["SELECTORS", "Problem", "Selection", "Selector", "GreedySelector", "make_selector",
+__all__ = ["SELECTORS", "PER_QUERY_METHODS", "Problem", "Selection", "Selector", "GreedySelector", "make_selector",
            "GO", "SAL", "Random", "KNN", "MMR", "BM25", "KMeansDiversity", "VoteK", "DPP", "parameters", "summary"]
