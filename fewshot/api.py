@@ -120,11 +120,9 @@ def select(examples: Sequence[Mapping[str, Any] | str], queries: Sequence[str | 
     second = make_selector(retriever, seed=seed, label_balance=label_balance) if label_budget else None
     run = run_selection(selector, problem, k, per_query=per_query, prune_to=prune_to, seed=seed,
                         label_budget=label_budget, retriever=second)
-    chosen = [run.info["annotated"]] if label_budget else run.selections
     demos = [[{**records[i], "rank": rank, "score": float(score)}
               for rank, (i, score) in enumerate(zip(s.indices, s.scores), start=1)] for s in run.selections]
-    to_label = list(dict.fromkeys(pool[i].id for s in chosen for i in s.indices if pool[i].label is None))
-    return SelectResult(method, k, per_query, demos, to_label, run.selections, selector.get_params())
+    return SelectResult(method, k, per_query, demos, run.to_label(pool), run.selections, selector.get_params())
 
 
 class DemoPool:

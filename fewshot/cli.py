@@ -71,15 +71,9 @@ def parse_params(pairs: list[str]) -> dict[str, Any]:
     return params
 
 
-def revealed_labels(run: SelectionRun) -> dict[int, str]:
-    """Labels SAL's oracle revealed as it picked (they are in its trace), by pool index."""
-    selections = run.selections + ([run.info["annotated"]] if "annotated" in run.info else [])
-    return {t["index"]: t["label"] for s in selections for t in s.trace if t.get("label") is not None}
-
-
 def demo_records(run: SelectionRun, pool: list[Example], queries: list[Example]) -> list[dict[str, Any]]:
     records = []
-    revealed = revealed_labels(run)
+    revealed = run.revealed_labels()
     for selection in run.selections:
         for rank, (index, score) in enumerate(zip(selection.indices, selection.scores), start=1):
             example = pool[index]
@@ -128,14 +122,19 @@ def select(
     retriever: str = typer.Option("knn", help="With --label-budget: the method that picks k demos from the labeled ones (knn, go, mmr, ...)."),
 ) -> None:
     """Choose k demonstrations from a pool for a set of queries."""
-    if method not in registry.SELECTORS:
-        raise InputError(f"unknown method {method!r} (known: {', '.join(registry.SELECTORS)})", field="--method")
+    # built before any work, so a bad method or parameter costs nothing; SAL gets its LLM and oracle below
+    selector = registry.make_selector(method, seed=seed, label_balance=label_balance, **parse_params(param))
+    second = registry.make_selector(retriever, seed=seed, label_balance=label_balance) if label_budget else None
     if out is not None:
         _prepare_output(out)
     pool_examples = load_examples(pool, text_field=text_field, label_field=label_field, id_field=id_field)
     query_examples = load_examples(queries, text_field=text_field, label_field=None)
     if k > len(pool_examples):
         raise InputError(f"k={k} is larger than the pool ({len(pool_examples)} examples)", path=str(pool))
+    if render and method != "sal" and not labels and all(e.label is None for e in pool_examples):
+        raise InputError("--render needs labels for the demos, and the pool has none: label the chosen "
+                         "examples first (run without --render), or use --method sal with --labels-file",
+                         field="--render")
     demo_template = load_template(render or template)
     pool_vectors = load_embeddings(embeddings, len(pool_examples), what="pool") if embeddings else None
     query_vectors = load_embeddings(query_embeddings, len(query_examples), what="queries") if query_embeddings else None
@@ -148,12 +147,6 @@ def select(
         shortest = int(problem.token_costs.argmin())
         raise InputError(f"every demo alone exceeds --max-tokens {max_tokens} (shortest is id "
                          f"{pool_examples[shortest].id}, {int(problem.token_costs[shortest])} tokens)", field="--max-tokens")
-    params = {"seed": seed, "label_balance": label_balance, **parse_params(param)}
-    registry.make_selector(method, **{k: v for k, v in params.items() if k not in ("model", "oracle")})
-    if render and method != "sal" and not labels and all(e.label is None for e in pool_examples):
-        raise InputError("--render needs labels for the demos, and the pool has none: label the chosen "
-                         "examples first (run without --render), or use --method sal with --labels-file",
-                         field="--render")
     llm_stats: dict[str, Any] = {}
     label_set: list[str] = []
     with ExitStack() as stack:
@@ -162,11 +155,9 @@ def select(
                                                       cache_dir=cache_dir))
             from_file = _read_labels_file(labels_file) if labels_file else {}
             label_set = _label_set(labels, pool_examples, from_file)
-            params["model"] = LLMPredictor(client, demo_template, label_set)
-            params["oracle"] = make_oracle(pool_examples, from_file, label_set)
+            selector.model = LLMPredictor(client, demo_template, label_set)
+            selector.oracle = make_oracle(pool_examples, from_file, label_set)
             llm_stats = {"base_url": client.base_url, "model": client.model, "stats": client.stats}
-        selector = registry.make_selector(method, **params)
-        second = registry.make_selector(retriever, seed=seed, label_balance=label_balance) if label_budget else None
         run = run_selection(selector, problem, k, per_query=per_query, prune_to=prune_to,
                             prune_policy=prune_policy, seed=seed, label_budget=label_budget, retriever=second)
     if llm_stats:
@@ -183,7 +174,7 @@ def select(
             "ids": {"pool": pool_examples.id_source, "queries": query_examples.id_source}, "pruned_to": run.pruned_to,
             "stopped": sorted({s.stopped for s in run.selections if s.stopped}),
             "label_budget": label_budget, "retriever": retriever if label_budget else None,
-            "to_label": _to_label(run, pool_examples, records),
+            "to_label": run.to_label(pool_examples),
             "trace": [list(s.trace) for s in run.selections[:1]], **({"llm": llm_stats} if llm_stats else {})}
     if out:
         write_jsonl(out, records)
@@ -239,15 +230,6 @@ def make_oracle(pool: list[Example], from_file: dict[str, str], label_set: list[
                          "or run on a terminal to label it interactively", field="--labels-file")
 
     return oracle
-
-
-def _to_label(run: SelectionRun, pool: list[Example], records: list[dict[str, Any]]) -> list[str]:
-    """Ids a person should label: every annotated example (label budget) or every chosen demo, lacking a label."""
-    if "annotated" not in run.info:
-        return sorted({r["id"] for r in records if r["needs_label"]}, key=str)
-    revealed = revealed_labels(run)
-    return sorted({pool[i].id for i in run.info["annotated"].indices
-                   if pool[i].label is None and i not in revealed}, key=str)
 
 
 def _prepare_output(out: Path) -> None:

@@ -88,6 +88,19 @@ class SelectionRun:
     pruned_to: int | None = None
     info: dict[str, Any] = field(default_factory=dict)
 
+    def revealed_labels(self) -> dict[int, str]:
+        """Labels SAL's oracle revealed as it picked (they are in its trace), by pool index."""
+        selections = self.selections + ([self.info["annotated"]] if "annotated" in self.info else [])
+        return {t["index"]: t["label"] for s in selections for t in s.trace if t.get("label") is not None}
+
+    def to_label(self, pool: Sequence[Example]) -> list[str]:
+        """Ids a person should label, in pick order: the annotated examples (label budget), else every
+        chosen demo, that have no label in ``pool`` and none revealed by an oracle."""
+        chosen = [self.info["annotated"]] if "annotated" in self.info else self.selections
+        revealed = self.revealed_labels()
+        return list(dict.fromkeys(pool[i].id for s in chosen for i in s.indices
+                                  if pool[i].label is None and i not in revealed))
+
 
 def run_selection(selector: Selector, problem: Problem, k: int, *, per_query: bool = False,
                   prune_to: int | None = None, prune_policy: str = "hard", seed: int = 0,

@@ -92,27 +92,18 @@ def dpp_reference(pool, target, k, quality):
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
-@pytest.mark.parametrize("lam", [0.3, 0.7])
-def test_mmr_matches_brute_force(seed, lam):
+@pytest.mark.parametrize("cls, param, value, reference, n", [
+    (MMR, "lam", 0.3, mmr_reference, 60), (MMR, "lam", 0.7, mmr_reference, 60),
+    (DPP, "quality", 1.0, dpp_reference, 40), (DPP, "quality", 3.0, dpp_reference, 40)])
+def test_matches_brute_force_shared_and_per_query(seed, cls, param, value, reference, n):
+    """Shared mode targets the mean query; per query (exact) each query."""
     rng = np.random.default_rng(seed)
-    pool, queries = float64_rows(rng, 60, 8), float64_rows(rng, 5, 8)
+    pool, queries = float64_rows(rng, n, 8), float64_rows(rng, 5, 8)
     problem = Problem(pool=pool, queries=queries)
-    shared = MMR(lam=lam).select(problem, 6)
-    assert list(shared.indices) == mmr_reference(pool, queries.mean(axis=0), 6, lam)
-    for j, selection in enumerate(MMR(lam=lam, shortlist=None).select_per_query(problem, 6)):
-        assert list(selection.indices) == mmr_reference(pool, queries[j], 6, lam)
-
-
-@pytest.mark.parametrize("seed", [0, 1, 2])
-@pytest.mark.parametrize("quality", [1.0, 3.0])
-def test_dpp_matches_brute_force(seed, quality):
-    rng = np.random.default_rng(seed)
-    pool, queries = float64_rows(rng, 40, 8), float64_rows(rng, 5, 8)
-    problem = Problem(pool=pool, queries=queries)
-    shared = DPP(quality=quality).select(problem, 6)
-    assert list(shared.indices) == dpp_reference(pool, queries.mean(axis=0), 6, quality)
-    for j, selection in enumerate(DPP(quality=quality, shortlist=None).select_per_query(problem, 6)):
-        assert list(selection.indices) == dpp_reference(pool, queries[j], 6, quality)
+    shared = cls(**{param: value}).select(problem, 6)
+    assert list(shared.indices) == reference(pool, queries.mean(axis=0), 6, value)
+    for j, selection in enumerate(cls(**{param: value}, shortlist=None).select_per_query(problem, 6)):
+        assert list(selection.indices) == reference(pool, queries[j], 6, value)
 
 
 # -- static scores: the top-k shortcut equals the greedy loop -----------------------------------
