@@ -4,7 +4,7 @@ Per data set and seed: disjoint, seeded pool and test sets; each method picks de
 as if it were unlabeled (labels are revealed only for the demos it picks); the LLM answers every
 test query with those demos (most important demo last); accuracy or mean squared error is
 recorded. Rows: every method and budget, zero-shot, and an "oracle" that keeps the best of N
-random demo sets by its score on the test labels (an upper bound no honest method can use).
+random demo sets by its score on the test labels (it peeks at test labels; per-query methods can beat it, so it is not an upper bound).
 
 Each finished cell is appended to ``records.jsonl`` (and its answers to ``predictions.jsonl``) at
 once, so an interrupted run resumes where it stopped; LLM answers come back from the cache.
