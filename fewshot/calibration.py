@@ -83,6 +83,16 @@ def contextual_calibrate(probs: np.ndarray, content_free: np.ndarray) -> np.ndar
     return _divide(_rows(probs), content_free_prior(content_free))
 
 
+def divide_by_prior(probs: np.ndarray, prior: np.ndarray) -> np.ndarray:
+    """Rows divided by a prior (one for all rows, or one row each) and renormalised.
+
+    >>> divide_by_prior(np.array([[0.9, 0.1], [0.6, 0.4]]), np.array([[0.9, 0.1], [0.5, 0.5]])).round(2)
+    array([[0.5, 0.5],
+           [0.6, 0.4]])
+    """
+    return _divide(_rows(probs), np.asarray(prior, dtype=float))
+
+
 def calibrate(probs: np.ndarray, method: Method = "batch", *, content_free: np.ndarray | None = None,
               scored: np.ndarray | None = None) -> np.ndarray:
     """Calibrate by name: ``"none"`` (rows only renormalised), ``"batch"`` or ``"contextual"``.

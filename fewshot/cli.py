@@ -308,39 +308,52 @@ def methods() -> None:
 def evaluate(
     suite: Optional[str] = typer.Option(None, help="A suite in evals/ (quick, full) or a .toml path."),
     data: Optional[str] = typer.Option(None, help="Comma-separated data sets: built-in names or .jsonl/.csv files."),
-    methods: Optional[str] = typer.Option(None, help="Comma-separated methods; ':q' per query, ':s' shared (e.g. go:q)."),
-    k: Optional[str] = typer.Option(None, help="Comma-separated budgets, e.g. 4,8."),
+    methods: Optional[str] = typer.Option(None, help="Comma-separated methods or suite variants; ':q' per query, "
+                                                     "':s' shared (e.g. go:q)."),
+    k: Optional[str] = typer.Option(None, help="Comma-separated demos per prompt, e.g. 4,8."),
+    label_budgets: Optional[str] = typer.Option(None, help="Comma-separated label budgets B for the "
+                                                           "annotate-then-retrieve setting, e.g. 16,32,64."),
+    annotators: Optional[str] = typer.Option(None, help="Comma-separated annotation selectors (annotate setting)."),
+    retriever: Optional[str] = typer.Option(None, help="Retriever of the annotate setting (default knn)."),
     seeds: Optional[int] = typer.Option(None, help="Number of seeds (0..seeds-1)."),
     pool_size: Optional[int] = typer.Option(None, help="Pool examples per seed."),
     test_size: Optional[int] = typer.Option(None, help="Test queries per seed."),
+    contextual: Optional[bool] = typer.Option(None, "--contextual/--no-contextual",
+                                              help="Also ask content-free prompts (contextual calibration)."),
     text_field: Optional[str] = typer.Option(None, help="Text field of data files."),
     label_field: Optional[str] = typer.Option(None, help="Label field of data files."),
-    out: Optional[Path] = typer.Option(None, help="Run folder (default results/SUITE); re-running resumes it."),
+    out: Optional[Path] = typer.Option(None, help="Run folder (default results/SUITE or results/DATA); "
+                                                  "re-running resumes it."),
     base_url: Optional[str] = typer.Option(None, help="OpenAI-compatible endpoint (none: a local llama-server)."),
     model: Optional[str] = typer.Option(None, help="Model name (default $FEWSHOT_MODEL)."),
     api_key: Optional[str] = typer.Option(None, help="API key (default $OPENAI_API_KEY)."),
     api: str = typer.Option("completions", help="'completions' or 'chat'."),
     cache_dir: Optional[Path] = typer.Option(None, help="Cache folder for embeddings and LLM answers."),
 ) -> None:
-    """Compare selection methods on benchmarks with a real LLM; writes tables, plots and predictions."""
+    """Compare selection methods on benchmarks with a real LLM; writes tables, comparisons, plots and predictions."""
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
     from .datasets import load_dataset
     from .evaluation.harness import plan_splits, run_suite
     from .evaluation.suites import Suite, load_suite
 
+    if not suite and data is None:
+        raise InputError("give --suite NAME or --data FILE_OR_NAME", field="--data")
     plan = load_suite(suite) if suite else Suite()
-    overrides = {"data": data and data.split(","), "methods": methods and methods.split(","),
-                 "budgets": k and [int(b) for b in k.split(",")], "seeds": seeds, "pool_size": pool_size,
-                 "test_size": test_size, "text_field": text_field, "label_field": label_field}
+    listed = lambda text: text and [t.strip() for t in text.split(",") if t.strip()]  # noqa: E731
+    numbers = lambda text, name: text and _integers(text, name)  # noqa: E731
+    overrides = {"data": listed(data), "methods": listed(methods), "k": numbers(k, "--k"),
+                 "label_budgets": numbers(label_budgets, "--label-budgets"), "annotators": listed(annotators),
+                 "retriever": retriever, "seeds": seeds, "pool_size": pool_size, "test_size": test_size,
+                 "contextual": contextual, "text_field": text_field, "label_field": label_field}
     for key, value in overrides.items():
         if value is not None:
             setattr(plan, key, value)
-    if not suite and data is None:
-        raise InputError("give --suite NAME or --data FILE_OR_NAME", field="--data")
-    datasets = [load_dataset(d, text_field=plan.text_field, label_field=plan.label_field) for d in plan.data]
-    plan_splits(plan, datasets)  # bad data or budgets fail here, before a server starts or a call is made
-    out = out or Path("results") / plan.name
+    plan.check()
+    datasets = _unique_names([load_dataset(d, text_field=plan.text_field, label_field=plan.label_field)
+                              for d in plan.data], plan.data)
+    plan_splits(plan, datasets)  # bad data, methods or budgets fail here, before a server starts or a call is made
+    out = out or Path("results") / (plan.name if suite else "+".join(d.name for d in datasets))
     templates = {"classification": load_template("classification"), "regression": load_template("regression")}
     embedder = make_embedder(cache_dir=cache_dir)
     columns = [TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total} cells"),
@@ -355,35 +368,49 @@ def evaluate(
                 _say(f"[{finished}/{total}] {cell}")
 
         records = run_suite(plan, datasets, client, templates, embedder, out, progress)
-        model_name = client.model
-    (out / "run.json").write_text(json.dumps({"suite": plan.__dict__, "model": model_name}, indent=2) + "\n")
-    _write_report(records, out)
+    _write_report(out, records)
 
 
-def _write_report(records: list[dict[str, Any]], out: Path) -> None:
-    from .evaluation.report import summarize, write_plots, write_tables
+def _integers(text: str, name: str) -> list[int]:
+    try:
+        return [int(t) for t in text.split(",") if t.strip()]
+    except ValueError:
+        raise InputError(f"expected comma-separated integers, got {text!r}", field=name) from None
 
-    rows = summarize(records)
-    write_tables(rows, out, records)
-    plots = write_plots(rows, out)
-    _say(f"wrote {out}/summary.md, summary.csv, pivot.md, paired.md, {', '.join(p.name for p in plots)}")
+
+def _unique_names(datasets: list, sources: list[str]) -> list:
+    """Data files with the same stem (a/train.jsonl, b/train.jsonl) are named by their folder too."""
+    from dataclasses import replace
+
+    names = [d.name for d in datasets]
+    return [replace(d, name=f"{Path(src).parent.name}-{d.name}") if names.count(d.name) > 1 else d
+            for d, src in zip(datasets, sources)]
+
+
+def _write_report(out: Path, records: list[dict[str, Any]] | None = None) -> None:
+    from .evaluation.report import load_references, write_report
+
+    written = write_report(out, load_references(out), records)
+    _say(f"wrote {out}/summary.md, comparisons.md, pivot.md, {', '.join(p.name for p in written)}")
     print((out / "pivot.md").read_text())
+    print((out / "comparisons.md").read_text())
 
 
 @app.command()
 @handles_errors
 def report(run: Path = typer.Argument(..., help="A run folder written by `fewshot eval`.")) -> None:
-    """Rebuild the tables and plots of an eval run from its records.jsonl (no LLM needed)."""
+    """Rebuild the tables, comparisons and plots of an eval run from its files (no LLM needed)."""
+    from .evaluation.harness import read_jsonl
+
     path = run / "records.jsonl"
     if not path.is_file():
         raise InputError("no records.jsonl here: is this a folder written by `fewshot eval`?", path=str(path))
-    records = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    records = read_jsonl(path)
     plan_file = run / "run.json"
-    if plan_file.is_file():  # keep the cells of the suite the folder was last run with
-        plan = json.loads(plan_file.read_text())["suite"]
-        records = [r for r in records if r["data"] in {d.split("/")[-1].rsplit(".", 1)[0] for d in plan["data"]}
-                   and r["seed"] < plan["seeds"] and (r["k"] == 0 or r["k"] in plan["budgets"])]
-    _write_report(records, run)
+    if plan_file.is_file():  # the cells of the plan the folder was last run with
+        planned = set(json.loads(plan_file.read_text()).get("cells") or [r["cell"] for r in records])
+        records = [r for r in records if r["cell"] in planned]
+    _write_report(run, records)
 
 
 llm_app = typer.Typer(help="The local LLM server.", no_args_is_help=True)

@@ -1,20 +1,31 @@
 """The eval protocol, a thin layer over the library.
 
 Per data set and seed: disjoint, seeded pool and test sets; each method picks demos from the pool
-as if it were unlabeled (labels are revealed only for the demos it picks); the LLM answers every
-test query with those demos (most important demo last); accuracy or mean squared error is
-recorded. Rows: every method and budget, zero-shot, and an "oracle" that keeps the best of N
-random demo sets by its score on the test labels (it peeks at test labels; per-query methods can beat it, so it is not an upper bound).
+as if it were unlabeled (labels are revealed only for what it picks); the LLM answers every test
+query with those demos (most important demo last); its label probabilities (classification) or
+sampled numbers (regression) are recorded per query, so the report can score them raw and
+calibrated. Three settings, each compared only within itself at the same labels B and demos k:
 
-Each finished cell is appended to ``records.jsonl`` (and its answers to ``predictions.jsonl``) at
-once, so an interrupted run resumes where it stopped; LLM answers come back from the cache.
+- ``shared``: one demo set for every query (B = k);
+- ``annotate``: an annotator picks B examples to label, the retriever picks k of them per query;
+- ``full``: per-query selection from a fully labeled pool (B = pool size).
+
+Plus zero-shot and "best-of-N random": the best of N random shared sets by its score on the *test*
+labels (it peeks; per-query methods can beat it, so it is not an upper bound).
+
+A run folder holds one configuration (run.json, written before the first cell): resuming with
+other sizes, model, template, data or calibration is refused. Each finished cell appends one line
+to ``predictions.jsonl`` and then one to ``records.jsonl``; a cell counts as done only once its
+record is written, and a line torn by a crash is dropped on resume.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
@@ -25,37 +36,21 @@ from ..datasets import Dataset
 from ..errors import InputError
 from ..llm.client import LLMClient
 from ..llm.predictor import LLMPredictor
-from ..pipeline import build_problem
+from ..pipeline import build_problem, run_selection
 from ..prompts import Template
-from ..selection import PER_QUERY_METHODS, SELECTORS, make_selector
+from ..selection import make_selector
 from ..selection.base import Problem, Selector
-from .suites import Suite
+from .suites import MethodSpec, Suite
+
+REFERENCES = {"shared": "random:s", "full": "knn:q"}  # annotate: random annotation + the suite's retriever
+COST_KEYS = ("calls", "cached", "prompt_tokens", "label_fallbacks", "cached_prompt_tokens", "uncached_prompt_tokens")
 
 
-
-@dataclass(frozen=True)
-class MethodSpec:
-    """``go`` (its default mode), ``go:q`` (per query) or ``knn:s`` (one shared set).
-
-    >>> MethodSpec.parse("knn").label, MethodSpec.parse("go").label, MethodSpec.parse("go:q").label
-    ('knn:q', 'go:s', 'go:q')
-    """
-
-    name: str
-    per_query: bool
-
-    @classmethod
-    def parse(cls, text: str) -> "MethodSpec":
-        name, _, mode = text.strip().partition(":")
-        if name not in SELECTORS:
-            raise InputError(f"unknown method {name!r} (known: {', '.join(SELECTORS)})", field="methods")
-        if mode not in ("", "q", "s"):
-            raise InputError(f"method mode must be ':q' (per query) or ':s' (shared), got {text!r}", field="methods")
-        return cls(name, mode == "q" or (mode == "" and name in PER_QUERY_METHODS))
-
-    @property
-    def label(self) -> str:
-        return f"{self.name}:{'q' if self.per_query else 's'}"
+def reference_of(setting: str, suite: Suite) -> str:
+    """The method every other method of a setting is compared with."""
+    if setting == "annotate":
+        return f"random:s>{suite.spec(suite.retriever).label}"
+    return REFERENCES[setting]
 
 
 def split(dataset: Dataset, pool_size: int, test_size: int, seed: int) -> tuple[list[Example], list[Example]]:
@@ -82,101 +77,194 @@ def validate(dataset: Dataset, pool: Sequence[Example], test: Sequence[Example],
 
 @dataclass
 class Answers:
-    score: float
+    score: float  # accuracy, or mean squared error (regression; predictions clipped to the pool's range)
     rows: list[dict[str, Any]]
 
 
-def answer(dataset: Dataset, predictor: LLMPredictor, demo_sets: list[list[Example]], test: Sequence[Example]) -> Answers:
-    """The LLM answers each test query with its demos (``demo_sets[j]`` for query j)."""
+def answer(dataset: Dataset, predictor: LLMPredictor, demo_sets: list[list[Example]], test: Sequence[Example],
+           *, contextual: bool = False, label_range: tuple[float, float] | None = None) -> Answers:
+    """The LLM answers each test query with its demos (``demo_sets[j]`` for query j, most important last).
+
+    Classification rows keep the raw label probabilities (in ``dataset.labels`` order) and, with
+    ``contextual``, the content-free prior of the query's demo set: the report calibrates from them.
+    """
     jobs = [(list(reversed(demos)), example.text) for demos, example in zip(demo_sets, test)]
     predictions = predictor.predict_many(jobs)
+    if dataset.task == "classification":
+        rows = []
+        for (demos, _), example, prediction in zip(jobs, test, predictions):
+            # a prompt the scorer could not score is never turned into a label: it counts as wrong
+            row = {"id": example.id, "gold": example.label, "prediction": prediction.label,
+                   "correct": prediction.label is not None and prediction.label == example.label,
+                   "unscored": prediction.unscored,
+                   "probs": [round(prediction.probs[y], 6) for y in predictor.labels]}
+            if contextual:
+                row["prior"] = np.round(predictor.content_free_probs(demos).mean(axis=0), 6).tolist()
+            rows.append(row)
+        return Answers(float(np.mean([r["correct"] for r in rows])), rows)
+    low, high = label_range or (-np.inf, np.inf)
     rows = []
     for demos, example, prediction in zip(demo_sets, test, predictions):
-        if dataset.task == "classification":
-            # a prompt the scorer could not score is never turned into a label: it counts as wrong
-            best = getattr(prediction, "label", None)
-            rows.append({"id": example.id, "gold": example.label, "prediction": best,
-                         "correct": best is not None and best == example.label,
-                         "unscored": bool(getattr(prediction, "unscored", best is None))})
-        else:
-            fallback = float(np.median([float(d.label) for d in demos])) if demos else float("nan")
-            guess = float(np.mean(prediction.samples)) if prediction.samples else fallback
-            rows.append({"id": example.id, "gold": float(example.label), "prediction": guess,
-                         "parsed": bool(prediction.samples), "error": (guess - float(example.label)) ** 2})
-    if dataset.task == "classification":
-        return Answers(float(np.mean([r["correct"] for r in rows])), rows)
-    errors = [r["error"] for r in rows if np.isfinite(r["error"])]
-    return Answers(float(np.mean(errors)) if errors else float("nan"), rows)
+        fallback = float(np.median([float(d.label) for d in demos])) if demos else (low + high) / 2
+        guess = float(np.clip(np.mean(prediction.samples), low, high)) if prediction.samples else fallback
+        gold = float(example.label)
+        rows.append({"id": example.id, "gold": gold, "prediction": guess, "parsed": bool(prediction.samples),
+                     "error": (guess - gold) ** 2, "abs_error": abs(guess - gold)})
+    return Answers(float(np.mean([r["error"] for r in rows])), rows)
+
+
+@dataclass
+class Cell:
+    """One method at one budget on one data set and seed. ``work`` returns (selection seconds,
+    demo set per test query, distinct pool examples whose labels were used)."""
+
+    data: str
+    seed: int
+    setting: str  # shared, annotate, full, zero-shot
+    method: str
+    label_budget: int
+    k: int
+    params: dict[str, Any]
+    work: Callable[[], tuple[float, list[list[Example]], int]]
+    peeks: bool = False  # chooses among demo sets by test labels
+
+    @property
+    def key(self) -> str:
+        return f"{self.data}|{self.seed}|{self.setting}|{self.method}|B{self.label_budget}|k{self.k}"
 
 
 def _selector(spec: MethodSpec, seed: int, predictor: LLMPredictor, pool: Sequence[Example]) -> Selector:
-    params: dict[str, Any] = {"seed": seed}
+    params: dict[str, Any] = {"seed": seed, **dict(spec.params)}
     if spec.name == "sal":
         params.update(model=predictor, oracle=lambda i: pool[i].label)  # labels revealed only for picks
     return make_selector(spec.name, **params)
 
 
-def _cells(suite: Suite, dataset: Dataset, problem: Problem, pool: list[Example], test: list[Example],
-           predictor: LLMPredictor, seed: int) -> Iterator[tuple[str, int, Callable[[], tuple[float, Answers]]]]:
-    """(method, budget, work) for every cell of one data set and seed; work returns
-    (selection seconds, answers)."""
-    m = len(test)
+def _demos(pool: Sequence[Example], run, m: int) -> tuple[list[list[Example]], int]:
+    sets = [[pool[i] for i in s.indices] for s in run.selections]
+    used = {i for s in run.selections for i in s.indices}
+    if "annotated" in run.info:
+        used = set(run.info["annotated"].indices)
+    return (sets if run.per_query else sets * m), len(used)
+
+
+def plan_cells(suite: Suite, dataset: Dataset, problem: Problem, pool: list[Example], m: int,
+               predictor: LLMPredictor, seed: int) -> Iterator[Cell]:
+    """Every cell of one data set and seed, in run order."""
+    name = dataset.name
     if suite.zero_shot:
-        yield "zero-shot", 0, lambda: (0.0, answer(dataset, predictor, [[]] * m, test))
-    for k in suite.budgets:
-        for spec in map(MethodSpec.parse, suite.methods):
-            def work(spec: MethodSpec = spec, k: int = k) -> tuple[float, Answers]:
-                selector = _selector(spec, seed, predictor, pool)
-                start = time.perf_counter()
-                if spec.per_query:
-                    sets = [[pool[i] for i in s.indices] for s in selector.select_per_query(problem, k)]
-                else:
-                    sets = [[pool[i] for i in selector.select(problem, k).indices]] * m
-                return time.perf_counter() - start, answer(dataset, predictor, sets, test)
-            yield spec.label, k, work
+        yield Cell(name, seed, "zero-shot", "zero-shot", 0, 0, {}, lambda: (0.0, [[]] * m, 0))
+
+    def selected(spec: MethodSpec, k: int, **options) -> Callable[[], tuple[float, list[list[Example]], int]]:
+        def work() -> tuple[float, list[list[Example]], int]:
+            selector = _selector(spec, seed, predictor, pool)
+            run = run_selection(selector, problem, k, seed=seed, **options)
+            return (run.seconds, *_demos(pool, run, m))
+        return work
+
+    retriever = suite.spec(suite.retriever)
+    for k in suite.k:
+        for spec in map(suite.spec, suite.methods):
+            setting = "full" if spec.per_query else "shared"
+            yield Cell(name, seed, setting, spec.label, len(pool) if spec.per_query else k, k, dict(spec.params),
+                       selected(spec, k, per_query=spec.per_query))
+        for budget in suite.label_budgets:
+            if budget < k:
+                continue
+            for spec in map(suite.spec, suite.annotators):
+                work = selected(spec, k, per_query=retriever.per_query, label_budget=budget,
+                                retriever=_selector(retriever, seed, predictor, pool))
+                yield Cell(name, seed, "annotate", f"{spec.label}>{retriever.label}", budget, k,
+                           {**dict(spec.params), **{f"retriever.{p}": v for p, v in retriever.params}}, work)
         if suite.oracle_sets:
-            def oracle(k: int = k) -> tuple[float, Answers]:
-                # the first set is the random row's own, so the oracle is never below random
+            def best_of(k: int = k) -> tuple[float, list[list[Example]], int]:
+                # the first set is the random row's own, so this row is never below random
                 sets = [make_selector("random", seed=seed + 1000 * i).select(problem, k).indices
                         for i in range(suite.oracle_sets)]
-                tries = [answer(dataset, predictor, [[pool[i] for i in chosen]] * m, test) for chosen in sets]
-                better = max if dataset.task == "classification" else min
-                return 0.0, better(tries, key=lambda a: a.score)
-            yield "oracle", k, oracle
+                return 0.0, [[pool[i] for i in chosen] for chosen in sets], len({i for s in sets for i in s})
+            yield Cell(name, seed, "shared", f"random-best-of-{suite.oracle_sets}", k, k, {}, best_of, peeks=True)
 
 
 def plan_splits(suite: Suite, datasets: list[Dataset]) -> dict[tuple[str, int], tuple[list[Example], list[Example]]]:
     """Every data set's pool/test split per seed, checked: call it before any expensive work."""
-    for spec in suite.methods:
-        MethodSpec.parse(spec)
-    if not suite.budgets or min(suite.budgets) < 1:
-        raise InputError(f"budgets must be positive integers, got {suite.budgets}", field="budgets")
+    suite.check()
+    names = [d.name for d in datasets]
+    if len(set(names)) < len(names):
+        raise InputError(f"two data sets are named alike ({', '.join(names)}): give them distinct file names",
+                         field="data")
     splits = {}
     for dataset in datasets:
         for seed in range(suite.seeds):
             pool, test = split(dataset, suite.pool_size, suite.test_size, seed)
-            validate(dataset, pool, test, suite.budgets)
+            validate(dataset, pool, test, [*suite.k, *suite.label_budgets])
             splits[dataset.name, seed] = pool, test
     return splits
 
 
+def _digest(value: Any) -> str:
+    return hashlib.sha256(json.dumps(value, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def configuration(suite: Suite, datasets: Sequence[Dataset], model: str, api: str,
+                  templates: dict[str, Template]) -> dict[str, Any]:
+    """Everything that changes a cell's result besides the cell's own key and parameters."""
+    return {"pool_size": suite.pool_size, "test_size": suite.test_size, "model": model, "api": api,
+            "contextual": suite.contextual, "regression_samples": suite.regression_samples,
+            "templates": {task: _digest(asdict(t)) for task, t in sorted(templates.items())},
+            "data": {d.name: _digest([(e.id, e.text, e.label) for e in d.examples]) for d in datasets}}
+
+
+def read_jsonl(path: Path) -> list[dict[str, Any]]:
+    """Lines of a JSONL file this harness appends to; a last line torn by a crash is cut off."""
+    if not path.exists():
+        return []
+    text = path.read_text(encoding="utf-8")
+    lines = text.splitlines()
+    rows = []
+    for number, line in enumerate(lines, 1):
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError:
+            if number < len(lines):
+                raise InputError("damaged line (not JSON)", path=str(path), line=number) from None
+            with open(path, "r+", encoding="utf-8") as handle:  # torn last line: drop it
+                handle.truncate(len(text.encode("utf-8")) - len(line.encode("utf-8")))
+    return rows
+
+
+def open_run(out: Path, config: dict[str, Any], suite: Suite, cells: Sequence[str] = ()) -> dict[str, dict[str, Any]]:
+    """The records already in ``out`` (by cell), after checking they were made the same way;
+    writes run.json (configuration, suite, references, planned cells) before any work."""
+    out.mkdir(parents=True, exist_ok=True)
+    run_file = out / "run.json"
+    if run_file.exists():
+        before = json.loads(run_file.read_text(encoding="utf-8")).get("configuration", {})
+        changed = [f"{key}: {before.get(key)!r} then, {value!r} now" for key, value in config.items()
+                   if before.get(key) != value]
+        if changed:
+            raise InputError("this folder holds results made another way; use another --out or delete it ("
+                             + "; ".join(changed) + ")", path=str(run_file))
+    references = {setting: reference_of(setting, suite) for setting in ("shared", "annotate", "full")}
+    run_file.write_text(json.dumps({"configuration": config, "suite": asdict(suite), "references": references,
+                                    "cells": list(cells)}, indent=2) + "\n", encoding="utf-8")
+    records = {r["cell"]: r for r in read_jsonl(out / "records.jsonl")}
+    predictions_path = out / "predictions.jsonl"
+    predictions = read_jsonl(predictions_path)
+    kept = list({p["cell"]: p for p in predictions if p["cell"] in records}.values())
+    if len(kept) < len(predictions):  # a crash between a cell's two lines: its answers are redone
+        partial = predictions_path.with_suffix(".partial")
+        partial.write_text("".join(json.dumps(p) + "\n" for p in kept), encoding="utf-8")
+        os.replace(partial, predictions_path)
+    return records
+
+
 def run_suite(suite: Suite, datasets: list[Dataset], client: LLMClient, templates: dict[str, Template],
               embedder, out: Path, progress: Callable[[int, int, str], None] | None = None) -> list[dict[str, Any]]:
-    """Run, or resume, every cell of the suite; returns one record per cell."""
-    out.mkdir(parents=True, exist_ok=True)
-    records_path, predictions_path = out / "records.jsonl", out / "predictions.jsonl"
-    done: dict[str, dict[str, Any]] = {}
-    if records_path.exists():
-        for line in records_path.read_text(encoding="utf-8").splitlines():
-            record = json.loads(line)
-            done[record["cell"]] = record
+    """Run, or resume, every cell of the suite; returns one record per planned cell."""
     splits = plan_splits(suite, datasets)
     probe_labels = next((d.labels for d in datasets if d.task == "classification"), ["yes", "no"])
     client.label_probs("Answer yes or no.\nIs water wet?\nAnswer:", probe_labels[:2] if len(probe_labels) > 1 else ["yes", "no"])
-    per_dataset = (1 if suite.zero_shot else 0) + len(suite.budgets) * (len(suite.methods) + (1 if suite.oracle_sets else 0))
-    total = per_dataset * suite.seeds * len(datasets)
-    planned: list[str] = []
-    finished = sum(1 for d in datasets for s_ in range(suite.seeds) for c in done if c.startswith(f"{d.name}|{s_}|"))
+    plan: list[tuple[Dataset, LLMPredictor, list[Example], Cell]] = []
     for dataset in datasets:
         labels = dataset.labels if dataset.task == "classification" else ()
         predictor = LLMPredictor(client, templates[dataset.task], labels, task=dataset.task,
@@ -184,32 +272,58 @@ def run_suite(suite: Suite, datasets: list[Dataset], client: LLMClient, template
         for seed in range(suite.seeds):
             pool, test = splits[dataset.name, seed]
             problem = build_problem(pool, test, embedder=embedder)
-            for method, k, work in _cells(suite, dataset, problem, pool, test, predictor, seed):
-                cell = f"{dataset.name}|{seed}|{method}|{k}"
-                planned.append(cell)
-                if cell in done:
-                    continue
-                if progress:
-                    progress(finished, total, cell)
-                before = dict(client.stats)
-                start = time.perf_counter()
-                selection_seconds, answers = work()
-                delta = {key: client.stats.get(key, 0) - before.get(key, 0)
-                         for key in ("calls", "cached", "prompt_tokens", "label_fallbacks")}
-                unscored = sum(bool(row.get("unscored")) for row in answers.rows)
-                record = {"cell": cell, "data": dataset.name, "task": dataset.task, "seed": seed, "method": method,
-                          "k": k, "score": answers.score, "n_test": len(test),
-                          "selection_seconds": round(selection_seconds, 4),
-                          "answer_seconds": round(time.perf_counter() - start - selection_seconds, 4),
-                          "llm_calls": delta["calls"], "cached_calls": delta["cached"],
-                          "prompt_tokens": delta["prompt_tokens"], "label_fallbacks": delta["label_fallbacks"],
-                          "unscored": unscored}
-                with open(predictions_path, "a", encoding="utf-8") as handle:
-                    handle.writelines(json.dumps({"cell": cell, **row}) + "\n" for row in answers.rows)
-                with open(records_path, "a", encoding="utf-8") as handle:
-                    handle.write(json.dumps(record) + "\n")
-                done[cell] = record
-                finished += 1
+            plan += [(dataset, predictor, test, cell)
+                     for cell in plan_cells(suite, dataset, problem, pool, len(test), predictor, seed)]
+    done = open_run(out, configuration(suite, datasets, client.model, client.api, templates), suite,
+                    [cell.key for *_, cell in plan])
+    finished = sum(cell.key in done for *_, cell in plan)
+    for dataset, predictor, test, cell in plan:
+        previous = done.get(cell.key)
+        if previous is not None:
+            if previous.get("params", {}) != cell.params:
+                raise InputError(f"{cell.key} was run with parameters {previous.get('params')}, now {cell.params}: "
+                                 "give the variant a new name, or use another --out", path=str(out / "records.jsonl"))
+            continue
+        if progress:
+            progress(finished, len(plan), cell.key)
+        done[cell.key] = _run_cell(cell, dataset, predictor, test, client, suite, out)
+        finished += 1
     if progress:
-        progress(finished, total, "done")
-    return [done[cell] for cell in planned if cell in done]  # earlier runs of other plans stay on disk only
+        progress(finished, len(plan), "done")
+    return [done[cell.key] for *_, cell in plan]
+
+
+def _run_cell(cell: Cell, dataset: Dataset, predictor: LLMPredictor, test: list[Example], client: LLMClient,
+              suite: Suite, out: Path) -> dict[str, Any]:
+    before = dict(client.stats)
+    start = time.perf_counter()
+    selection_seconds, demo_sets, labels_used = cell.work()
+    contextual = suite.contextual and dataset.task == "classification"
+    label_range = None
+    if dataset.task == "regression":
+        values = [float(e.label) for e in dataset.examples]
+        label_range = (min(values), max(values))
+    if cell.peeks:  # demo_sets are candidate shared sets: keep the best on the test labels
+        tries = [answer(dataset, predictor, [demos] * len(test), test, contextual=contextual,
+                        label_range=label_range) for demos in demo_sets]
+        better = max if dataset.task == "classification" else min
+        answers = better(tries, key=lambda a: a.score)
+    else:
+        answers = answer(dataset, predictor, demo_sets, test, contextual=contextual, label_range=label_range)
+    cost = {key: client.stats.get(key, 0) - before.get(key, 0) for key in COST_KEYS}
+    record = {"cell": cell.key, "data": dataset.name, "task": dataset.task, "seed": cell.seed,
+              "setting": cell.setting, "method": cell.method, "params": cell.params,
+              "label_budget": cell.label_budget, "labels": labels_used, "k": cell.k,
+              "score": answers.score, "n_test": len(test), "peeks": cell.peeks,
+              "unscored": sum(bool(row.get("unscored")) for row in answers.rows),
+              "selection_seconds": round(selection_seconds, 4),
+              "answer_seconds": round(time.perf_counter() - start - selection_seconds, 4),
+              "llm_calls": cost["calls"], "cached_calls": cost["cached"], "prompt_tokens": cost["prompt_tokens"],
+              "cached_prompt_tokens": cost["cached_prompt_tokens"],
+              "uncached_prompt_tokens": cost["uncached_prompt_tokens"], "label_fallbacks": cost["label_fallbacks"]}
+    labels = list(dataset.labels) if dataset.task == "classification" else []
+    with open(out / "predictions.jsonl", "a", encoding="utf-8") as handle:  # one line per cell
+        handle.write(json.dumps({"cell": cell.key, "labels": labels, "rows": answers.rows}) + "\n")
+    with open(out / "records.jsonl", "a", encoding="utf-8") as handle:  # the cell is done once this line is
+        handle.write(json.dumps(record) + "\n")
+    return record

@@ -1,9 +1,16 @@
-"""Summaries of an eval run: tables (markdown, csv) with means and 95% intervals over seeds, win
-rates against random and kNN, the share of the random-to-oracle gap closed, cost, and plots."""
+"""What an eval run found: per-query scores (raw and calibrated) from predictions.jsonl, a summary
+per cell group, and paired comparisons of every method with the reference of its setting.
+
+Statistics (see :mod:`fewshot.evaluation.stats`): the unit is (data set, seed); within a unit the
+methods answered the same queries, so differences are paired per query. A difference's interval
+is a two-level bootstrap (units, then queries within units); p-values are Holm-corrected over all
+comparisons of one metric; ``mdd`` is the smallest difference the run could detect (80% power).
+"""
 
 from __future__ import annotations
 
 import csv
+import json
 import math
 from collections import defaultdict
 from pathlib import Path
@@ -11,42 +18,153 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from .stats import mean_interval, sign_test, win_rate
+from ..calibration import batch_calibrate, divide_by_prior
+from .harness import read_jsonl
+from .stats import holm, macro_f1, paired_difference
 
-COLUMNS = ["data", "method", "k", "seeds", "mean", "ci_low", "ci_high", "win_vs_random", "win_vs_knn",
-           "gap_closed", "selection_s", "answer_s", "llm_calls", "prompt_tokens", "label_fallbacks"]
+HEADLINE = {"classification": "accuracy", "regression": "mse"}
+SUMMARY_COLUMNS = ["data", "setting", "method", "labels", "k", "seeds", "queries", "metric", "mean", "ci_low",
+                   "ci_high", "accuracy@batch", "accuracy@contextual", "macro_f1", "macro_f1@batch", "mae",
+                   "unscored", "labels_used", "gap_closed", "selection_s", "answer_s", "llm_calls",
+                   "prompt_tokens", "cached_share"]
+COMPARISON_COLUMNS = ["metric", "setting", "method", "reference", "data", "labels", "k", "diff", "ci_low",
+                      "ci_high", "p", "p_holm", "units", "queries", "wins", "losses", "ties", "mdd"]
 
 
-def _paired(records, data, k, method) -> dict[int, float]:
-    return {r["seed"]: r["score"] for r in records if r["data"] == data and r["k"] == k and r["method"] == method}
+def cell_scores(prediction: dict[str, Any], task: str) -> tuple[dict[str, dict[str, float]], dict[str, float]]:
+    """Per-query scores by metric ({metric: {query id: score}}) and whole-cell metrics of one
+    cell's predictions. Classification: ``accuracy`` (raw), ``accuracy@batch`` (divided by the
+    mean label distribution over the cell's test batch), ``accuracy@contextual`` (divided by the
+    content-free prior of each query's demo set, when recorded); unscored prompts are wrong in all.
+    Regression: ``mse`` per query (squared error; lower is better) and ``mae``."""
+    rows = prediction["rows"]
+    ids = [r["id"] for r in rows]
+    if task == "regression":
+        per_query = {"mse": dict(zip(ids, (float(r["error"]) for r in rows)))}
+        return per_query, {"mae": float(np.mean([r["abs_error"] for r in rows]))}
+    labels = prediction["labels"]
+    gold = [r["gold"] for r in rows]
+    scored = np.array([not r["unscored"] for r in rows])
+    probs = np.array([r["probs"] for r in rows], dtype=float)
+    variants = {"": probs, "@batch": batch_calibrate(probs, scored)}
+    if all("prior" in r for r in rows):
+        variants["@contextual"] = divide_by_prior(probs, np.array([r["prior"] for r in rows], dtype=float))
+    per_query, whole = {}, {}
+    for suffix, p in variants.items():
+        predicted = [labels[j] if ok else None for j, ok in zip(p.argmax(axis=1), scored)]
+        per_query[f"accuracy{suffix}"] = {i: float(y == g) for i, y, g in zip(ids, predicted, gold)}
+        whole[f"macro_f1{suffix}"] = macro_f1(gold, predicted, labels)
+    return per_query, whole
 
 
-def summarize(records: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
-    """One row per data set x method x budget (zero-shot is budget 0)."""
+def load_run(out: Path) -> tuple[list[dict[str, Any]], dict[str, dict[str, Any]]]:
+    """The records of a run folder and the predictions of each recorded cell."""
+    records = read_jsonl(out / "records.jsonl")
+    predictions = {p["cell"]: p for p in read_jsonl(out / "predictions.jsonl")}
+    return records, predictions
+
+
+def _key(record: dict[str, Any]) -> tuple:
+    return record["setting"], record["label_budget"], record["k"], record["method"]
+
+
+def summarize(records: Sequence[dict[str, Any]], predictions: dict[str, dict[str, Any]],
+              references: dict[str, str]) -> list[dict[str, Any]]:
+    """One row per data set x setting x method x (labels, k); the headline score's interval is
+    the two-level bootstrap over seeds and queries."""
     groups: dict[tuple, list[dict]] = defaultdict(list)
     for r in records:
-        groups[r["data"], r["method"], r["k"]].append(r)
+        groups[(r["data"], *_key(r))].append(r)
     rows = []
-    for (data, method, k), group in sorted(groups.items(), key=lambda item: (item[0][0], item[0][2], item[0][1])):
-        higher = group[0]["task"] == "classification"
-        mine = {r["seed"]: r["score"] for r in group}
-        row = {"data": data, "method": method, "k": k, "seeds": len(group)}
-        row["mean"], row["ci_low"], row["ci_high"] = mean_interval(list(mine.values()))
-        for name, baseline in (("random", "random:s"), ("knn", "knn:q")):
-            other = _paired(records, data, k, baseline)
-            common = sorted(set(mine) & set(other))
-            row[f"win_vs_{name}"] = (win_rate([mine[s] for s in common], [other[s] for s in common], higher)
-                                     if common and method != baseline else float("nan"))
-        randoms, oracles = _paired(records, data, k, "random:s"), _paired(records, data, k, "oracle")
-        gaps = [(mine[s] - randoms[s]) / (oracles[s] - randoms[s]) for s in mine
-                if s in randoms and s in oracles and oracles[s] != randoms[s]]
-        row["gap_closed"] = float(np.mean(gaps)) if gaps else float("nan")
-        for key, column in (("selection_seconds", "selection_s"), ("answer_seconds", "answer_s"),
-                            ("llm_calls", "llm_calls"), ("prompt_tokens", "prompt_tokens"),
-                            ("label_fallbacks", "label_fallbacks")):
-            row[column] = float(np.mean([r[key] for r in group]))
+    for (data, setting, budget, k, method), group in sorted(groups.items(), key=lambda g: (g[0][0], g[0][1], g[0][2], g[0][3], g[0][4])):
+        task = group[0]["task"]
+        metric = HEADLINE[task]
+        scored = [cell_scores(predictions[r["cell"]], task) for r in group if r["cell"] in predictions]
+        vectors = [np.array(list(per_query[metric].values())) for per_query, _ in scored]
+        row: dict[str, Any] = {"data": data, "setting": setting, "method": method, "labels": budget, "k": k,
+                               "seeds": len(group), "queries": int(sum(map(len, vectors))), "metric": metric}
+        if vectors:
+            interval = paired_difference(vectors, [np.zeros_like(v) for v in vectors])
+            row.update(mean=interval.diff, ci_low=interval.ci_low, ci_high=interval.ci_high)
+        for name in ("accuracy@batch", "accuracy@contextual"):
+            values = [np.mean(list(per_query[name].values())) for per_query, _ in scored if name in per_query]
+            row[name] = float(np.mean(values)) if values else math.nan
+        for name in ("macro_f1", "macro_f1@batch", "mae"):
+            values = [whole[name] for _, whole in scored if name in whole]
+            row[name] = float(np.mean(values)) if values else math.nan
+        cached = sum(r.get("cached_prompt_tokens", 0) for r in group)
+        fresh = sum(r.get("uncached_prompt_tokens", 0) for r in group)
+        row.update(unscored=sum(r["unscored"] for r in group),
+                   labels_used=float(np.mean([r["labels"] for r in group])),
+                   gap_closed=gap_closed(records, data, setting, budget, k, method, references),
+                   selection_s=float(np.mean([r["selection_seconds"] for r in group])),
+                   answer_s=float(np.mean([r["answer_seconds"] for r in group])),
+                   llm_calls=float(np.mean([r["llm_calls"] for r in group])),
+                   prompt_tokens=float(np.mean([r["prompt_tokens"] for r in group])),
+                   cached_share=cached / (cached + fresh) if cached + fresh else math.nan)
         rows.append(row)
     return rows
+
+
+def gap_closed(records: Sequence[dict[str, Any]], data: str, setting: str, budget: int, k: int, method: str,
+               references: dict[str, str]) -> float:
+    """Shared setting: (mean(method) - mean(random)) / (mean(best-of-N random) - mean(random)) over
+    the seeds all three ran: a ratio of means, not a mean of ratios."""
+    if setting != "shared":
+        return math.nan
+    by_seed: dict[str, dict[int, float]] = defaultdict(dict)
+    for r in records:
+        if r["data"] == data and r["setting"] == "shared" and r["k"] == k:
+            name = "best" if r.get("peeks") else r["method"]
+            by_seed[name][r["seed"]] = r["score"]
+    mine, base, best = by_seed.get(method, {}), by_seed.get(references["shared"], {}), by_seed.get("best", {})
+    seeds = sorted(set(mine) & set(base) & set(best))
+    if not seeds or method == references["shared"]:
+        return math.nan
+    gap = np.mean([best[s] for s in seeds]) - np.mean([base[s] for s in seeds])
+    return float((np.mean([mine[s] for s in seeds]) - np.mean([base[s] for s in seeds])) / gap) if gap else math.nan
+
+
+def compare(records: Sequence[dict[str, Any]], predictions: dict[str, dict[str, Any]],
+            references: dict[str, str], *, seed: int = 0) -> list[dict[str, Any]]:
+    """Every method against its setting's reference at the same labels and k, per data set and
+    pooled over the data sets of one task ("all"), for every per-query metric."""
+    cells = {(r["data"], r["seed"], *_key(r)): r for r in records if not r.get("peeks")}
+    scores = {r["cell"]: cell_scores(predictions[r["cell"]], r["task"])[0] for r in cells.values()
+              if r["cell"] in predictions}
+    tasks = {r["data"]: r["task"] for r in records}
+    rows = []
+    for (data, seed_, setting, budget, k, method), r in sorted(cells.items()):
+        if setting not in references or method == references[setting]:
+            continue
+        other = cells.get((data, seed_, setting, budget, k, references[setting]))
+        if other is None or r["cell"] not in scores or other["cell"] not in scores:
+            continue
+        for metric, mine in scores[r["cell"]].items():
+            theirs = scores[other["cell"]].get(metric)
+            if theirs is None:
+                continue
+            common = [i for i in mine if i in theirs]
+            pair = (np.array([mine[i] for i in common]), np.array([theirs[i] for i in common]))
+            for scope in (data, "all:" + tasks[data]):
+                rows.append({"metric": metric, "setting": setting, "method": method, "reference": references[setting],
+                             "data": scope, "labels": budget, "k": k, "pair": pair})
+    grouped: dict[tuple, list] = defaultdict(list)
+    for row in rows:
+        grouped[tuple(row[c] for c in ("metric", "setting", "method", "reference", "data", "labels", "k"))].append(row["pair"])
+    out = []
+    for key, pairs in sorted(grouped.items()):
+        result = paired_difference([a for a, _ in pairs], [b for _, b in pairs], seed=seed)
+        row = dict(zip(("metric", "setting", "method", "reference", "data", "labels", "k"), key))
+        row["data"] = "all" if row["data"].startswith("all:") else row["data"]
+        row.update(diff=result.diff, ci_low=result.ci_low, ci_high=result.ci_high, p=result.p, units=result.units,
+                   queries=result.queries, wins=result.wins, losses=result.losses, ties=result.ties, mdd=result.mdd)
+        out.append(row)
+    for metric in {row["metric"] for row in out}:  # Holm over the family of one metric
+        family = [row for row in out if row["metric"] == metric]
+        for row, adjusted in zip(family, holm([row["p"] for row in family])):
+            row["p_holm"] = float(adjusted)
+    return out
 
 
 def _fmt(value: Any) -> str:
@@ -55,106 +173,77 @@ def _fmt(value: Any) -> str:
     return str(value)
 
 
-def write_tables(rows: list[dict[str, Any]], out: Path, records: Sequence[dict[str, Any]] = ()) -> None:
-    with open(out / "summary.csv", "w", newline="", encoding="utf-8") as handle:
-        writer = csv.DictWriter(handle, fieldnames=COLUMNS)
+def _markdown(rows: Sequence[dict[str, Any]], columns: Sequence[str]) -> str:
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    return "\n".join(lines + ["| " + " | ".join(_fmt(row.get(c, "")) for c in columns) + " |" for row in rows]) + "\n"
+
+
+def _write_csv(rows: Sequence[dict[str, Any]], columns: Sequence[str], path: Path) -> None:
+    with open(path, "w", newline="", encoding="utf-8") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(columns), extrasaction="ignore")
         writer.writeheader()
         writer.writerows(rows)
-    lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
-    lines += ["| " + " | ".join(_fmt(row[c]) for c in COLUMNS) + " |" for row in rows]
-    (out / "summary.md").write_text(
-        "Score: accuracy (classification) or mean squared error (regression, lower is better); mean and 95% "
-        "t-interval over seeds. win_vs_*: share of seeds beating that baseline (ties half). gap_closed: "
-        "(method - random) / (oracle - random), averaged over seeds.\n\n" + "\n".join(lines) + "\n", encoding="utf-8")
-    (out / "pivot.md").write_text(pivot(rows), encoding="utf-8")
-    if records:
-        sections = [f"{task.capitalize()}, against {baseline} (difference in "
-                    f"{'accuracy' if task == 'classification' else 'mean squared error, sign flipped'})\n\n"
-                    + paired_tests(records, baseline, task)
-                    for task in ("classification", "regression") if any(r["task"] == task for r in records)
-                    for baseline in ("random:s", "knn:q")]
-        (out / "paired.md").write_text("\n".join(sections), encoding="utf-8")
 
 
-def write_plots(rows: list[dict[str, Any]], out: Path) -> list[Path]:
-    """accuracy_vs_budget.png (one panel per data set) and summary.png (mean win rate vs random)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+def pivot(rows: Sequence[dict[str, Any]]) -> str:
+    """Markdown: one line per setting x method x (labels, k), one column per data set, "mean [low, high]"."""
     datasets = sorted({r["data"] for r in rows})
-    methods = sorted({r["method"] for r in rows if r["k"] > 0})
-    fig, axes = plt.subplots(1, len(datasets), figsize=(4 * len(datasets), 3.5), squeeze=False)
-    for ax, data in zip(axes[0], datasets):
-        for method in methods:
-            points = sorted((r["k"], r["mean"], r["ci_low"], r["ci_high"]) for r in rows
-                            if r["data"] == data and r["method"] == method)
-            if points:
-                k, mean, low, high = map(np.array, zip(*points))
-                err = np.where(np.isnan(low), 0, [mean - low, high - mean])
-                ax.errorbar(k, mean, yerr=err, marker="o", capsize=3, label=method)
-        zero = [r["mean"] for r in rows if r["data"] == data and r["method"] == "zero-shot"]
-        if zero:
-            ax.axhline(zero[0], color="grey", linestyle=":", label="zero-shot")
-        ax.set_title(data)
-        ax.set_xlabel("demos (k)")
-    axes[0][0].set_ylabel("score")
-    axes[0][-1].legend(fontsize=7, loc="best")
-    fig.tight_layout()
-    first = out / "accuracy_vs_budget.png"
-    fig.savefig(first, dpi=110)
-    plt.close(fig)
-    honest = [m for m in methods if m not in ("oracle", "random:s")]
-    wins = [np.nanmean([r["win_vs_random"] for r in rows if r["method"] == m]) for m in honest]
-    fig, ax = plt.subplots(figsize=(max(5, 0.7 * len(honest)), 3.5))
-    ax.bar(honest, wins)
-    ax.axhline(0.5, color="grey", linestyle=":")
-    ax.set_ylabel("win rate vs random")
-    ax.set_title("all data sets and budgets", fontsize=9)
-    ax.set_ylim(0, 1)
-    plt.setp(ax.get_xticklabels(), rotation=45, ha="right")
-    fig.tight_layout()
-    second = out / "summary.png"
-    fig.savefig(second, dpi=110)
-    plt.close(fig)
-    return [first, second]
-
-
-def pivot(rows: list[dict[str, Any]]) -> str:
-    """Markdown: one line per method x budget, one column per data set, "mean [low, high]"."""
-    datasets = sorted({r["data"] for r in rows})
-    keys = sorted({(r["method"], r["k"]) for r in rows}, key=lambda mk: (mk[1], mk[0]))
-    cell = {(r["method"], r["k"], r["data"]): r for r in rows}
-    lines = ["| method | k | " + " | ".join(datasets) + " |", "|---|---|" + "---|" * len(datasets)]
-    for method, k in keys:
+    keys = sorted({(r["setting"], r["labels"], r["k"], r["method"]) for r in rows})
+    cell = {(r["setting"], r["labels"], r["k"], r["method"], r["data"]): r for r in rows}
+    lines = ["| setting | method | labels | k | " + " | ".join(datasets) + " |",
+             "|---|---|---|---|" + "---|" * len(datasets)]
+    for setting, budget, k, method in keys:
         values = []
         for data in datasets:
-            r = cell.get((method, k, data))
-            if r is None:
-                values.append("")
-            elif math.isnan(r["ci_low"]):
-                values.append(f"{r['mean']:.3f}")
-            else:
-                values.append(f"{r['mean']:.3f} [{r['ci_low']:.2f}, {r['ci_high']:.2f}]")
-        lines.append(f"| {method} | {k} | " + " | ".join(values) + " |")
+            r = cell.get((setting, budget, k, method, data))
+            values.append("" if r is None or "mean" not in r else
+                          f"{r['mean']:.3f}" if math.isnan(r["ci_low"]) else
+                          f"{r['mean']:.3f} [{r['ci_low']:.2f}, {r['ci_high']:.2f}]")
+        lines.append(f"| {setting} | {method} | {budget} | {k} | " + " | ".join(values) + " |")
     return "\n".join(lines) + "\n"
 
 
-def paired_tests(records: Sequence[dict[str, Any]], baseline: str = "random:s", task: str = "classification") -> str:
-    """Markdown: each method against a baseline over every (data set, seed, budget) pair of one task
-    kind, with the sign test; regression differences (MSE) are negated so positive means better."""
-    by_key = {(r["data"], r["seed"], r["k"], r["method"]): r for r in records if r["task"] == task}
-    lines = ["| method | pairs | wins | losses | ties | mean difference | sign-test p |", "|---|---|---|---|---|---|---|"]
-    for method in sorted({r["method"] for r in records if r["k"] > 0 and r["method"] != baseline}):
-        diffs = []
-        for (data, seed, k, m), r in by_key.items():
-            other = by_key.get((data, seed, k, baseline))
-            if m == method and other is not None:
-                sign = 1.0 if r["task"] == "classification" else -1.0
-                diffs.append(sign * (r["score"] - other["score"]))
-        if not diffs:
-            continue
-        wins, losses, ties, p = sign_test(diffs)
-        lines.append(f"| {method} | {len(diffs)} | {wins} | {losses} | {ties} | {np.mean(diffs):+.3f} | {p:.3f} |")
-    return "\n".join(lines) + "\n"
+def write_report(out: Path, references: dict[str, str], records: Sequence[dict[str, Any]] | None = None,
+                 headline: str = "accuracy") -> list[Path]:
+    """summary.csv/.md, pivot.md, comparisons.csv/.md and the plots, from the run folder's files."""
+    from .plots import budget_plot, forest_plot
+
+    all_records, predictions = load_run(out)
+    records = all_records if records is None else records
+    rows = summarize(records, predictions, references)
+    comparisons = compare(records, predictions, references)
+    _write_csv(rows, SUMMARY_COLUMNS, out / "summary.csv")
+    _write_csv(comparisons, COMPARISON_COLUMNS, out / "comparisons.csv")
+    (out / "summary.md").write_text(
+        "mean: accuracy (classification) or mean squared error (regression, lower is better) with a 95% two-level "
+        "bootstrap interval over seeds and queries; @batch/@contextual: calibrated; labels: B (labels bought; the "
+        "pool size in the full-labels setting); labels_used: distinct labels the demos used; gap_closed: "
+        "(mean(method) - mean(random)) / (mean(best-of-N random) - mean(random)), shared setting only.\n\n"
+        + _markdown(rows, SUMMARY_COLUMNS), encoding="utf-8")
+    (out / "pivot.md").write_text(pivot(rows), encoding="utf-8")
+    pooled = [c for c in comparisons if c["data"] == "all"]
+    (out / "comparisons.md").write_text(
+        "Paired differences against each setting's reference (method - reference; for mse lower is better), "
+        "pooled over data sets: 95% two-level bootstrap CI over (data set, seed) units and queries, Holm-corrected "
+        "p over each metric's comparisons, wins/losses over units, mdd = minimum detectable difference.\n\n"
+        + _markdown(pooled, COMPARISON_COLUMNS), encoding="utf-8")
+    written = [out / "summary.csv", out / "comparisons.csv"]
+    forest_rows = [c for c in comparisons if c["metric"] == headline]
+    if forest_rows:
+        written.append(forest_plot(forest_rows, out / "forest.png", title=f"{headline}: method - reference"))
+    budget = budget_plot([r for r in rows if r["metric"] == "accuracy"], out / "accuracy_vs_label_budget.png")
+    if budget is not None:
+        written.append(budget)
+    return written
+
+
+def load_references(out: Path) -> dict[str, str]:
+    """The references a run folder was compared with (run.json), else the defaults."""
+    from .harness import REFERENCES
+
+    run_file = out / "run.json"
+    if run_file.is_file():
+        saved = json.loads(run_file.read_text(encoding="utf-8"))
+        if "references" in saved:
+            return saved["references"]
+    return dict(REFERENCES)

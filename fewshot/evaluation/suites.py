@@ -1,30 +1,109 @@
-"""Eval suites are declared in TOML files under ``evals/`` (data sets, methods, budgets, seeds,
-sizes, model), not in code."""
+"""Eval suites are declared in TOML files under ``evals/`` (data sets, methods and their variants,
+demos per prompt, label budgets, seeds, sizes, model), not in code.
+
+A method is a selector name (``go``), with a mode (``go:q`` per query, ``knn:s`` one shared set),
+or a variant the suite names with parameters::
+
+    [variants.go-v]
+    method = "go"        # a selector name, optionally with :q or :s
+    objective = "V"      # any other key is a parameter of that selector
+
+Unknown parameters and wrong types are errors that name the suite file and the variant.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field, fields
 from pathlib import Path
+from typing import Any
 
 from ..data import bundled_folder, read_named_toml
 from ..errors import InputError
+from ..selection import PER_QUERY_METHODS, SELECTORS, make_selector
+
+SETTINGS = ("shared", "annotate", "full")
+
+
+@dataclass(frozen=True)
+class MethodSpec:
+    """A selector, its mode and parameters, under the name the results use.
+
+    >>> MethodSpec.parse("knn").label, MethodSpec.parse("go").label, MethodSpec.parse("go:q").label
+    ('knn:q', 'go:s', 'go:q')
+    >>> MethodSpec.parse("go-v", {"go-v": {"method": "go", "objective": "v"}}).params
+    (('objective', 'v'),)
+    """
+
+    name: str
+    per_query: bool
+    params: tuple[tuple[str, Any], ...] = ()
+    variant: str | None = None
+
+    @classmethod
+    def parse(cls, text: str, variants: dict[str, dict[str, Any]] | None = None) -> "MethodSpec":
+        text = text.strip()
+        if variants and text in variants:
+            values = dict(variants[text])
+            base = cls.parse(str(values.pop("method", "")))
+            try:
+                make_selector(base.name, **values)  # unknown parameters and wrong types fail here
+            except InputError as err:
+                raise InputError(f"variant {text!r}: {err.message}", field="variants") from None
+            return cls(base.name, base.per_query, tuple(sorted(values.items())), text)
+        name, _, mode = text.partition(":")
+        if name not in SELECTORS:
+            known = list(SELECTORS) + sorted(variants or ())
+            raise InputError(f"unknown method {text!r} (known: {', '.join(known)})", field="methods")
+        if mode not in ("", "q", "s"):
+            raise InputError(f"method mode must be ':q' (per query) or ':s' (shared), got {text!r}", field="methods")
+        return cls(name, mode == "q" or (mode == "" and name in PER_QUERY_METHODS))
+
+    @property
+    def label(self) -> str:
+        return self.variant or f"{self.name}:{'q' if self.per_query else 's'}"
 
 
 @dataclass
 class Suite:
+    """What an eval runs. ``k``: demos per prompt. ``methods`` run in the shared setting (B = k)
+    or, per query, in the full-labels setting; each of ``annotators`` picks ``label_budgets``
+    examples to label, then ``retriever`` picks k of them per query (annotate-then-retrieve)."""
+
     name: str = "custom"
     data: list[str] = field(default_factory=lambda: ["sst2"])
     methods: list[str] = field(default_factory=lambda: ["random", "knn", "go"])
-    budgets: list[int] = field(default_factory=lambda: [4])
+    k: list[int] = field(default_factory=lambda: [4])
+    label_budgets: list[int] = field(default_factory=list)
+    annotators: list[str] = field(default_factory=lambda: ["random", "kmeans", "votek", "go"])
+    retriever: str = "knn"
+    variants: dict[str, dict[str, Any]] = field(default_factory=dict)
     seeds: int = 1
     pool_size: int = 300
     test_size: int = 50
-    oracle_sets: int = 4  # random demo sets the (test-label-peeking) oracle row chooses among
+    oracle_sets: int = 4  # random demo sets the test-label-peeking "best-of-N random" row chooses among
     zero_shot: bool = True
+    contextual: bool = False  # also ask content-free prompts per demo set (contextual calibration)
     model: str = "gemma3-270m"  # local model when no endpoint is configured
     regression_samples: int = 3
     text_field: str = "text"
     label_field: str = "label"
+
+    def spec(self, text: str) -> MethodSpec:
+        return MethodSpec.parse(text, self.variants)
+
+    def check(self) -> None:
+        """Every method, variant and budget is valid (before any expensive work)."""
+        for text in [*self.methods, *self.annotators, self.retriever]:
+            self.spec(text)
+        for text in self.annotators:
+            if self.spec(text).per_query:
+                raise InputError(f"annotator {text!r} must pick one shared set (use {text.split(':')[0]}:s)",
+                                 field="annotators")
+        if not self.k or min(self.k) < 1:
+            raise InputError(f"k (demos per prompt) must be positive integers, got {self.k}", field="k")
+        if self.label_budgets and min(self.label_budgets) < min(self.k):
+            raise InputError(f"label budgets {self.label_budgets} must be at least k={min(self.k)}",
+                             field="label_budgets")
 
 
 def load_suite(name_or_path: str | Path) -> Suite:
@@ -34,4 +113,9 @@ def load_suite(name_or_path: str | Path) -> Suite:
     for key in values:
         if key not in allowed:
             raise InputError(f"unknown suite key (allowed: {', '.join(sorted(allowed))})", path=str(path), field=key)
-    return Suite(**{"name": path.stem, **values})
+    suite = Suite(**{"name": path.stem, **values})
+    try:
+        suite.check()
+    except InputError as err:
+        raise InputError(err.message, path=str(path), field=err.field) from None
+    return suite

@@ -1,7 +1,12 @@
 """The eval harness: input checks before any expensive work, and a real end-to-end run."""
 
+import csv
 import json
 
+import hashlib
+from collections import Counter
+
+import numpy as np
 import pytest
 from typer.testing import CliRunner
 
@@ -9,7 +14,11 @@ from fewshot.cli import app
 from fewshot.datasets import Dataset, load_dataset
 from fewshot.data import Example
 from fewshot.errors import InputError
-from fewshot.evaluation.harness import MethodSpec, plan_splits, split, validate
+from fewshot.evaluation.harness import plan_cells, plan_splits, run_suite, split, validate
+from fewshot.llm.client import LabelScores
+from fewshot.pipeline import build_problem
+from fewshot.prompts import load_template
+from fewshot.selection import make_selector
 from fewshot.evaluation.suites import Suite, load_suite
 from tests.conftest import write_jsonl
 
@@ -40,13 +49,7 @@ def test_test_labels_unseen_in_pool():
 
 def test_budget_larger_than_pool():
     with pytest.raises(InputError, match="budget 50 is larger than the pool"):
-        plan_splits(Suite(pool_size=20, test_size=5, budgets=[50]), [dataset(["a", "b"] * 20)])
-
-
-def test_method_modes():
-    assert MethodSpec.parse("knn:s").per_query is False and MethodSpec.parse("go:q").per_query is True
-    with pytest.raises(InputError, match="unknown method"):
-        MethodSpec.parse("magic")
+        plan_splits(Suite(pool_size=20, test_size=5, k=[50]), [dataset(["a", "b"] * 20)])
 
 
 def test_bundled_suites_load():
@@ -74,17 +77,120 @@ def test_end_to_end_with_the_local_llm_and_resume(tmp_path):
     out = tmp_path / "run"
     first = runner.invoke(app, ["eval", "--suite", "tiny", "--out", str(out)])
     assert first.exit_code == 0, first.output
-    for name in ("summary.md", "summary.csv", "records.jsonl", "predictions.jsonl", "accuracy_vs_budget.png", "summary.png"):
-        assert (out / name).stat().st_size > 0
+    for name in ("summary.md", "summary.csv", "comparisons.csv", "comparisons.md", "records.jsonl",
+                 "predictions.jsonl", "forest.png", "run.json"):
+        assert (out / name).stat().st_size > 0, name
     records = [json.loads(line) for line in (out / "records.jsonl").read_text().splitlines()]
-    assert sorted(r["method"] for r in records) == ["go:s", "knn:q", "oracle", "random:s", "zero-shot"]
-    rows = [json.loads(line) for line in (out / "predictions.jsonl").read_text().splitlines()]
+    assert sorted((r["setting"], r["method"]) for r in records) == [
+        ("annotate", "kmeans:s>knn:q"), ("annotate", "random:s>knn:q"), ("full", "go:q"), ("full", "knn:q"),
+        ("shared", "go:s"), ("shared", "random-best-of-2"), ("shared", "random:s"), ("zero-shot", "zero-shot")]
+    predictions = {p["cell"]: p for p in map(json.loads, (out / "predictions.jsonl").read_text().splitlines())}
+    assert set(predictions) == {r["cell"] for r in records}
     for record in records:  # each score is recomputed from the predictions it was made of
-        cell = [row for row in rows if row["cell"] == record["cell"]]
-        assert record["score"] == pytest.approx(sum(row["correct"] for row in cell) / len(cell))
-        assert record["unscored"] == sum(row["prediction"] is None for row in cell)
-        assert all(row["correct"] == (row["prediction"] == row["gold"]) for row in cell)
-    assert len((out / "predictions.jsonl").read_text().splitlines()) == 6 * 4 + 6 * 1  # 4 rows of 6 + oracle's best
+        rows = predictions[record["cell"]]["rows"]
+        assert record["score"] == pytest.approx(sum(row["correct"] for row in rows) / len(rows))
+        assert record["unscored"] == sum(row["prediction"] is None for row in rows)
+        assert all(len(row["probs"]) == 2 for row in rows)
+    comparisons = list(csv.DictReader(open(out / "comparisons.csv")))
+    assert {(c["setting"], c["method"], c["reference"]) for c in comparisons if c["data"] == "all"
+            and c["metric"] == "accuracy"} == {("shared", "go:s", "random:s"), ("full", "go:q", "knn:q"),
+                                               ("annotate", "kmeans:s>knn:q", "random:s>knn:q")}
     before = (out / "records.jsonl").read_text()
     again = runner.invoke(app, ["eval", "--suite", "tiny", "--out", str(out)])
     assert again.exit_code == 0 and (out / "records.jsonl").read_text() == before  # nothing redone
+    mixed = runner.invoke(app, ["eval", "--suite", "tiny", "--pool-size", "30", "--out", str(out)])
+    assert mixed.exit_code == 2 and "pool_size: 40 then, 30 now" in mixed.output
+
+
+# -- the harness with a deterministic stand-in LLM (the real one runs in the test above) ----------
+
+class FakeClient:
+    """Label probabilities from a hash of the prompt: deterministic, different per prompt."""
+
+    api, model = "completions", "fake"
+
+    def __init__(self):
+        self.stats = Counter()
+
+    def label_probs(self, prompt, labels):
+        digest = hashlib.sha256(str(prompt).encode()).digest()
+        p = np.array([digest[i] + 1.0 for i in range(len(labels))])
+        self.stats["calls"] += 1
+        return LabelScores(tuple(labels), p / p.sum())
+
+    def map(self, fn, items):
+        return [fn(x) for x in items]
+
+
+class HashEmbedder:
+    def embed(self, texts):
+        rows = [np.random.default_rng(int(hashlib.sha256(t.encode()).hexdigest()[:8], 16)).normal(size=16) for t in texts]
+        return np.array([r / np.linalg.norm(r) for r in rows])
+
+
+def small_data(n=60):
+    return Dataset("d", [Example(f"d-{i}", f"text number {i} {'good' if i % 2 else 'bad'}", "ab"[i % 2])
+                         for i in range(n)])
+
+
+def run(tmp_path, **changes):
+    suite = Suite(**{"methods": ["random", "knn", "go"], "k": [2], "label_budgets": [6],
+                     "annotators": ["random", "kmeans"], "pool_size": 30, "test_size": 8, "oracle_sets": 2,
+                     **changes})
+    templates = {"classification": load_template("classification"), "regression": load_template("regression")}
+    return run_suite(suite, [small_data()], FakeClient(), templates, HashEmbedder(), tmp_path / "run")
+
+
+def test_every_setting_records_its_labels_and_budget(tmp_path):
+    records = {(r["setting"], r["method"]): r for r in run(tmp_path)}
+    assert set(records) == {("zero-shot", "zero-shot"), ("shared", "random:s"), ("shared", "go:s"),
+                            ("full", "knn:q"), ("annotate", "random:s>knn:q"), ("annotate", "kmeans:s>knn:q"),
+                            ("shared", "random-best-of-2")}
+    assert records["shared", "go:s"]["labels"] == records["shared", "go:s"]["label_budget"] == 2
+    assert records["annotate", "kmeans:s>knn:q"]["labels"] == records["annotate", "kmeans:s>knn:q"]["label_budget"] == 6
+    knn = records["full", "knn:q"]
+    assert knn["label_budget"] == 30 and 2 <= knn["labels"] <= 16  # distinct demos over 8 queries x 2
+    assert records["zero-shot", "zero-shot"]["labels"] == 0 and records["shared", "random-best-of-2"]["peeks"]
+
+
+def test_annotate_then_retrieve_demos_come_from_the_labeled_set():
+    data = small_data()
+    pool, test = split(data, 30, 8, seed=0)
+    problem = build_problem(pool, test, embedder=HashEmbedder())
+    suite = Suite(methods=[], k=[2], label_budgets=[6], annotators=["kmeans"], zero_shot=False, oracle_sets=0)
+    (cell,) = plan_cells(suite, data, problem, pool, len(test), None, seed=0)
+    _, demo_sets, used = cell.work()
+    labeled = {d.id for demos in demo_sets for d in demos}
+    assert used == 6 and len(labeled) <= 6 and all(len(demos) == 2 for demos in demo_sets)
+    chosen = make_selector("kmeans", seed=0).select(problem, 6).indices
+    assert labeled <= {pool[i].id for i in chosen}
+
+
+def test_resume_refuses_to_mix_runs(tmp_path):
+    run(tmp_path)
+    with pytest.raises(InputError, match="test_size: 8 then, 9 now"):
+        run(tmp_path, test_size=9)
+    variants = {"go-x": {"method": "go", "noise": 0.1}}
+    run(tmp_path, methods=["go-x"], variants=variants)
+    with pytest.raises(InputError, match="was run with parameters"):
+        run(tmp_path, methods=["go-x"], variants={"go-x": {"method": "go", "noise": 0.5}})
+
+
+def test_a_crash_between_the_two_lines_duplicates_nothing(tmp_path):
+    records = run(tmp_path)
+    out = tmp_path / "run"
+    lines = (out / "records.jsonl").read_text().splitlines()
+    (out / "records.jsonl").write_text("\n".join(lines[:-1]) + "\n" + lines[-1][:20])  # last record torn
+    again = run(tmp_path)
+    assert [r["cell"] for r in again] == [r["cell"] for r in records]
+    predictions = [json.loads(line)["cell"] for line in (out / "predictions.jsonl").read_text().splitlines()]
+    assert sorted(predictions) == sorted(r["cell"] for r in records)  # the redone cell's answers once
+    assert again[-1]["score"] == records[-1]["score"]
+
+
+def test_files_with_the_same_name_get_distinct_data_names(tmp_path):
+    from fewshot.cli import _unique_names
+
+    sources = [str(tmp_path / "a" / "train.jsonl"), str(tmp_path / "b" / "train.jsonl"), "sst2"]
+    named = _unique_names([Dataset("train", []), Dataset("train", []), Dataset("sst2", [])], sources)
+    assert [d.name for d in named] == ["a-train", "b-train", "sst2"]

@@ -1,59 +1,111 @@
+"""The report: per-query scores raw and calibrated, summaries and paired comparisons, by hand."""
+
+import csv
+import json
 import math
 
-from fewshot.evaluation.report import summarize
+import pytest
+from typer.testing import CliRunner
+
+from fewshot.cli import app
+from fewshot.evaluation.report import cell_scores, compare, gap_closed, summarize
+
+REFERENCES = {"shared": "random:s", "annotate": "random:s>knn:q", "full": "knn:q"}
 
 
-def record(method, seed, score, k=4, data="d", task="classification"):
-    return {"data": data, "task": task, "seed": seed, "method": method, "k": k, "score": score,
-            "selection_seconds": 0.5, "answer_seconds": 2.0, "llm_calls": 10, "prompt_tokens": 100,
-            "label_fallbacks": 0}
+def cell(method, seed, correct, setting="shared", k=4, budget=4, peeks=False, data="d"):
+    """A record and its predictions: every gold label is 'a'; a right answer has p(a) = 0.8."""
+    key = f"{data}|{seed}|{setting}|{method}|B{budget}|k{k}"
+    rows = [{"id": f"q{i}", "gold": "a", "prediction": "a" if c else "b", "correct": bool(c), "unscored": False,
+             "probs": [0.8, 0.2] if c else [0.3, 0.7]} for i, c in enumerate(correct)]
+    record = {"cell": key, "data": data, "task": "classification", "seed": seed, "setting": setting,
+              "method": method, "label_budget": budget, "labels": budget, "k": k, "peeks": peeks,
+              "score": sum(correct) / len(correct), "unscored": 0, "selection_seconds": 0.5, "answer_seconds": 2.0,
+              "llm_calls": 10, "prompt_tokens": 100, "cached_prompt_tokens": 60, "uncached_prompt_tokens": 40,
+              "label_fallbacks": 0}
+    return record, {"cell": key, "labels": ["a", "b"], "rows": rows}
 
 
-def test_summary_by_hand():
-    records = [record("random:s", 0, 0.5), record("random:s", 1, 0.6),
-               record("oracle", 0, 0.9), record("oracle", 1, 0.8),
-               record("knn:q", 0, 0.7), record("knn:q", 1, 0.6),
-               record("go:s", 0, 0.7), record("go:s", 1, 0.5)]
-    rows = {r["method"]: r for r in summarize(records)}
+def run(*cells):
+    return [c[0] for c in cells], {c[1]["cell"]: c[1] for c in cells}
+
+
+SHARED = run(cell("random:s", 0, [1, 0, 0, 1]), cell("random:s", 1, [0, 0, 1, 1]),
+             cell("go:s", 0, [1, 1, 0, 1]), cell("go:s", 1, [0, 1, 1, 1]),
+             cell("random-best-of-3", 0, [1, 1, 1, 1], peeks=True), cell("random-best-of-3", 1, [1, 1, 1, 0], peeks=True))
+
+
+def test_batch_calibration_and_macro_f1_by_hand():
+    prediction = {"labels": ["a", "b"], "rows": [
+        {"id": "1", "gold": "a", "unscored": False, "probs": [0.9, 0.1]},
+        {"id": "2", "gold": "b", "unscored": False, "probs": [0.6, 0.4]},
+        {"id": "3", "gold": "b", "unscored": True, "probs": [0.5, 0.5]}]}
+    per_query, whole = cell_scores(prediction, "classification")
+    # raw: a, a, unscored (wrong). batch: mean of scored rows (0.75, 0.25) -> (0.75, 0.25): a; (0.33, 0.67): b
+    assert per_query["accuracy"] == {"1": 1.0, "2": 0.0, "3": 0.0}
+    assert per_query["accuracy@batch"] == {"1": 1.0, "2": 1.0, "3": 0.0}
+    # raw macro-F1: a: P 1/2, R 1 -> 2/3; b: no hit -> 0; mean 1/3. batch: a 1; b: P 1, R 1/2 -> 2/3
+    assert whole["macro_f1"] == pytest.approx(1 / 3) and whole["macro_f1@batch"] == pytest.approx(5 / 6)
+    assert "accuracy@contextual" not in per_query
+
+
+def test_contextual_calibration_uses_each_rows_prior():
+    prediction = {"labels": ["a", "b"], "rows": [
+        {"id": "1", "gold": "b", "unscored": False, "probs": [0.6, 0.4], "prior": [0.8, 0.2]},
+        {"id": "2", "gold": "a", "unscored": False, "probs": [0.6, 0.4], "prior": [0.5, 0.5]}]}
+    per_query, _ = cell_scores(prediction, "classification")
+    assert per_query["accuracy@contextual"] == {"1": 1.0, "2": 1.0} and per_query["accuracy"] == {"1": 0.0, "2": 1.0}
+
+
+def test_paired_comparison_by_hand():
+    records, predictions = SHARED
+    rows = compare(records, predictions, REFERENCES)
+    pooled = next(r for r in rows if r["metric"] == "accuracy" and r["data"] == "all")
+    assert (pooled["method"], pooled["reference"], pooled["setting"]) == ("go:s", "random:s", "shared")
+    # go - random: seed 0 (0.75 - 0.5), seed 1 (0.75 - 0.5): +0.25 in both units
+    assert pooled["diff"] == pytest.approx(0.25) and (pooled["wins"], pooled["losses"]) == (2, 0)
+    assert pooled["units"] == 2 and pooled["queries"] == 8 and pooled["ci_low"] <= 0.25 <= pooled["ci_high"]
+    assert all(r["p_holm"] >= r["p"] for r in rows)
+    assert not any(r["method"].startswith("random-best") for r in rows)  # it peeks: never compared
+
+
+def test_gap_closed_is_a_ratio_of_means():
+    records, _ = SHARED
+    # means: random 0.5, go 0.75, best-of 0.875 -> 0.25 / 0.375 (a mean of per-seed ratios would be 0.75)
+    assert gap_closed(records, "d", "shared", 4, 4, "go:s", REFERENCES) == pytest.approx(2 / 3)
+
+
+def test_summary_rows():
+    records, predictions = SHARED
+    rows = {r["method"]: r for r in summarize(records, predictions, REFERENCES)}
     go = rows["go:s"]
-    assert math.isclose(go["mean"], 0.6) and go["seeds"] == 2
-    assert go["win_vs_random"] == 0.5  # seed 0 wins 0.7 > 0.5, seed 1 loses 0.5 < 0.6
-    assert go["win_vs_knn"] == 0.25  # tie on seed 0 (half), loss on seed 1
-    # gap closed: seed 0 (0.7-0.5)/(0.9-0.5) = 0.5; seed 1 (0.5-0.6)/(0.8-0.6) = -0.5; mean 0
-    assert math.isclose(go["gap_closed"], 0.0, abs_tol=1e-12)
-    assert math.isnan(rows["random:s"]["win_vs_random"])
+    assert go["mean"] == pytest.approx(0.75) and go["seeds"] == 2 and go["queries"] == 8
+    assert go["ci_low"] <= 0.75 <= go["ci_high"] <= 1.0 and go["cached_share"] == pytest.approx(0.6)
+    assert math.isnan(rows["random:s"]["gap_closed"])
 
 
-def test_regression_lower_is_better():
-    records = [record("random:s", 0, 10.0, task="regression"), record("go:s", 0, 4.0, task="regression")]
-    rows = {r["method"]: r for r in summarize(records)}
-    assert rows["go:s"]["win_vs_random"] == 1.0
-
-
-def test_pivot_and_paired_tables():
-    from fewshot.evaluation.report import paired_tests, pivot
-
-    records = [record("random:s", s, 0.5) for s in range(3)] + [record("go:s", s, v) for s, v in enumerate([0.6, 0.7, 0.4])]
-    table = pivot(summarize(records))
-    assert "| go:s | 4 | 0.567 [" in table
-    paired = paired_tests(records)
-    # differences +0.1, +0.2, -0.1: 2 wins, 1 loss, p = 1.0
-    assert "| go:s | 3 | 2 | 1 | 0 | +0.067 | 1.000 |" in paired
+def test_settings_are_compared_only_within_themselves():
+    records, predictions = run(cell("knn:q", 0, [1, 1, 0, 0], setting="full", budget=40),
+                               cell("go:q", 0, [1, 1, 1, 0], setting="full", budget=40),
+                               cell("random:s", 0, [0, 0, 0, 0]),
+                               cell("random:s>knn:q", 0, [1, 0, 0, 0], setting="annotate", budget=16),
+                               cell("votek:s>knn:q", 0, [1, 1, 0, 0], setting="annotate", budget=16))
+    rows = {(r["method"], r["reference"]): r for r in compare(records, predictions, REFERENCES)
+            if r["metric"] == "accuracy" and r["data"] == "all"}
+    assert set(rows) == {("go:q", "knn:q"), ("votek:s>knn:q", "random:s>knn:q")}
+    assert rows["go:q", "knn:q"]["diff"] == pytest.approx(0.25) and rows["go:q", "knn:q"]["labels"] == 40
 
 
 def test_report_command_rebuilds_tables_and_plots(tmp_path):
-    import json
-
-    from typer.testing import CliRunner
-
-    from fewshot.cli import app
-
-    records = [record(m, s, v) for m, s, v in [("random:s", 0, 0.5), ("random:s", 1, 0.6),
-                                                ("knn:q", 0, 0.7), ("knn:q", 1, 0.8)]]
+    records, predictions = SHARED
     (tmp_path / "records.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    (tmp_path / "predictions.jsonl").write_text("".join(json.dumps(p) + "\n" for p in predictions.values()))
     result = CliRunner().invoke(app, ["report", str(tmp_path)])
     assert result.exit_code == 0, result.output
-    for name in ("summary.md", "summary.csv", "pivot.md", "paired.md", "accuracy_vs_budget.png", "summary.png"):
+    for name in ("summary.md", "summary.csv", "pivot.md", "comparisons.csv", "comparisons.md", "forest.png"):
         assert (tmp_path / name).stat().st_size > 0
-    assert "| knn:q | 4 | 0.750 [" in (tmp_path / "pivot.md").read_text()
+    assert "| shared | go:s | 4 | 4 | 0.750 [" in (tmp_path / "pivot.md").read_text()
+    header = next(csv.reader(open(tmp_path / "comparisons.csv")))
+    assert header[:2] == ["metric", "setting"] and {"diff", "ci_low", "ci_high", "p", "p_holm", "units",
+                                                    "queries", "labels", "k", "mdd"} <= set(header)
     assert CliRunner().invoke(app, ["report", str(tmp_path / "nothing")]).exit_code == 2

@@ -1,0 +1,52 @@
+"""Suites: variants with parameters, checks before any work, and the CLI overriding a suite."""
+
+import pytest
+from typer.testing import CliRunner
+
+from fewshot.cli import app
+from fewshot.errors import InputError
+from fewshot.evaluation.suites import MethodSpec, Suite, load_suite
+
+runner = CliRunner()
+
+
+def test_method_modes():
+    assert MethodSpec.parse("knn:s").per_query is False and MethodSpec.parse("go:q").per_query is True
+    with pytest.raises(InputError, match="unknown method"):
+        MethodSpec.parse("magic")
+
+
+def test_a_variant_names_a_selector_with_parameters():
+    spec = Suite(variants={"go-v": {"method": "go:q", "objective": "v", "noise": 1}}).spec("go-v")
+    assert (spec.name, spec.per_query, spec.label) == ("go", True, "go-v")
+    assert dict(spec.params) == {"objective": "v", "noise": 1}
+
+
+def test_a_variant_with_an_unknown_parameter_names_the_file_and_variant(tmp_path):
+    path = tmp_path / "mine.toml"
+    path.write_text('methods = ["go-x"]\n[variants.go-x]\nmethod = "go"\nnosie = 0.1\n')
+    with pytest.raises(InputError) as err:
+        load_suite(path)
+    assert str(path) in str(err.value) and "variant 'go-x'" in str(err.value) and "'nosie'" in str(err.value)
+
+
+def test_checks_before_any_work():
+    with pytest.raises(InputError, match="must pick one shared set"):
+        Suite(annotators=["knn"]).check()
+    with pytest.raises(InputError, match="label budgets"):
+        Suite(k=[8], label_budgets=[4]).check()
+    with pytest.raises(InputError, match="unknown method 'go-z'"):
+        Suite(methods=["go-z"]).check()
+
+
+def test_cli_overrides_a_suite_and_takes_its_variant_names(tmp_path):
+    # the override reaches the checks: a variant of the quick suite with a data file of too few rows
+    rows = tmp_path / "mine.jsonl"
+    rows.write_text("".join(f'{{"text": "t{i}", "label": "{"ab"[i % 2]}"}}\n' for i in range(30)))
+    result = runner.invoke(app, ["eval", "--suite", "quick", "--data", str(rows), "--methods", "random,go-v",
+                                 "--pool-size", "20", "--test-size", "20", "--base-url", "http://127.0.0.1:9/v1",
+                                 "--model", "m", "--out", str(tmp_path / "r")])
+    assert result.exit_code == 2 and "too few for pool 20 + test 20" in result.output
+    unknown = runner.invoke(app, ["eval", "--suite", "quick", "--methods", "go-w", "--base-url",
+                                  "http://127.0.0.1:9/v1", "--model", "m", "--out", str(tmp_path / "r")])
+    assert unknown.exit_code == 2 and "go-v" in unknown.output  # the error lists the suite's variants
