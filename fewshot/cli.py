@@ -17,6 +17,7 @@ from . import selection as registry
 from .data import Example, load_examples, write_jsonl
 from .embedding import load_embeddings
 from .errors import FewshotError, InputError
+from .calibration import METHODS as CALIBRATIONS
 from .llm.predictor import LLMPredictor
 from .llm.server import MODELS, LocalServer, llm_endpoint
 from .pipeline import SelectionRun, build_problem, make_embedder, run_selection
@@ -117,6 +118,7 @@ def select(
     api: str = typer.Option("completions", help="SAL: 'completions' (llama.cpp, vLLM) or 'chat' (hosted chat models)."),
     local_model: str = typer.Option("gemma3-270m", help="SAL: local model when no endpoint is set (gemma3-270m, smollm2-135m or a .gguf)."),
     labels: Optional[str] = typer.Option(None, help="SAL: comma-separated label set (default: the labels in the pool)."),
+    calibration: str = typer.Option("none", help="SAL: calibrate the LLM's label probabilities: none, batch or contextual."),
     labels_file: Optional[Path] = typer.Option(None, help="SAL oracle: JSONL of {id, label} for pool examples SAL asks about."),
     label_budget: Optional[int] = typer.Option(None, help="Annotate then retrieve: --method picks this many examples to label, then --retriever picks k of them (per query with --per-query)."),
     retriever: str = typer.Option("knn", help="With --label-budget: the method that picks k demos from the labeled ones (knn, go, mmr, ...)."),
@@ -125,6 +127,9 @@ def select(
     # built before any work, so a bad method or parameter costs nothing; SAL gets its LLM and oracle below
     selector = registry.make_selector(method, seed=seed, label_balance=label_balance, **parse_params(param))
     second = registry.make_selector(retriever, seed=seed, label_balance=label_balance) if label_budget else None
+    if calibration not in CALIBRATIONS:
+        raise InputError(f"unknown calibration {calibration!r} (use one of: {', '.join(CALIBRATIONS)})",
+                         field="--calibration")
     if out is not None:
         _prepare_output(out)
     pool_examples = load_examples(pool, text_field=text_field, label_field=label_field, id_field=id_field)
@@ -155,7 +160,7 @@ def select(
                                                       cache_dir=cache_dir))
             from_file = _read_labels_file(labels_file) if labels_file else {}
             label_set = _label_set(labels, pool_examples, from_file)
-            selector.model = LLMPredictor(client, demo_template, label_set)
+            selector.model = LLMPredictor(client, demo_template, label_set, calibration=calibration)
             selector.oracle = make_oracle(pool_examples, from_file, label_set)
             llm_stats = {"base_url": client.base_url, "model": client.model, "stats": client.stats}
         run = run_selection(selector, problem, k, per_query=per_query, prune_to=prune_to,

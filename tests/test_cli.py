@@ -177,3 +177,10 @@ def test_label_budget_annotates_then_retrieves(tmp_path, vectors):
     assert meta["label_budget"] == 16 and meta["retriever"] == "knn"
     result = select(tmp_path, vectors, "--method", "votek", "--label-budget", "3", "--k", "4", out="x.jsonl")
     assert result.exit_code == 2 and "label_budget=3 is smaller than k=4" in result.output
+
+
+def test_bad_calibration_fails_before_the_llm(tmp_path):
+    pool = write_jsonl(tmp_path / "pool.jsonl", [{"text": f"t{i}", "label": "ab"[i % 2]} for i in range(10)])
+    result = runner.invoke(app, ["select", "--pool", str(pool), "--queries", str(pool), "--method", "sal",
+                                 "--k", "2", "--calibration", "bath", "--base-url", "http://127.0.0.1:9/v1"])
+    assert result.exit_code == 2 and "unknown calibration 'bath'" in result.output
