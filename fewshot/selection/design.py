@@ -6,19 +6,24 @@ predictive variance of a query is ``v(q) = q^T Sigma q``. Adding x lowers it by
 ``r(q, x) = (q^T Sigma x)^2 / (noise + x^T Sigma x)``. Because v does not depend on labels, the
 whole set can be chosen before a single label is bought.
 
+Picks depend on ``ridge`` and ``noise`` only through their product: scaling ridge by c and noise by
+1/c scales Sigma by 1/c and every gain by 1/c. So ``noise`` (with ``ridge=1``) is the one
+regularisation knob: small values spread the picks (more de-duplication), large values approach
+kNN (per query, r(q, x) tends to (q . x)^2 ridge^-2 / noise, a similarity ranking).
+
 Sigma is never formed nor inverted: it is kept as ``I / ridge - U U^T`` with one column of U per
 pick (a rank-one update), so a step costs O((n + m) d t) and no n x n matrix exists.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, ClassVar, Literal
 
 import numpy as np
 
 from ..errors import InputError
-from .base import CandidateVectors, GreedySelector, Problem, batch_picks
+from .base import CandidateVectors, GreedySelector, Problem, Selection, batch_picks
 
 
 @dataclass
@@ -39,6 +44,9 @@ class GO(GreedySelector):
     ``objective="g"`` minimises the largest query variance left (the paper's GO); ``"v"``
     maximises the total variance removed over all queries. Per query both reduce to picking
     the x with the largest ``r(q, x)``; ``shortlist`` candidates per query (by |cosine|) are scored.
+    ``center`` subtracts the pool's mean embedding from pool and queries first: sentence
+    embeddings share a large common direction, which otherwise makes the most "generic"
+    example look the most informative.
 
     >>> rng = np.random.default_rng(0); X = rng.normal(size=(50, 8)); X /= np.linalg.norm(X, axis=1, keepdims=True)
     >>> sel = GO(objective="g").select(Problem(pool=X, queries=X[:5]), k=3)
@@ -49,13 +57,25 @@ class GO(GreedySelector):
     name: ClassVar[str] = "go"
 
     def __init__(self, objective: Literal["g", "v"] = "g", ridge: float = 1.0, noise: float = 0.1,
-                 shortlist: int | None = 256, label_balance: bool = False) -> None:
+                 shortlist: int | None = 256, label_balance: bool = False, center: bool = False) -> None:
         if objective not in ("g", "v"):
             raise InputError(f"GO objective must be 'g' or 'v', not {objective!r}")
         if ridge <= 0 or noise <= 0:
             raise InputError("GO needs ridge > 0 and noise > 0")
         self.objective, self.ridge, self.noise = objective, ridge, noise
-        self.shortlist, self.label_balance = shortlist, label_balance
+        self.shortlist, self.label_balance, self.center = shortlist, label_balance, center
+
+    def _centered(self, problem: Problem) -> Problem:
+        if not self.center:
+            return problem
+        mean = problem.pool.mean(axis=0)
+        return replace(problem, pool=problem.pool - mean, queries=problem.queries - mean)
+
+    def select(self, problem: Problem, k: int) -> Selection:
+        return super().select(self._centered(problem), k)
+
+    def select_per_query(self, problem: Problem, k: int) -> list[Selection]:
+        return super().select_per_query(self._centered(problem), k)
 
     # -- shared set over all queries ---------------------------------------------------------
     def _start(self, problem: Problem, candidates: np.ndarray, queries: np.ndarray | None,

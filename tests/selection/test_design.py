@@ -162,3 +162,28 @@ def test_huge_ridge_times_noise_reproduces_knn(shortlist):
     # at the default ridge * noise the de-duplication term changes the picks: the test can fail
     default = [s.indices for s in GO(shortlist=shortlist).select_per_query(problem, 8)]
     assert default != knn
+
+
+@pytest.mark.parametrize("objective", ["g", "v"])
+def test_only_the_product_of_ridge_and_noise_matters(objective):
+    rng = np.random.default_rng(7)
+    problem = Problem(pool=unit_rows(rng, 120, 12), queries=unit_rows(rng, 15, 12))
+    picks = lambda ridge, noise: GO(objective=objective, ridge=ridge, noise=noise).select(problem, 6).indices  # noqa: E731
+    assert picks(1.0, 0.1) == picks(10.0, 0.01) == picks(0.25, 0.4)
+    assert picks(1.0, 0.1) != picks(1.0, 10.0)  # another product, other picks: the test can fail
+
+
+def test_centering_removes_the_common_direction():
+    """Centered GO on embeddings with a shared offset picks as plain GO on the centered vectors."""
+    rng = np.random.default_rng(8)
+    raw_pool, raw_queries = unit_rows(rng, 150, 10), unit_rows(rng, 20, 10)
+    offset = 3 * unit_rows(rng, 1, 10)
+    shifted = Problem(pool=raw_pool + offset, queries=raw_queries + offset)
+    mean = shifted.pool.mean(axis=0)
+    centered = Problem(pool=shifted.pool - mean, queries=shifted.queries - mean)
+    for objective in ("g", "v"):
+        assert (GO(objective=objective, center=True).select(shifted, 5).indices
+                == GO(objective=objective).select(centered, 5).indices)
+    assert GO(objective="v", center=True).select(shifted, 5).indices != GO(objective="v").select(shifted, 5).indices
+    assert ([s.indices for s in GO(center=True).select_per_query(shifted, 3)]
+            == [s.indices for s in GO().select_per_query(centered, 3)])
