@@ -44,7 +44,10 @@ class MethodSpec:
         text = text.strip()
         if variants and text in variants:
             values = dict(variants[text])
-            base = cls.parse(str(values.pop("method", "")))
+            if not isinstance(values.get("method"), str):
+                raise InputError(f"variant {text!r} needs method = \"NAME\" (a selector, e.g. \"go:s\"); a name "
+                                 "with a dot must be quoted: [variants.\"go-0.1\"]", field="variants")
+            base = cls.parse(values.pop("method"))
             try:
                 make_selector(base.name, **values)  # unknown parameters and wrong types fail here
             except InputError as err:
@@ -93,7 +96,7 @@ class Suite:
 
     def check(self) -> None:
         """Every method, variant and budget is valid (before any expensive work)."""
-        for text in [*self.methods, *self.annotators, self.retriever]:
+        for text in [*self.variants, *self.methods, *self.annotators, self.retriever]:
             self.spec(text)
         for text in self.annotators:
             if self.spec(text).per_query:

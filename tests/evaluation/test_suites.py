@@ -50,3 +50,12 @@ def test_cli_overrides_a_suite_and_takes_its_variant_names(tmp_path):
     unknown = runner.invoke(app, ["eval", "--suite", "quick", "--methods", "go-w", "--base-url",
                                   "http://127.0.0.1:9/v1", "--model", "m", "--out", str(tmp_path / "r")])
     assert unknown.exit_code == 2 and "go-v" in unknown.output  # the error lists the suite's variants
+
+
+def test_a_dotted_variant_name_must_be_quoted(tmp_path):
+    path = tmp_path / "dots.toml"
+    path.write_text('methods = ["go-0.1"]\n[variants.go-0.1]\nmethod = "go"\nnoise = 0.1\n')
+    with pytest.raises(InputError, match="must be quoted"):
+        load_suite(path)
+    path.write_text('methods = ["go-0.1"]\n[variants."go-0.1"]\nmethod = "go"\nnoise = 0.1\n')
+    assert dict(load_suite(path).spec("go-0.1").params) == {"noise": 0.1}
