@@ -1,5 +1,6 @@
-"""Evaluation: statistics for comparing selection methods over seeds (the harness builds on these)."""
+"""Evaluation: the eval harness (settings, cells, resume), its report (scores, paired comparisons,
+plots) and the statistics they share."""
 
-from .stats import mean_interval, win_rate
+from .stats import PairedDifference, holm, macro_f1, mean_interval, paired_difference, win_rate
 
-__all__ = ["mean_interval", "win_rate"]
+__all__ = ["PairedDifference", "holm", "macro_f1", "mean_interval", "paired_difference", "win_rate"]

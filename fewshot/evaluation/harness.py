@@ -25,7 +25,7 @@ import hashlib
 import json
 import os
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
@@ -271,7 +271,8 @@ def run_suite(suite: Suite, datasets: list[Dataset], client: LLMClient, template
                                  samples=suite.regression_samples)
         for seed in range(suite.seeds):
             pool, test = splits[dataset.name, seed]
-            problem = build_problem(pool, test, embedder=embedder)
+            # no pool labels in the problem: a method sees a label only through SAL's oracle, by construction
+            problem = replace(build_problem(pool, test, embedder=embedder), labels=None)
             plan += [(dataset, predictor, test, cell)
                      for cell in plan_cells(suite, dataset, problem, pool, len(test), predictor, seed)]
     done = open_run(out, configuration(suite, datasets, client.model, client.api, templates), suite,
