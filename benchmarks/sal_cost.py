@@ -55,6 +55,10 @@ def main() -> None:
     print(f"SAL time                 {seconds:8.1f} s")
     print(f"prompts simulated        {simulated:8d}")
     print(f"HTTP calls (label walk)  {stats.get('calls', 0):8d}   label fallbacks {stats.get('label_fallbacks', 0)}")
+    if "uncached_prompt_tokens" in stats:  # llama-server's timings: what its prompt cache saved
+        cached, uncached = stats.get("cached_prompt_tokens", 0), stats["uncached_prompt_tokens"]
+        print(f"prompt tokens computed   {uncached:8d}   reused from the server's cache {cached} "
+              f"({cached / max(1, cached + uncached):.0%})")
     print(f"naive SAL prompts        {naive:8d}")
     print(f"ratio SAL / naive        {simulated / naive:8.5f}")
     print(f"chosen: {list(selection.indices)}")

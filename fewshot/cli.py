@@ -425,10 +425,11 @@ app.add_typer(llm_app, name="llm")
 @llm_app.command("serve")
 @handles_errors
 def serve(model: str = typer.Option("gemma3-270m", help=f"One of {', '.join(MODELS)}, or a .gguf path."),
-          context: int = typer.Option(8192, help="Context size in tokens."),
-          parallel: int = typer.Option(4, help="Parallel request slots.")) -> None:
+          context: int = typer.Option(16384, help="Context size in tokens, shared by the slots."),
+          parallel: int = typer.Option(4, help="Parallel request slots."),
+          threads: Optional[int] = typer.Option(None, help="CPU threads (default: cores - 1).")) -> None:
     """Run llama.cpp's OpenAI-compatible server on 127.0.0.1 (free port) until Ctrl-C."""
-    with LocalServer(model, context=context, parallel=parallel) as server:
+    with LocalServer(model, context=context, parallel=parallel, threads=threads) as server:
         try:
             print(f"serving {model} at {server.base_url}  (export OPENAI_BASE_URL={server.base_url} "
                   f"FEWSHOT_MODEL={model})", flush=True)

@@ -11,9 +11,10 @@ import re
 import threading
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterable, Literal, Sequence, TypeVar, Union
+from typing import Any, Callable, Iterable, Iterator, Literal, Sequence, TypeVar, Union
 
 import numpy as np
 
@@ -120,6 +121,70 @@ def _match(text: str, rests: dict[str, str], keys: dict[str, str], depth: int) -
     return None, {}
 
 
+def _shared_prefix(a: str, b: str) -> int:
+    r"""Length of the common prefix of two strings.
+
+    >>> _shared_prefix("Text: a\nLabel:", "Text: b\nLabel:")
+    6
+    """
+    n = min(len(a), len(b))
+    if a[:n] == b[:n]:
+        return n
+    lo, hi = 0, n  # a[:lo] == b[:lo], a[:hi] != b[:hi]: bisect in C-speed slice compares
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        lo, hi = (mid, hi) if a[:mid] == b[:mid] else (lo, mid)
+    return lo
+
+
+class SlotPool:
+    r"""Which llama-server slot (``id_slot``) a prompt is sent to, so the server's prompt cache is hit.
+
+    Every slot keeps the KV cache of the last prompt it processed. A prompt goes to the free slot
+    whose last prompt shares the longest prefix with it, counted where that is at least half of the
+    slot's prompt (else 0; ties: the least recently used slot), and keeps
+    it until :meth:`release`: a label walk's follow-up requests then find their whole prompt
+    cached, and a shared demo set stays cached in every slot. Letting the server choose races:
+    between two calls of one walk another request may take the slot that holds its prompt.
+
+    >>> pool = SlotPool(2)
+    >>> a = pool.acquire("demos A\nquery 1"); b = pool.acquire("demos B\nquery 1"); (a, b)
+    (0, 1)
+    >>> pool.release(a, "demos A\nquery 1"); pool.release(b, "demos B\nquery 1")
+    >>> pool.acquire("demos B\nquery 2")  # the slot that holds "demos B"
+    1
+    """
+
+    def __init__(self, slots: int) -> None:
+        if slots < 1:
+            raise InputError(f"slots={slots}: a server has at least one slot")
+        self.last = [""] * slots
+        self.used = [0] * slots  # when each slot was last released (a counter)
+        self.free = set(range(slots))
+        self._clock = 0
+        self._cond = threading.Condition()
+
+    def acquire(self, text: str) -> int:
+        with self._cond:
+            self._cond.wait_for(lambda: bool(self.free))
+            slot = max(sorted(self.free), key=lambda s: (self._reuse(s, text), -self.used[s]))
+            self.free.remove(slot)
+            return slot
+
+    def _reuse(self, slot: int, text: str) -> int:
+        """The prefix of ``text`` that ``slot`` holds, counted only when it is at least half of
+        what the slot holds: a slot is not given up to a prompt that would keep little of it."""
+        shared = _shared_prefix(self.last[slot], text)
+        return shared if 2 * shared >= len(self.last[slot]) else 0
+
+    def release(self, slot: int, text: str) -> None:
+        with self._cond:
+            self._clock += 1
+            self.last[slot], self.used[slot] = text, self._clock
+            self.free.add(slot)
+            self._cond.notify()
+
+
 class LLMClient:
     """An OpenAI-compatible endpoint.
 
@@ -135,6 +200,16 @@ class LLMClient:
     the path the model saw rather than a re-tokenisation of its text. ``chat_prefill``: whether
     the chat endpoint continues a final assistant message, which lets chat scoring follow a label
     past its first token; None = when the server names token ids (llama-server does both).
+    ``slots``: llama-server's number of slots (``-np``); each label walk then holds one slot
+    (``id_slot``) chosen by :class:`SlotPool`, so its prompt prefix stays cached. None: the server
+    chooses (other endpoints do not know ``id_slot``).
+
+    ``stats`` counts ``calls`` (HTTP requests), ``cached`` (answered from the response cache),
+    ``prompt_tokens``/``completion_tokens`` (usage), ``label_paths``, ``label_fallbacks``,
+    ``unscored_prompts``, ``partial_credits`` and, where the server reports ``timings``
+    (llama-server), ``cached_prompt_tokens`` (prompt tokens it reused from its KV cache,
+    ``cache_n``), ``uncached_prompt_tokens`` (tokens it computed, ``prompt_n``) and
+    ``prompt_ms`` (the time it spent on them).
     """
 
     def __init__(self, base_url: str, model: str, api_key: str | None = None, *,
@@ -142,7 +217,7 @@ class LLMClient:
                  max_retries: int = 4, concurrency: int = 4, top_logprobs: int = 100,
                  min_branch_prob: float = 0.02, max_depth: int = 8, token_ids: bool = True,
                  chat_prefill: bool | None = None, cache: bool = True, cache_dir: str | Path | None = None,
-                 cache_namespace: str | None = None) -> None:
+                 cache_namespace: str | None = None, slots: int | None = None) -> None:
         from openai import OpenAI
 
         if api not in ("completions", "chat"):
@@ -158,6 +233,8 @@ class LLMClient:
         self._store = SqliteStore(Path(cache_dir or default_cache_dir()) / "llm.sqlite", "responses") if cache else None
         self._lock = threading.Lock()
         self.stats: Counter[str] = Counter()
+        self.slots = SlotPool(slots) if slots else None
+        self._held = threading.local()  # the slot this thread's current walk holds
 
     # -- raw requests ---------------------------------------------------------------------------
     def request(self, prompt: Prompt | list[str | int], **params: Any) -> dict[str, Any]:
@@ -166,26 +243,78 @@ class LLMClient:
         user message)."""
         if self.api == "chat" and isinstance(prompt, str):
             prompt = [{"role": "user", "content": prompt}]
-        key = hashlib.sha256(json.dumps([self.cache_namespace, self.model, self.api, prompt, params],
-                                        sort_keys=True).encode()).hexdigest()
+        key = self._key(prompt, params)
         if self._store is not None and (hit := self._store.get(key)) is not None:
             self._count(cached=1)
             return json.loads(hit)
         response = self._call(prompt, params)
         usage = response.get("usage") or {}
         self._count(calls=1, prompt_tokens=usage.get("prompt_tokens") or 0,
-                    completion_tokens=usage.get("completion_tokens") or 0)
+                    completion_tokens=usage.get("completion_tokens") or 0, **_server_timings(response))
         if self._store is not None:
             self._store.put_many([(key, json.dumps(response).encode())])
         return response
 
-    def _count(self, **amounts: int) -> None:
+    def _key(self, prompt: Any, params: dict[str, Any]) -> str:
+        return hashlib.sha256(json.dumps([self.cache_namespace, self.model, self.api, prompt, params],
+                                         sort_keys=True).encode()).hexdigest()
+
+    def request_many(self, prompts: Sequence[str | list[str | int]], **params: Any) -> list[dict[str, Any]]:
+        """:meth:`request` for several completions prompts, the uncached ones in one HTTP request
+        (llama-server answers a list of prompts with one choice each, in order). Each answer is
+        cached under its own single-prompt key, so it equals what :meth:`request` gives and a
+        re-run finds it. llama-server reports usage and timings for one prompt of such a batch:
+        they are counted for each (the prompts of one label walk differ by a token or two)."""
+        if self.api != "completions":
+            raise InputError("several prompts in one request need the completions API")
+        keys = [self._key(prompt, params) for prompt in prompts]
+        hits = self._store.get_many(keys) if self._store is not None else {}
+        answers: list[dict[str, Any] | None] = [json.loads(hits[key]) if key in hits else None for key in keys]
+        if hits:
+            self._count(cached=sum(key in hits for key in keys))
+        todo = [i for i, answer in enumerate(answers) if answer is None]
+        if len(todo) == 1:
+            answers[todo[0]] = self.request(prompts[todo[0]], **params)
+        elif todo:
+            response = self._call([prompts[i] for i in todo], params)
+            choices = sorted(response.get("choices") or [], key=lambda c: c.get("index", 0))
+            if len(choices) != len(todo):
+                raise LLMError(f"the endpoint answered {len(choices)} of {len(todo)} prompts sent together")
+            usage = response.get("usage") or {}
+            self._count(calls=1, prompt_tokens=len(todo) * (usage.get("prompt_tokens") or 0),
+                        completion_tokens=len(todo) * (usage.get("completion_tokens") or 0),
+                        **{k: len(todo) * v for k, v in _server_timings(response).items()})
+            for i, choice in zip(todo, choices):
+                answers[i] = {**response, "choices": [{**choice, "index": 0}]}
+            if self._store is not None:
+                self._store.put_many([(keys[i], json.dumps(answers[i]).encode()) for i in todo])
+        return answers  # type: ignore[return-value]
+
+    def _count(self, **amounts: float) -> None:
         with self._lock:
             self.stats.update(amounts)
+
+    @contextmanager
+    def holding_slot(self, prompt: Prompt) -> Iterator[None]:
+        """Send this thread's requests to one server slot while the block runs (see ``slots``);
+        nested blocks keep the outer slot."""
+        if self.slots is None or getattr(self._held, "slot", None) is not None:
+            yield
+            return
+        text = prompt if isinstance(prompt, str) else json.dumps(prompt)
+        self._held.slot = self.slots.acquire(text)
+        try:
+            yield
+        finally:
+            slot, self._held.slot = self._held.slot, None
+            self.slots.release(slot, text)
 
     def _call(self, prompt: Any, params: dict[str, Any]) -> dict[str, Any]:
         import openai
 
+        slot = getattr(self._held, "slot", None)
+        if slot is not None:
+            params = {**params, "extra_body": {"id_slot": slot}}
         try:
             if self.api == "chat":
                 chat = dict(params)
@@ -220,18 +349,34 @@ class LLMClient:
             return list(pool.map(fn, items))
 
     # -- what callers use -------------------------------------------------------------------------
+    def _path_request(self, prompt: Prompt, path: Sequence[Token]) -> Any:
+        if not path:
+            return prompt
+        if self.api == "chat":
+            messages = [{"role": "user", "content": prompt}] if isinstance(prompt, str) else list(prompt)
+            return messages + [{"role": "assistant", "content": "".join(t.text for t in path)}]
+        if self.token_ids and all(t.id is not None for t in path):
+            return [prompt, *(t.id for t in path)]  # llama-server: text, then the very tokens
+        return prompt + "".join(t.text for t in path)  # type: ignore[operator]
+
+    def next_tokens_many(self, prompt: Prompt, paths: Sequence[Sequence[Token]]) -> list[list[Token]]:
+        """:meth:`next_tokens` for several paths; with llama-server (``slots`` set) in one HTTP
+        request, answered by the slot this walk holds, where ``prompt`` is cached."""
+        if len(paths) < 2 or self.slots is None or self.api != "completions":
+            return [self.next_tokens(prompt, path) for path in paths]
+        requests = [self._path_request(prompt, path) for path in paths]
+        try:
+            answers = self.request_many(requests, max_tokens=1, temperature=0.0, logprobs=self.top_logprobs)
+        except LLMError as err:
+            if "rejected" not in str(err):
+                raise
+            return [self.next_tokens(prompt, path) for path in paths]  # each adapts to the refusal
+        return [top_tokens(answer) for answer in answers]
+
     def next_tokens(self, prompt: Prompt, path: Sequence[Token] = ()) -> list[Token]:
         """The top candidates for the token after ``prompt`` and ``path`` (tokens already taken),
         most likely first."""
-        if not path:
-            request: Any = prompt
-        elif self.api == "chat":
-            messages = [{"role": "user", "content": prompt}] if isinstance(prompt, str) else list(prompt)
-            request = messages + [{"role": "assistant", "content": "".join(t.text for t in path)}]
-        elif self.token_ids and all(t.id is not None for t in path):
-            request = [prompt, *(t.id for t in path)]  # llama-server: text, then the very tokens
-        else:
-            request = prompt + "".join(t.text for t in path)
+        request = self._path_request(prompt, path)
         try:
             return top_tokens(self.request(request, max_tokens=1, temperature=0.0, logprobs=self.top_logprobs))
         except LLMError as err:
@@ -256,7 +401,9 @@ class LLMClient:
         ("sci" / "sci-fi") is credited only with the mass of a terminator after it (end of text,
         whitespace, punctuation); a label no other label extends is credited when complete.
         Paths less likely than ``min_branch_prob`` are not followed, which bounds the calls
-        (usually one per prompt when every label is one token).
+        (usually one per prompt when every label is one token). The paths waiting to be followed
+        are asked for together (:meth:`next_tokens_many`: one HTTP request with llama-server); the
+        walk's order, and so every sum, is the same as asking for them one by one.
 
         Chat endpoints that cannot continue an assistant message (``chat_prefill``) cannot follow
         a path: a first token that begins one or more labels ("Sci" for "Sci/Tech") is credited to
@@ -273,12 +420,20 @@ class LLMClient:
         ``prediction`` is None.
         """
         labels = check_labels(labels)
+        with self.holding_slot(prompt):  # the walk's follow-ups find their prompt cached
+            return self._walk(prompt, labels)
+
+    def _walk(self, prompt: Prompt, labels: tuple[str, ...]) -> LabelScores:
         keys = {label: label_key(label) for label in labels}
         mass, bound = dict.fromkeys(labels, 0.0), dict.fromkeys(labels, 0.0)
         stack: list[tuple[tuple[Token, ...], float, dict[str, str]]] = [((), 0.0, dict(keys))]
+        tops: dict[tuple[Token, ...], list[Token]] = {}
         while stack:
             path, logp, rests = stack.pop()
-            top = self.next_tokens(prompt, path)
+            if path not in tops:  # every path on the stack is asked for: ask for them together
+                waiting = [path, *(p for p, _, _ in stack if p not in tops)]
+                tops.update(zip(waiting, self.next_tokens_many(prompt, waiting)))
+            top = tops.pop(path)
             if path:
                 self._count(label_paths=1)
             listed = sum(math.exp(t.logprob) for t in top)
@@ -313,8 +468,9 @@ class LLMClient:
     def sample(self, prompt: Prompt, n: int = 5, *, max_tokens: int = 16, temperature: float = 0.8,
                seed: int = 0) -> list[str]:
         """``n`` sampled completions (each its own seeded request, so caching and resume work)."""
-        return [completion_text(self.request(prompt, max_tokens=max_tokens, temperature=temperature,
-                                             seed=seed + i))[0] for i in range(n)]
+        with self.holding_slot(prompt):
+            return [completion_text(self.request(prompt, max_tokens=max_tokens, temperature=temperature,
+                                                 seed=seed + i))[0] for i in range(n)]
 
     def sample_numbers(self, prompt: Prompt, n: int = 5, **kwargs: Any) -> list[float]:
         """Sampled completions parsed as numbers (the first number in each; unparsable ones dropped)."""
@@ -328,6 +484,22 @@ class LLMClient:
     def close(self) -> None:
         if self._store is not None:
             self._store.close()
+
+
+def _server_timings(response: dict[str, Any]) -> dict[str, float]:
+    """What llama-server says it did for a response: prompt tokens reused from its cache
+    (``cache_n``), computed (``prompt_n``), and the milliseconds computing them.
+
+    >>> _server_timings({"timings": {"cache_n": 115, "prompt_n": 5, "prompt_ms": 20.5}})
+    {'cached_prompt_tokens': 115, 'uncached_prompt_tokens': 5, 'prompt_ms': 20.5}
+    >>> _server_timings({"usage": {}})
+    {}
+    """
+    timings = response.get("timings")
+    if not isinstance(timings, dict) or "prompt_n" not in timings:
+        return {}
+    return {"cached_prompt_tokens": int(timings.get("cache_n") or 0), "uncached_prompt_tokens": int(timings["prompt_n"]),
+            "prompt_ms": float(timings.get("prompt_ms") or 0.0)}
 
 
 def endpoint_from_env(base_url: str | None = None, api_key: str | None = None,

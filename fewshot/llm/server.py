@@ -25,7 +25,7 @@ import time
 import urllib.request
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Iterator
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Sequence
 
 from ..errors import FewshotError, InputError, LLMError
 
@@ -73,6 +73,20 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+# Flags for speed and long prompts (measured with benchmarks/llm_speed.py):
+# --swa-full: Gemma 3 uses sliding-window attention; without a full-size SWA cache this llama.cpp
+#   build re-processed every prompt from its first token (timings.cache_n = 0 even for a shared
+#   4-demo prefix); with it, only the tokens after the shared prefix are computed.
+# Not --kv-unified: with one KV buffer for all slots every sequence attends over the cells of all
+#   of them (masked), and the benchmark ran several times slower; each slot gets context / parallel
+#   tokens instead (LocalServer's default context, 16384, gives 4 slots 4096 each).
+SPEED_FLAGS: tuple[str, ...] = ("--swa-full",)
+
+
+class _CrashedWhileStarting(LLMError):
+    """llama-server died of a signal before it answered /health."""
+
+
 _PR_SET_PDEATHSIG = 1  # from <linux/prctl.h>
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGHUP) if hasattr(signal, "SIGHUP") else (signal.SIGTERM,)
 
@@ -112,13 +126,19 @@ class LocalServer:
     >>> # with LocalServer() as server: LLMClient(server.base_url, server.model)
     """
 
-    def __init__(self, model: str = DEFAULT_MODEL, *, context: int = 8192, parallel: int = 4,
-                 threads: int | None = None, startup_timeout: float = 180.0, log: Path | None = None) -> None:
+    def __init__(self, model: str = DEFAULT_MODEL, *, context: int = 16384, parallel: int = 4,
+                 threads: int | None = None, startup_timeout: float = 180.0, log: Path | None = None,
+                 extra_args: Sequence[str] = ()) -> None:
         self.model_name, self.context, self.parallel = model, context, parallel
-        self.threads = threads or max(1, os.cpu_count() or 1)
+        # one core is left to the client and everything else: llama.cpp's threads wait for each
+        # other hundreds of times per forward pass, so one preempted thread stalls them all
+        # (measured on 2 shared cores: -t 2 took 1.8 s for a 14-token suffix, -t 1 0.09 s)
+        self.threads = threads or max(1, (os.cpu_count() or 1) - 1)
         self.startup_timeout, self.log = startup_timeout, log
+        self.extra_args = tuple(extra_args)
         self.process: subprocess.Popen | None = None
         self.port = 0
+        self.command: list[str] = []
         self._previous_handlers: dict[int, Any] = {}
 
     @property
@@ -129,12 +149,33 @@ class LocalServer:
     def model(self) -> str:
         return self.model_name
 
+    def client(self, **options: Any) -> "LLMClient":
+        """An :class:`LLMClient` for this server: a cache namespace that survives restarts (the
+        port changes) and one slot per label walk (``slots``), so prompt prefixes stay cached."""
+        from .client import LLMClient
+
+        options.setdefault("cache_namespace", f"local-llama-server:{model_path(self.model_name).name}")
+        options.setdefault("slots", self.parallel)
+        options.setdefault("concurrency", self.parallel)
+        return LLMClient(self.base_url, self.model, **options)
+
     def start(self) -> "LocalServer":
+        try:
+            return self._start(self.extra_args)
+        except _CrashedWhileStarting:
+            if "--no-repack" in self.extra_args:
+                raise
+            # seen: a CPU that lists AMX where the (virtual) machine cannot run its instructions:
+            # llama.cpp's AMX kernels, used for repacked weights, die with SIGILL/SIGSEGV
+            return self._start((*self.extra_args, "--no-repack"))
+
+    def _start(self, extra_args: Sequence[str]) -> "LocalServer":
         binary, gguf = server_binary(), model_path(self.model_name)
         self.port = free_port()
         cmd = [str(binary), "-m", str(gguf), "--host", "127.0.0.1", "--port", str(self.port),
                "-c", str(self.context), "-np", str(self.parallel), "-t", str(self.threads),
-               "--alias", self.model_name]
+               "--alias", self.model_name, *SPEED_FLAGS, *extra_args]
+        self.command = cmd
         log = open(self.log, "ab") if self.log else subprocess.DEVNULL
         self._catch_stop_signals()
         try:
@@ -155,8 +196,9 @@ class LocalServer:
         deadline = time.monotonic() + self.startup_timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
-                raise LLMError(f"llama-server exited with code {self.process.returncode} while starting "
-                               f"(command: {' '.join(cmd)})")
+                crashed = self.process.returncode in (-signal.SIGILL, -signal.SIGSEGV)
+                raise (_CrashedWhileStarting if crashed else LLMError)(
+                    f"llama-server exited with code {self.process.returncode} while starting (command: {' '.join(cmd)})")
             try:
                 with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/health", timeout=2) as reply:
                     if reply.status == 200:
@@ -229,8 +271,7 @@ def llm_endpoint(base_url: str | None = None, model: str | None = None, api_key:
             client.close()
         return
     with LocalServer(model or local_model) as server:
-        namespace = f"local-llama-server:{model_path(server.model_name).name}"
-        client = LLMClient(server.base_url, server.model, cache_namespace=namespace, **client_options)
+        client = server.client(**client_options)
         try:
             yield client
         finally:

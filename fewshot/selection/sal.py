@@ -44,6 +44,26 @@ class PredictiveModel(Protocol):
     def predict_many(self, jobs: Sequence[tuple[Sequence[Example], str]]) -> list[Prediction]: ...
 
 
+def prefix_order(groups: int, size: int, width: int) -> np.ndarray:
+    """The order to send ``groups`` x ``size`` jobs in (job ``g * size + j`` is query j with demo
+    set g), so that ``width`` requests in flight work on ``width`` different demo sets, each set's
+    queries one after another: a server slot then computes each demo set once instead of once per
+    slot (the LLM client sends a prompt to the slot that holds its prefix). The answers do not
+    depend on the order.
+
+    >>> prefix_order(3, 2, 2).tolist()  # sets 0 and 1 side by side, then set 2
+    [0, 2, 1, 3, 4, 5]
+    """
+    index = np.arange(groups * size).reshape(groups, size)
+    blocks = [index[start:start + width].T.ravel() for start in range(0, groups, max(1, width))]
+    return np.concatenate(blocks) if blocks else np.arange(0)
+
+
+def _width(model: object) -> int:
+    """How many requests the model's LLM client keeps in flight (1 when it does not say)."""
+    return int(getattr(getattr(model, "client", None), "concurrency", 1) or 1)
+
+
 class SAL(Selector):
     """Simulation-based active learning: the LLM scores how much each candidate would cut its
     uncertainty on the queries (needs an LLM; see `fewshot select --method sal`)."""
@@ -110,7 +130,9 @@ class SAL(Selector):
             hypotheses = [self._hypotheses(p) for p in first]
             jobs = [(demos + [Example(str(x), problem.pool_texts[x], y)], q)
                     for x, hyp in zip(shortlist, hypotheses) for y, _ in hyp for q in queries]
-            answers = iter(self.model.predict_many(jobs))
+            order = prefix_order(len(jobs) // max(1, len(queries)), len(queries), _width(self.model))
+            answered = self.model.predict_many([jobs[i] for i in order])
+            answers = iter([answered[i] for i in np.argsort(order)])
             calls += len(shortlist) + len(jobs)
             expected = np.array([sum(w * np.mean([next(answers).uncertainty for _ in queries]) for _, w in hyp)
                                  for hyp in hypotheses])

@@ -294,3 +294,71 @@ def test_predictor_contextual_calibration(serve, tmp_path):
     (prediction,) = predictor.predict_many([([Example("1", "good", "positive")], "fine")])
     q = np.array([0.4 / 0.3, 0.6 / 0.7])
     assert prediction.label == "negative" and prediction.probs["negative"] == pytest.approx(q[0] / q.sum())
+
+
+def test_server_timings_are_counted(serve, tmp_path):
+    """llama-server's timings: cache_n prompt tokens reused, prompt_n computed, prompt_ms spent."""
+    reply = dict(OK, timings={"cache_n": 115, "prompt_n": 5, "prompt_ms": 20.5})
+    c = client(serve((200, reply, 0)), tmp_path)
+    c.label_probs("p", ["negative", "positive"])
+    c.label_probs("p", ["negative", "positive"])  # from the response cache: the server did nothing
+    assert (c.stats["cached_prompt_tokens"], c.stats["uncached_prompt_tokens"], c.stats["prompt_ms"]) == (115, 5, 20.5)
+    plain = client(serve((200, OK, 0)), tmp_path / "other")
+    plain.label_probs("p", ["negative", "positive"])
+    assert "cached_prompt_tokens" not in plain.stats  # a server without timings adds no keys
+
+
+def whitespace_server(serve):
+    """Zero-shot-like: the model often says a lone newline or space before the label; those
+    paths are followed. Answers lists of prompts (llama-server's batch) with one choice each."""
+    ids = {"\n": 1, " ": 2, " positive": 3, " negative": 4, "positive": 5, "negative": 6, " the": 7}
+    first = {"\n": math.log(0.3), " positive": math.log(0.25), " ": math.log(0.2), " negative": math.log(0.15),
+             " the": math.log(0.05)}
+    after = {"\n": {"negative": math.log(0.6), "positive": math.log(0.3)},
+             " ": {"positive": math.log(0.7), "negative": math.log(0.2)}}
+
+    def one(prompt):
+        if isinstance(prompt, list):
+            return completion(after[next(t for t, i in ids.items() if i == prompt[-1])], ids)
+        return completion(first, ids)
+
+    def answer(body):
+        prompt = body["prompt"]
+        if isinstance(prompt, list) and prompt and isinstance(prompt[0], list):  # several prompts
+            replies = [one(p)["choices"][0] for p in prompt]
+            return dict(one(prompt[0]), choices=[dict(c, index=i) for i, c in enumerate(replies)])
+        return one(prompt)
+    return serve((200, answer, 0))
+
+
+def test_paths_of_one_walk_are_asked_for_in_one_request_with_the_same_answer(serve, tmp_path):
+    """Two whitespace paths: one by one that is 3 requests; with llama-server slots, 2 (the root,
+    then both paths together), with the very same probabilities, cached under the same keys."""
+    server = whitespace_server(serve)
+    one_by_one = client(server, tmp_path / "a").label_probs("Label:", ["negative", "positive"])
+    assert len(server.requests) == 3
+    batched_client = client(server, tmp_path / "b", slots=2)
+    batched = batched_client.label_probs("Label:", ["negative", "positive"])
+    assert len(server.requests) == 5 and batched_client.stats["calls"] == 2
+    assert server.requests[-1]["prompt"] == [["Label:", 2], ["Label:", 1]]  # the stack's order: " " then "\n"
+    assert batched.probs.tolist() == one_by_one.probs.tolist() and batched.missing == one_by_one.missing
+    p_neg, p_pos = 0.15 + 0.3 * 0.6 + 0.2 * 0.2, 0.25 + 0.3 * 0.3 + 0.2 * 0.7
+    assert batched.probs[0] == pytest.approx(p_neg / (p_neg + p_pos))
+    again = client(server, tmp_path / "b")  # one-by-one finds every batched answer in the cache
+    assert again.label_probs("Label:", ["negative", "positive"]).probs.tolist() == one_by_one.probs.tolist()
+    assert again.stats["calls"] == 0 and again.stats["cached"] == 3 and len(server.requests) == 5
+
+
+def test_a_walk_keeps_its_slot_and_prompts_go_where_their_prefix_is(serve, tmp_path):
+    """id_slot: every request of one walk goes to one slot; a later prompt that shares a demo
+    prefix goes to the slot that processed it, not to the least recently used one."""
+    server = whitespace_server(serve)
+    c = client(server, tmp_path, slots=2)
+    c.label_probs("Demos A\nText: x\nLabel:", ["negative", "positive"])
+    c.label_probs("Demos B\nText: x\nLabel:", ["negative", "positive"])
+    c.label_probs("Demos A\nText: y\nLabel:", ["negative", "positive"])
+    slots = [r["id_slot"] for r in server.requests]
+    assert slots == [0, 0, 1, 1, 0, 0]
+    plain = serve((200, OK, 0))
+    client(plain, tmp_path / "plain").label_probs("p", ["negative", "positive"])
+    assert "id_slot" not in plain.requests[0]  # other endpoints do not know id_slot

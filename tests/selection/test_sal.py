@@ -92,3 +92,31 @@ def test_pruned_pool_asks_the_oracle_about_the_example_sal_picked():
     picked = run.selections[0].indices
     assert sorted(asked) == sorted(picked)
     assert [t["label"] for t in run.selections[0].trace] == [problem.labels[i] for i in picked]
+
+
+class InFlight:
+    """The same model behind an LLM client that keeps ``concurrency`` requests in flight."""
+
+    def __init__(self, model, concurrency):
+        self.model, self.seen = model, []
+        self.client = type("Client", (), {"concurrency": concurrency})()
+
+    def predict_many(self, jobs):
+        self.seen.append([(len(demos), (demos[-1].text, demos[-1].label) if demos else None, text)
+                          for demos, text in jobs])
+        return self.model.predict_many(jobs)
+
+
+def test_simulated_prompts_are_sent_demo_set_by_demo_set_with_the_same_picks():
+    """With 2 requests in flight, two candidates' prompts go side by side, each candidate's
+    queries in turn (so each server slot computes one demo set once); the picks do not change."""
+    problem, vectors, texts = linear_problem(0)
+    plain = SAL(model=LinearGaussianModel(vectors, texts), candidates=3, query_sample=4).select(problem, 3)
+    wrapped = InFlight(LinearGaussianModel(vectors, texts), 2)
+    chosen = SAL(model=wrapped, candidates=3, query_sample=4).select(problem, 3)
+    assert chosen.indices == plain.indices and chosen.scores == plain.scores
+    simulated = wrapped.seen[1]  # round 1: 3 candidates x 2 samples (hypotheses) = 6 demo sets x 4 queries
+    sets = [demo for _, demo, _ in simulated]
+    assert len(simulated) == 24 and sets[:4] == [sets[0], sets[1], sets[0], sets[1]] and sets[0] != sets[1]
+    assert [len(set(sets[i:i + 8])) for i in (0, 8, 16)] == [2, 2, 2]  # demo sets in pairs
+    assert [text for _, _, text in simulated[:8:2]] == [text for _, _, text in simulated[1:8:2]]  # queries in turn
