@@ -4,7 +4,8 @@ cut its uncertainty on the queries (Mukherjee et al., arXiv 2404.08846).
 One round, shared set: H = demos chosen so far with their revealed labels; C = shortlist of the
 ``candidates`` best GO (V-optimal) candidates given H; Q' = a seeded sample of ``query_sample``
 queries. For x in C the model gives p(y | H, x); for every label with p >= ``min_label_prob``
-(regression: each sampled value) it answers Q' with H + (x, y); score(x) = sum_y p(y) * mean
+(regression: each sampled value) it answers Q' with (x, y) + H in the order the final prompt
+shows demos (first pick nearest the query, so x farthest); score(x) = sum_y p(y) * mean
 uncertainty (entropy; variance for regression). The x with the lowest score is picked and its
 label revealed by the oracle. Per query, Q' = {q}.
 """
@@ -126,16 +127,21 @@ class SAL(Selector):
             if not ok.any():
                 break
             shortlist = self._shortlist(problem, sample, chosen, ok)
-            first = self.model.predict_many([(demos, problem.pool_texts[x]) for x in shortlist])
+            # demos in the order the final prompt shows them: the first pick nearest the query, so a
+            # candidate picked now sits before (farther from the query than) every earlier pick
+            shown = demos[::-1]
+            first = self.model.predict_many([(shown, problem.pool_texts[x]) for x in shortlist])
             hypotheses = [self._hypotheses(p) for p in first]
-            jobs = [(demos + [Example(str(x), problem.pool_texts[x], y)], q)
+            jobs = [([Example(str(x), problem.pool_texts[x], y), *shown], q)
                     for x, hyp in zip(shortlist, hypotheses) for y, _ in hyp for q in queries]
             order = prefix_order(len(jobs) // max(1, len(queries)), len(queries), _width(self.model))
             answered = self.model.predict_many([jobs[i] for i in order])
             answers = iter([answered[i] for i in np.argsort(order)])
             calls += len(shortlist) + len(jobs)
+            # a candidate the model gave no answer for (regression: nothing parsable) cannot be
+            # simulated: it scores +inf, never 0, so it cannot win by default
             expected = np.array([sum(w * np.mean([next(answers).uncertainty for _ in queries]) for _, w in hyp)
-                                 for hyp in hypotheses])
+                                 if hyp else math.inf for hyp in hypotheses])
             best = int(np.argmin(expected))  # ties: the lower pool index (shortlist is sorted)
             pick = int(shortlist[best])
             label = self._label(problem, pick)

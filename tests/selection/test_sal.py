@@ -120,3 +120,40 @@ def test_simulated_prompts_are_sent_demo_set_by_demo_set_with_the_same_picks():
     assert len(simulated) == 24 and sets[:4] == [sets[0], sets[1], sets[0], sets[1]] and sets[0] != sets[1]
     assert [len(set(sets[i:i + 8])) for i in (0, 8, 16)] == [2, 2, 2]  # demo sets in pairs
     assert [text for _, _, text in simulated[:8:2]] == [text for _, _, text in simulated[1:8:2]]  # queries in turn
+
+
+class RecordingModel:
+    """Test double that records every prompt's demo order; answers from a fixed table."""
+
+    def __init__(self, answer):
+        self.answer, self.jobs = answer, []
+
+    def predict_many(self, jobs):
+        self.jobs += [([d.text for d in demos], text) for demos, text in jobs]
+        return [self.answer(demos, text) for demos, text in jobs]
+
+
+def test_simulated_prompts_show_demos_as_the_final_prompt_does():
+    problem, _, _ = linear_problem(5, n=6, m=2)
+    model = RecordingModel(lambda demos, text: Prediction(probs={"a": 0.6, "b": 0.4}))
+    first, second, _ = SAL(model=model, candidates=None, query_sample=None, oracle=lambda i: "a").select(problem, 3).indices
+    # the final prompt shows the first pick nearest the query: ..., second, first, query. So in the
+    # third round a candidate x is simulated as x, second, first, and x's own label is asked given second, first
+    shown = [problem.pool_texts[second], problem.pool_texts[first]]
+    third_round = [demos for demos, _ in model.jobs if set(shown) <= set(demos)]
+    assert third_round and all(demos[-2:] == shown for demos in third_round)
+    assert {len(demos) for demos in third_round} == {2, 3}
+
+
+def test_a_candidate_without_parsable_answers_never_wins():
+    """Regression: a candidate whose simulated answer had no number scored 0 uncertainty and won."""
+    problem, _, _ = linear_problem(6, n=5, m=2)
+    silent = problem.pool_texts[0]
+
+    def answer(demos, text):
+        if text == silent or any(d.text == silent for d in demos):
+            return Prediction(samples=())
+        return Prediction(samples=(1.0, 2.0))
+
+    picks = SAL(model=RecordingModel(answer), candidates=None, query_sample=None).select(problem, 1)
+    assert picks.indices != (0,) and np.isfinite(picks.trace[0]["expected_uncertainty"])
