@@ -132,7 +132,7 @@ def main() -> None:
     parser.add_argument("--probes", type=int, default=3, help="uncached prompts timed before and after the methods")
     parser.add_argument("--methods", default="shared,per-query,zero-shot")
     parser.add_argument("--rounds", type=int, default=2, help="methods take turns on this many slices of the queries")
-    parser.add_argument("--threads", type=int, help="llama-server's -t (default: LocalServer's, cores - 1)")
+    parser.add_argument("--threads", type=int, help="llama-server's -t (default: LocalServer's, all cores)")
     parser.add_argument("--server-args", default="", help="extra llama-server flags, e.g. '--cache-ram 0'")
     parser.add_argument("--server-log", type=Path, help="llama-server's log (for checking slot choices)")
     parser.add_argument("--save", type=Path, help="write every answer (label, probabilities) here")

@@ -427,7 +427,7 @@ app.add_typer(llm_app, name="llm")
 def serve(model: str = typer.Option("gemma3-270m", help=f"One of {', '.join(MODELS)}, or a .gguf path."),
           context: int = typer.Option(16384, help="Context size in tokens, shared by the slots."),
           parallel: int = typer.Option(4, help="Parallel request slots."),
-          threads: Optional[int] = typer.Option(None, help="CPU threads (default: cores - 1).")) -> None:
+          threads: Optional[int] = typer.Option(None, help="CPU threads (default: all cores; fewer when the machine is busy).")) -> None:
     """Run llama.cpp's OpenAI-compatible server on 127.0.0.1 (free port) until Ctrl-C."""
     with LocalServer(model, context=context, parallel=parallel, threads=threads) as server:
         try:

@@ -22,9 +22,11 @@ from ..calibration import batch_calibrate, divide_by_prior
 from .harness import read_jsonl
 from .stats import holm, macro_f1, paired_difference
 
-HEADLINE = {"classification": "accuracy", "regression": "mse"}
+# Batch calibration is the headline: on the quick suite it raised accuracy by 5.3 points [2.1, 8.7]
+# over 30 method x data set cells (README, "Scores"); raw accuracy stays in every table.
+HEADLINE = {"classification": "accuracy@batch", "regression": "mse"}
 SUMMARY_COLUMNS = ["data", "setting", "method", "labels", "k", "seeds", "queries", "metric", "mean", "ci_low",
-                   "ci_high", "accuracy@batch", "accuracy@contextual", "macro_f1", "macro_f1@batch", "mae",
+                   "ci_high", "accuracy", "accuracy@batch", "accuracy@contextual", "macro_f1", "macro_f1@batch", "mae",
                    "unscored", "labels_used", "gap_closed", "selection_s", "answer_s", "llm_calls",
                    "prompt_tokens", "cached_share"]
 COMPARISON_COLUMNS = ["metric", "setting", "method", "reference", "data", "labels", "k", "diff", "ci_low",
@@ -86,7 +88,7 @@ def summarize(records: Sequence[dict[str, Any]], predictions: dict[str, dict[str
         if vectors:
             interval = paired_difference(vectors, [np.zeros_like(v) for v in vectors])
             row.update(mean=interval.diff, ci_low=interval.ci_low, ci_high=interval.ci_high)
-        for name in ("accuracy@batch", "accuracy@contextual"):
+        for name in ("accuracy", "accuracy@batch", "accuracy@contextual"):
             values = [np.mean(list(per_query[name].values())) for per_query, _ in scored if name in per_query]
             row[name] = float(np.mean(values)) if values else math.nan
         for name in ("macro_f1", "macro_f1@batch", "mae"):
@@ -204,7 +206,7 @@ def pivot(rows: Sequence[dict[str, Any]]) -> str:
 
 
 def write_report(out: Path, references: dict[str, str], records: Sequence[dict[str, Any]] | None = None,
-                 headline: str = "accuracy") -> list[Path]:
+                 headline: str = HEADLINE["classification"]) -> list[Path]:
     """summary.csv/.md, pivot.md, comparisons.csv/.md and the plots, from the run folder's files."""
     from .plots import budget_plot, forest_plot
 
@@ -215,8 +217,8 @@ def write_report(out: Path, references: dict[str, str], records: Sequence[dict[s
     _write_csv(rows, SUMMARY_COLUMNS, out / "summary.csv")
     _write_csv(comparisons, COMPARISON_COLUMNS, out / "comparisons.csv")
     (out / "summary.md").write_text(
-        "mean: accuracy (classification) or mean squared error (regression, lower is better) with a 95% two-level "
-        "bootstrap interval over seeds and queries; @batch/@contextual: calibrated; labels: B (labels bought; the "
+        "mean: batch-calibrated accuracy (classification; `accuracy` is raw) or mean squared error (regression, "
+        "lower is better) with a 95% two-level bootstrap interval over seeds and queries; @batch/@contextual: calibrated; labels: B (labels bought; the "
         "pool size in the full-labels setting); labels_used: distinct labels the demos used; gap_closed: "
         "(mean(method) - mean(random)) / (mean(best-of-N random) - mean(random)), shared setting only.\n\n"
         + _markdown(rows, SUMMARY_COLUMNS), encoding="utf-8")
@@ -231,7 +233,7 @@ def write_report(out: Path, references: dict[str, str], records: Sequence[dict[s
     forest_rows = [c for c in comparisons if c["metric"] == headline]
     if forest_rows:
         written.append(forest_plot(forest_rows, out / "forest.png", title=f"{headline}: method - reference"))
-    budget = budget_plot([r for r in rows if r["metric"] == "accuracy"], out / "accuracy_vs_label_budget.png")
+    budget = budget_plot([r for r in rows if r["metric"] == headline], out / "accuracy_vs_label_budget.png")
     if budget is not None:
         written.append(budget)
     return written

@@ -130,10 +130,10 @@ class LocalServer:
                  threads: int | None = None, startup_timeout: float = 180.0, log: Path | None = None,
                  extra_args: Sequence[str] = ()) -> None:
         self.model_name, self.context, self.parallel = model, context, parallel
-        # one core is left to the client and everything else: llama.cpp's threads wait for each
-        # other hundreds of times per forward pass, so one preempted thread stalls them all
-        # (measured on 2 shared cores: -t 2 took 1.8 s for a 14-token suffix, -t 1 0.09 s)
-        self.threads = threads or max(1, (os.cpu_count() or 1) - 1)
+        # every core by default: on an idle 2-core machine -t 2 answered 1.8x faster than -t 1
+        # (benchmarks/llm_speed.py). On a machine busy with other work llama.cpp's threads wait for
+        # each other and one preempted thread stalls them all; there, threads=cores-1 is faster.
+        self.threads = threads or max(1, os.cpu_count() or 1)
         self.startup_timeout, self.log = startup_timeout, log
         self.extra_args = tuple(extra_args)
         self.process: subprocess.Popen | None = None
