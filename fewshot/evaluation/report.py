@@ -3,8 +3,8 @@ per cell group, and paired comparisons of every method with the reference of its
 
 Statistics (see :mod:`fewshot.evaluation.stats`): the unit is (data set, seed); within a unit the
 methods answered the same queries, so differences are paired per query. A difference's interval
-is a two-level bootstrap (units, then queries within units); p-values are Holm-corrected over all
-comparisons of one metric; ``mdd`` is the smallest difference the run could detect (80% power).
+is a two-level bootstrap (units, then queries within units); p-values are Holm-corrected over the
+comparisons of one metric pooled over data sets (and, separately, within each data set); ``mdd`` is the smallest difference the run could detect (80% power).
 """
 
 from __future__ import annotations
@@ -162,8 +162,9 @@ def compare(records: Sequence[dict[str, Any]], predictions: dict[str, dict[str, 
         row.update(diff=result.diff, ci_low=result.ci_low, ci_high=result.ci_high, p=result.p, units=result.units,
                    queries=result.queries, wins=result.wins, losses=result.losses, ties=result.ties, mdd=result.mdd)
         out.append(row)
-    for metric in {row["metric"] for row in out}:  # Holm over the family of one metric
-        family = [row for row in out if row["metric"] == metric]
+    # Holm over a family: one metric's comparisons pooled over data sets (the claims), or one data set's
+    for family_key in {(row["metric"], row["data"]) for row in out}:
+        family = [row for row in out if (row["metric"], row["data"]) == family_key]
         for row, adjusted in zip(family, holm([row["p"] for row in family])):
             row["p_holm"] = float(adjusted)
     return out

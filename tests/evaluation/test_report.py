@@ -66,6 +66,7 @@ def test_paired_comparison_by_hand():
     assert pooled["diff"] == pytest.approx(0.25) and (pooled["wins"], pooled["losses"]) == (2, 0)
     assert pooled["units"] == 2 and pooled["queries"] == 8 and pooled["ci_low"] <= 0.25 <= pooled["ci_high"]
     assert all(r["p_holm"] >= r["p"] for r in rows)
+    assert pooled["p_holm"] == pooled["p"]  # the pooled family of this metric has one comparison
     assert not any(r["method"].startswith("random-best") for r in rows)  # it peeks: never compared
 
 
