@@ -1,6 +1,7 @@
 """Write evals/RESULTS.md from an eval run folder, so every number in it comes from one command.
 
     python evals/make_results.py results/quick "fewshot eval --suite quick" > evals/RESULTS.md
+    python evals/make_results.py results/tune "fewshot eval --suite tune" "Tuning sweep" > evals/TUNING.md
 
 It reads the folder's run.json, comparisons.csv and pivot.md (rebuilt first with the library's
 report, so the tables match the records) and prints markdown: the configuration, each setting's
@@ -41,12 +42,13 @@ def comparisons_table(rows: list[dict[str, str]]) -> list[str]:
     return lines
 
 
-def main(folder: Path, command: str) -> str:
+def main(folder: Path, command: str, title: str = "Results") -> str:
     write_report(folder, load_references(folder))
     run = json.loads((folder / "run.json").read_text())
     config, suite = run["configuration"], run["suite"]
     comparisons = [r for r in csv.DictReader(open(folder / "comparisons.csv")) if r["data"] == "all"]
-    out = ["# Results", "", f"**Command:** `{command}`; this file: `python evals/make_results.py {folder} \"{command}\"`.",
+    again = f'python evals/make_results.py {folder} "{command}"' + (f' "{title}"' if title != "Results" else "")
+    out = [f"# {title}", "", f"**Command:** `{command}`; this file: `{again}`.",
            "", f"- Data: {', '.join(config['data'])}; pool {config['pool_size']}, {config['test_size']} test queries "
            f"per data set and seed, {suite['seeds']} seed(s); k = {', '.join(map(str, suite['k']))}; "
            f"label budgets {suite['label_budgets'] or 'none'}.",
@@ -65,6 +67,6 @@ def main(folder: Path, command: str) -> str:
 
 
 if __name__ == "__main__":
-    if len(sys.argv) != 3:
+    if len(sys.argv) not in (3, 4):
         sys.exit(__doc__)
-    print(main(Path(sys.argv[1]), sys.argv[2]))
+    print(main(Path(sys.argv[1]), *sys.argv[2:]))
