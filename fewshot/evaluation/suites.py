@@ -102,6 +102,9 @@ class Suite:
             if self.spec(text).per_query:
                 raise InputError(f"annotator {text!r} must pick one shared set (use {text.split(':')[0]}:s)",
                                  field="annotators")
+        if self.spec(self.retriever).name == "sal":
+            raise InputError("the retriever picks among already labeled examples: use knn, go:q, mmr, ... not sal",
+                             field="retriever")
         if not self.k or min(self.k) < 1:
             raise InputError(f"k (demos per prompt) must be positive integers, got {self.k}", field="k")
         if self.label_budgets and min(self.label_budgets) < min(self.k):

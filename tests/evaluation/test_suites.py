@@ -35,6 +35,8 @@ def test_checks_before_any_work():
         Suite(annotators=["knn"]).check()
     with pytest.raises(InputError, match="label budgets"):
         Suite(k=[8], label_budgets=[4]).check()
+    with pytest.raises(InputError, match="not sal"):
+        Suite(retriever="sal").check()
     with pytest.raises(InputError, match="unknown method 'go-z'"):
         Suite(methods=["go-z"]).check()
 
