@@ -106,7 +106,7 @@ def select(examples: Sequence[Mapping[str, Any] | str], queries: Sequence[str | 
     >>> select(["a", "b"], ["a"], method="go", k=1, nosie=0.1, embedder=_Letters())
     Traceback (most recent call last):
     ...
-    fewshot.errors.InputError: field '--param': unknown parameter 'nosie' for method 'go' (valid: objective, ridge, noise, shortlist, label_balance)
+    fewshot.errors.InputError: field '--param': unknown parameter 'nosie' for method 'go' (valid: objective, ridge, noise, shortlist, label_balance, center)
     """
     keys = {"text_key": text_key, "label_key": label_key, "id_key": id_key}
     pool, records = _examples(examples, "examples", **keys)

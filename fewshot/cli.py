@@ -403,7 +403,10 @@ def _write_report(out: Path, records: list[dict[str, Any]] | None = None) -> Non
 
 @app.command()
 @handles_errors
-def report(run: Path = typer.Argument(..., help="A run folder written by `fewshot eval`.")) -> None:
+def report(run: Path = typer.Argument(..., help="A run folder written by `fewshot eval`."),
+           page: Optional[Path] = typer.Option(None, help="Also write a results page (markdown) here, e.g. evals/RESULTS.md."),
+           command: str = typer.Option("", help="With --page: the command that made the run, quoted on the page."),
+           title: str = typer.Option("Results", help="With --page: the page's title.")) -> None:
     """Rebuild the tables, comparisons and plots of an eval run from its files (no LLM needed)."""
     from .evaluation.harness import read_jsonl
 
@@ -416,6 +419,11 @@ def report(run: Path = typer.Argument(..., help="A run folder written by `fewsho
         planned = set(json.loads(plan_file.read_text()).get("cells") or [r["cell"] for r in records])
         records = [r for r in records if r["cell"] in planned]
     _write_report(run, records)
+    if page is not None:
+        from .evaluation.results_page import results_page
+
+        page.write_text(results_page(run, command or f"fewshot eval ... --out {run}", title, str(page)) + "\n", encoding="utf-8")
+        _say(f"wrote {page}")
 
 
 llm_app = typer.Typer(help="The local LLM server.", no_args_is_help=True)

@@ -62,7 +62,7 @@ def make_selector(name: str, **params: Any) -> Selector:
     >>> make_selector("go", nosie=0.1)
     Traceback (most recent call last):
     ...
-    fewshot.errors.InputError: field '--param': unknown parameter 'nosie' for method 'go' (valid: objective, ridge, noise, shortlist, label_balance)
+    fewshot.errors.InputError: field '--param': unknown parameter 'nosie' for method 'go' (valid: objective, ridge, noise, shortlist, label_balance, center)
     """
     if name not in SELECTORS:
         raise InputError(f"unknown method {name!r} (known: {', '.join(SELECTORS)})", field="--method")

@@ -1,10 +1,10 @@
-"""Write evals/RESULTS.md from an eval run folder, so every number in it comes from one command.
+"""A results page (evals/RESULTS.md) from an eval run folder, so every number in it comes from one
+command:
 
-    python evals/make_results.py results/quick "fewshot eval --suite quick" > evals/RESULTS.md
-    python evals/make_results.py results/tune "fewshot eval --suite tune" "Tuning sweep" > evals/TUNING.md
+    fewshot report results/quick --page evals/RESULTS.md --command "fewshot eval --suite quick"
 
-It reads the folder's run.json, comparisons.csv and pivot.md (rebuilt first with the library's
-report, so the tables match the records) and prints markdown: the configuration, each setting's
+It reads the folder's run.json, comparisons.csv and pivot.md (as `fewshot report` has just rebuilt
+them from the records) and returns markdown: the configuration, each setting's
 pooled paired comparisons with 95% intervals for the headline and raw metrics, and the pivot.
 """
 
@@ -12,10 +12,9 @@ from __future__ import annotations
 
 import csv
 import json
-import sys
 from pathlib import Path
 
-from fewshot.evaluation.report import HEADLINE, load_references, write_report
+from .report import HEADLINE
 
 SETTINGS = {"shared": "one demo set for all queries (B = k)",
             "annotate": "label B examples, retrieve k of them per query",
@@ -42,12 +41,12 @@ def comparisons_table(rows: list[dict[str, str]]) -> list[str]:
     return lines
 
 
-def main(folder: Path, command: str, title: str = "Results") -> str:
-    write_report(folder, load_references(folder))
+def results_page(folder: Path, command: str, title: str = "Results", page: str = "PAGE") -> str:
+    """Markdown for a run folder whose report (comparisons.csv, pivot.md) is written."""
     run = json.loads((folder / "run.json").read_text())
     config, suite = run["configuration"], run["suite"]
     comparisons = [r for r in csv.DictReader(open(folder / "comparisons.csv")) if r["data"] == "all"]
-    again = f'python evals/make_results.py {folder} "{command}"' + (f' "{title}"' if title != "Results" else "")
+    again = f'fewshot report {folder} --page {page} --command "{command}"' + (f' --title "{title}"' if title != "Results" else "")
     out = [f"# {title}", "", f"**Command:** `{command}`; this file: `{again}`.",
            "", f"- Data: {', '.join(config['data'])}; pool {config['pool_size']}, {config['test_size']} test queries "
            f"per data set and seed, {suite['seeds']} seed(s); k = {', '.join(map(str, suite['k']))}; "
@@ -64,9 +63,3 @@ def main(folder: Path, command: str, title: str = "Results") -> str:
                 out += [f"## {setting}: {meaning} ({metric})", "", *comparisons_table(rows), ""]
     out += ["## Every cell (headline metric, mean [95% interval])", "", (folder / "pivot.md").read_text()]
     return "\n".join(out)
-
-
-if __name__ == "__main__":
-    if len(sys.argv) not in (3, 4):
-        sys.exit(__doc__)
-    print(main(Path(sys.argv[1]), *sys.argv[2:]))
