@@ -22,13 +22,13 @@ SETTINGS = {"shared": "one demo set for all queries (B = k)",
 
 
 def verdict(row: dict[str, str]) -> str:
-    low, high = float(row["ci_low"]), float(row["ci_high"])
-    better = "lower" if row["metric"] == "mse" else "higher"
-    if low > 0:
-        return "above the reference" if better == "higher" else "worse (higher error)"
-    if high < 0:
-        return "below the reference" if better == "higher" else "better (lower error)"
-    return "no difference shown"
+    """How to read a comparison: its interval, and whether it survives Holm's correction."""
+    low, high, holm = float(row["ci_low"]), float(row["ci_high"]), float(row["p_holm"])
+    if low <= 0 <= high:
+        return "no difference shown"
+    higher = (low > 0) == (row["metric"] != "mse")  # mse: lower is better
+    side = "above the reference" if higher else "below the reference"
+    return side if holm < 0.05 else f"CI {'above' if low > 0 else 'below'} 0, not after Holm"
 
 
 def comparisons_table(rows: list[dict[str, str]]) -> list[str]:
