@@ -66,12 +66,19 @@ def load_run(out: Path) -> tuple[list[dict[str, Any]], dict[str, dict[str, Any]]
     return records, predictions
 
 
+Scores = dict[str, tuple[dict[str, dict[str, float]], dict[str, float]]]
+
+
+def score_cells(records: Sequence[dict[str, Any]], predictions: dict[str, dict[str, Any]]) -> Scores:
+    """:func:`cell_scores` of every recorded cell that has predictions, once, by cell key."""
+    return {r["cell"]: cell_scores(predictions[r["cell"]], r["task"]) for r in records if r["cell"] in predictions}
+
+
 def _key(record: dict[str, Any]) -> tuple:
     return record["setting"], record["label_budget"], record["k"], record["method"]
 
 
-def summarize(records: Sequence[dict[str, Any]], predictions: dict[str, dict[str, Any]],
-              references: dict[str, str]) -> list[dict[str, Any]]:
+def summarize(records: Sequence[dict[str, Any]], scores: Scores, references: dict[str, str]) -> list[dict[str, Any]]:
     """One row per data set x setting x method x (labels, k); the headline score's interval is
     the two-level bootstrap over seeds and queries."""
     groups: dict[tuple, list[dict]] = defaultdict(list)
@@ -81,7 +88,7 @@ def summarize(records: Sequence[dict[str, Any]], predictions: dict[str, dict[str
     for (data, setting, budget, k, method), group in sorted(groups.items(), key=lambda g: (g[0][0], g[0][1], g[0][2], g[0][3], g[0][4])):
         task = group[0]["task"]
         metric = HEADLINE[task]
-        scored = [cell_scores(predictions[r["cell"]], task) for r in group if r["cell"] in predictions]
+        scored = [scores[r["cell"]] for r in group if r["cell"] in scores]
         vectors = [np.array(list(per_query[metric].values())) for per_query, _ in scored]
         row: dict[str, Any] = {"data": data, "setting": setting, "method": method, "labels": budget, "k": k,
                                "seeds": len(group), "queries": int(sum(map(len, vectors))), "metric": metric}
@@ -127,33 +134,28 @@ def gap_closed(records: Sequence[dict[str, Any]], data: str, setting: str, budge
     return float((np.mean([mine[s] for s in seeds]) - np.mean([base[s] for s in seeds])) / gap) if gap else math.nan
 
 
-def compare(records: Sequence[dict[str, Any]], predictions: dict[str, dict[str, Any]],
-            references: dict[str, str], *, seed: int = 0) -> list[dict[str, Any]]:
+def compare(records: Sequence[dict[str, Any]], scores: Scores, references: dict[str, str], *,
+            seed: int = 0) -> list[dict[str, Any]]:
     """Every method against its setting's reference at the same labels and k, per data set and
     pooled over the data sets of one task ("all"), for every per-query metric."""
     cells = {(r["data"], r["seed"], *_key(r)): r for r in records if not r.get("peeks")}
-    scores = {r["cell"]: cell_scores(predictions[r["cell"]], r["task"])[0] for r in cells.values()
-              if r["cell"] in predictions}
+    per_query = {cell: found[0] for cell, found in scores.items()}
     tasks = {r["data"]: r["task"] for r in records}
-    rows = []
+    grouped: dict[tuple, list] = defaultdict(list)  # (metric, setting, method, reference, scope, labels, k) -> pairs
     for (data, seed_, setting, budget, k, method), r in sorted(cells.items()):
         if setting not in references or method == references[setting]:
             continue
         other = cells.get((data, seed_, setting, budget, k, references[setting]))
-        if other is None or r["cell"] not in scores or other["cell"] not in scores:
+        if other is None or r["cell"] not in per_query or other["cell"] not in per_query:
             continue
-        for metric, mine in scores[r["cell"]].items():
-            theirs = scores[other["cell"]].get(metric)
+        for metric, mine in per_query[r["cell"]].items():
+            theirs = per_query[other["cell"]].get(metric)
             if theirs is None:
                 continue
             common = [i for i in mine if i in theirs]
             pair = (np.array([mine[i] for i in common]), np.array([theirs[i] for i in common]))
             for scope in (data, "all:" + tasks[data]):
-                rows.append({"metric": metric, "setting": setting, "method": method, "reference": references[setting],
-                             "data": scope, "labels": budget, "k": k, "pair": pair})
-    grouped: dict[tuple, list] = defaultdict(list)
-    for row in rows:
-        grouped[tuple(row[c] for c in ("metric", "setting", "method", "reference", "data", "labels", "k"))].append(row["pair"])
+                grouped[metric, setting, method, references[setting], scope, budget, k].append(pair)
     out = []
     for key, pairs in sorted(grouped.items()):
         result = paired_difference([a for a, _ in pairs], [b for _, b in pairs], seed=seed)
@@ -213,8 +215,9 @@ def write_report(out: Path, references: dict[str, str], records: Sequence[dict[s
 
     all_records, predictions = load_run(out)
     records = all_records if records is None else records
-    rows = summarize(records, predictions, references)
-    comparisons = compare(records, predictions, references)
+    scores = score_cells(records, predictions)
+    rows = summarize(records, scores, references)
+    comparisons = compare(records, scores, references)
     _write_csv(rows, SUMMARY_COLUMNS, out / "summary.csv")
     _write_csv(comparisons, COMPARISON_COLUMNS, out / "comparisons.csv")
     (out / "summary.md").write_text(

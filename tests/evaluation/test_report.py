@@ -8,7 +8,7 @@ import pytest
 from typer.testing import CliRunner
 
 from fewshot.cli import app
-from fewshot.evaluation.report import cell_scores, compare, gap_closed, summarize
+from fewshot.evaluation.report import cell_scores, compare, gap_closed, score_cells, summarize
 
 REFERENCES = {"shared": "random:s", "annotate": "random:s>knn:q", "full": "knn:q"}
 
@@ -59,7 +59,7 @@ def test_contextual_calibration_uses_each_rows_prior():
 
 def test_paired_comparison_by_hand():
     records, predictions = SHARED
-    rows = compare(records, predictions, REFERENCES)
+    rows = compare(records, score_cells(records, predictions), REFERENCES)
     pooled = next(r for r in rows if r["metric"] == "accuracy" and r["data"] == "all")
     assert (pooled["method"], pooled["reference"], pooled["setting"]) == ("go:s", "random:s", "shared")
     # go - random: seed 0 (0.75 - 0.5), seed 1 (0.75 - 0.5): +0.25 in both units
@@ -78,7 +78,7 @@ def test_gap_closed_is_a_ratio_of_means():
 
 def test_summary_rows():
     records, predictions = SHARED
-    rows = {r["method"]: r for r in summarize(records, predictions, REFERENCES)}
+    rows = {r["method"]: r for r in summarize(records, score_cells(records, predictions), REFERENCES)}
     go = rows["go:s"]
     assert go["mean"] == pytest.approx(0.75) and go["seeds"] == 2 and go["queries"] == 8
     assert go["ci_low"] <= 0.75 <= go["ci_high"] <= 1.0 and go["cached_share"] == pytest.approx(0.6)
@@ -91,7 +91,7 @@ def test_settings_are_compared_only_within_themselves():
                                cell("random:s", 0, [0, 0, 0, 0]),
                                cell("random:s>knn:q", 0, [1, 0, 0, 0], setting="annotate", budget=16),
                                cell("votek:s>knn:q", 0, [1, 1, 0, 0], setting="annotate", budget=16))
-    rows = {(r["method"], r["reference"]): r for r in compare(records, predictions, REFERENCES)
+    rows = {(r["method"], r["reference"]): r for r in compare(records, score_cells(records, predictions), REFERENCES)
             if r["metric"] == "accuracy" and r["data"] == "all"}
     assert set(rows) == {("go:q", "knn:q"), ("votek:s>knn:q", "random:s>knn:q")}
     assert rows["go:q", "knn:q"]["diff"] == pytest.approx(0.25) and rows["go:q", "knn:q"]["labels"] == 40
