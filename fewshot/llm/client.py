@@ -247,13 +247,7 @@ class LLMClient:
         if self._store is not None and (hit := self._store.get(key)) is not None:
             self._count(cached=1)
             return json.loads(hit)
-        response = self._call(prompt, params)
-        usage = response.get("usage") or {}
-        self._count(calls=1, prompt_tokens=usage.get("prompt_tokens") or 0,
-                    completion_tokens=usage.get("completion_tokens") or 0, **_server_timings(response))
-        if self._store is not None:
-            self._store.put_many([(key, json.dumps(response).encode())])
-        return response
+        return self._ask([prompt], [key], params)[0]
 
     def _key(self, prompt: Any, params: dict[str, Any]) -> str:
         return hashlib.sha256(json.dumps([self.cache_namespace, self.model, self.api, prompt, params],
@@ -263,8 +257,7 @@ class LLMClient:
         """:meth:`request` for several completions prompts, the uncached ones in one HTTP request
         (llama-server answers a list of prompts with one choice each, in order). Each answer is
         cached under its own single-prompt key, so it equals what :meth:`request` gives and a
-        re-run finds it. llama-server reports usage and timings for one prompt of such a batch:
-        they are counted for each (the prompts of one label walk differ by a token or two)."""
+        re-run finds it."""
         if self.api != "completions":
             raise InputError("several prompts in one request need the completions API")
         keys = [self._key(prompt, params) for prompt in prompts]
@@ -273,22 +266,29 @@ class LLMClient:
         if hits:
             self._count(cached=sum(key in hits for key in keys))
         todo = [i for i, answer in enumerate(answers) if answer is None]
-        if len(todo) == 1:
-            answers[todo[0]] = self.request(prompts[todo[0]], **params)
-        elif todo:
-            response = self._call([prompts[i] for i in todo], params)
-            choices = sorted(response.get("choices") or [], key=lambda c: c.get("index", 0))
-            if len(choices) != len(todo):
-                raise LLMError(f"the endpoint answered {len(choices)} of {len(todo)} prompts sent together")
-            usage = response.get("usage") or {}
-            self._count(calls=1, prompt_tokens=len(todo) * (usage.get("prompt_tokens") or 0),
-                        completion_tokens=len(todo) * (usage.get("completion_tokens") or 0),
-                        **{k: len(todo) * v for k, v in _server_timings(response).items()})
-            for i, choice in zip(todo, choices):
-                answers[i] = {**response, "choices": [{**choice, "index": 0}]}
-            if self._store is not None:
-                self._store.put_many([(keys[i], json.dumps(answers[i]).encode()) for i in todo])
+        if todo:
+            for i, answer in zip(todo, self._ask([prompts[i] for i in todo], [keys[i] for i in todo], params)):
+                answers[i] = answer
         return answers  # type: ignore[return-value]
+
+    def _ask(self, prompts: list[Any], keys: list[str], params: dict[str, Any]) -> list[dict[str, Any]]:
+        """One HTTP request for ``prompts`` (several: llama-server's multi-prompt completions), counted
+        and cached answer by answer. llama-server reports usage and timings for one prompt of a
+        batch: they are counted for each (the prompts of one label walk differ by a token or two)."""
+        response = self._call(prompts[0] if len(prompts) == 1 else prompts, params)
+        answers = [response]
+        if len(prompts) > 1:
+            choices = sorted(response.get("choices") or [], key=lambda c: c.get("index", 0))
+            if len(choices) != len(prompts):
+                raise LLMError(f"the endpoint answered {len(choices)} of {len(prompts)} prompts sent together")
+            answers = [{**response, "choices": [{**choice, "index": 0}]} for choice in choices]
+        n, usage = len(prompts), response.get("usage") or {}
+        self._count(calls=1, prompt_tokens=n * (usage.get("prompt_tokens") or 0),
+                    completion_tokens=n * (usage.get("completion_tokens") or 0),
+                    **{k: n * v for k, v in _server_timings(response).items()})
+        if self._store is not None:
+            self._store.put_many([(key, json.dumps(answer).encode()) for key, answer in zip(keys, answers)])
+        return answers
 
     def _count(self, **amounts: float) -> None:
         with self._lock:
