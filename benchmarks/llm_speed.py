@@ -32,7 +32,6 @@ import argparse
 import json
 import statistics
 import tempfile
-import threading
 import time
 import urllib.request
 from pathlib import Path
@@ -41,9 +40,8 @@ from typing import Any
 import numpy as np
 
 from fewshot.datasets import load_dataset
-from fewshot.llm.client import LLMClient
 from fewshot.llm.predictor import LLMPredictor
-from fewshot.llm.server import LocalServer, model_path
+from fewshot.llm.server import LocalServer
 from fewshot.pipeline import build_problem, make_embedder
 from fewshot.prompts import load_template
 from fewshot.selection import make_selector
@@ -74,35 +72,11 @@ def prompt_rate(base_url: str, text: str, probes: int, tag: str) -> list[float]:
     return rates
 
 
-def make_client(server: LocalServer, cache_dir: str) -> LLMClient:
-    """A client configured the way ``llm_endpoint`` configures one for this server, with its own cache."""
-    if hasattr(server, "client"):
-        return server.client(cache_dir=cache_dir)
-    return LLMClient(server.base_url, server.model, cache_dir=cache_dir,
-                     cache_namespace=f"local-llama-server:{model_path(server.model_name).name}")
-
-
-def record_timings(client: LLMClient) -> list[dict[str, Any]]:
-    """Every HTTP answer's ``timings`` (one entry per call), whatever the client counts itself."""
-    seen: list[dict[str, Any]] = []
-    call, lock = client._call, threading.Lock()
-
-    def recorded(prompt: Any, params: dict[str, Any]) -> dict[str, Any]:
-        response = call(prompt, params)
-        with lock:
-            seen.append(response.get("timings") or {})
-        return response
-
-    client._call = recorded  # type: ignore[method-assign]
-    return seen
-
-
 class Method:
     """One method's client (its own fresh response cache) and what its predictions cost so far."""
 
     def __init__(self, server: LocalServer, template: Any, labels: tuple[str, ...], cache_dir: str) -> None:
-        self.client = make_client(server, cache_dir)
-        self.timings = record_timings(self.client)
+        self.client = server.client(cache_dir=cache_dir)  # as llm_endpoint configures it, with its own cache
         self.predictor = LLMPredictor(self.client, template, labels)
         self.seconds, self.answers = 0.0, []
 
@@ -112,12 +86,11 @@ class Method:
         self.seconds += time.perf_counter() - start
 
     def summary(self) -> dict[str, Any]:
-        n, timings = len(self.answers), self.timings
-        uncached = sum(t.get("prompt_n", 0) for t in timings)
-        prompt_ms = sum(t.get("prompt_ms", 0.0) for t in timings)
+        n, stats = len(self.answers), self.client.stats  # the server's timings, as the client counts them
+        uncached, prompt_ms = stats.get("uncached_prompt_tokens", 0), stats.get("prompt_ms", 0.0)
         return {"n": n, "seconds": self.seconds, "s_per_pred": self.seconds / n,
-                "calls": self.client.stats.get("calls", 0) / n, "uncached": uncached / n,
-                "cached": sum(t.get("cache_n", 0) for t in timings) / n, "server_prompt_ms": prompt_ms / n,
+                "calls": stats.get("calls", 0) / n, "uncached": uncached / n,
+                "cached": stats.get("cached_prompt_tokens", 0) / n, "server_prompt_ms": prompt_ms / n,
                 "server_rate": 1000.0 * uncached / max(1e-9, prompt_ms), "stats": dict(self.client.stats),
                 "labels": [getattr(a, "label", None) for a in self.answers], "probs": [a.probs for a in self.answers]}
 
