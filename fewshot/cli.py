@@ -338,7 +338,7 @@ def evaluate(
     """Compare selection methods on benchmarks with a real LLM; writes tables, comparisons, plots and predictions."""
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-    from .datasets import load_dataset
+    from .datasets import load_datasets
     from .evaluation.harness import plan_splits, run_suite
     from .evaluation.suites import Suite, load_suite
 
@@ -355,8 +355,7 @@ def evaluate(
         if value is not None:
             setattr(plan, key, value)
     plan.check()
-    datasets = _unique_names([load_dataset(d, text_field=plan.text_field, label_field=plan.label_field)
-                              for d in plan.data], plan.data)
+    datasets = load_datasets(plan.data, text_field=plan.text_field, label_field=plan.label_field)
     plan_splits(plan, datasets)  # bad data, methods or budgets fail here, before a server starts or a call is made
     out = out or Path("results") / (plan.name if suite else "+".join(d.name for d in datasets))
     templates = {"classification": load_template("classification"), "regression": load_template("regression")}
@@ -381,15 +380,6 @@ def _integers(text: str, name: str) -> list[int]:
         return [int(t) for t in text.split(",") if t.strip()]
     except ValueError:
         raise InputError(f"expected comma-separated integers, got {text!r}", field=name) from None
-
-
-def _unique_names(datasets: list, sources: list[str]) -> list:
-    """Data files with the same stem (a/train.jsonl, b/train.jsonl) are named by their folder too."""
-    from dataclasses import replace
-
-    names = [d.name for d in datasets]
-    return [replace(d, name=f"{Path(src).parent.name}-{d.name}") if names.count(d.name) > 1 else d
-            for d, src in zip(datasets, sources)]
 
 
 def _write_report(out: Path, records: list[dict[str, Any]] | None = None) -> None:

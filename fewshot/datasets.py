@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import importlib.util
 import pickle
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Callable, Literal
+from typing import Any, Callable, Literal, Sequence
 
 from .data import Example, load_examples
 from .errors import InputError
@@ -129,3 +129,12 @@ def _is_number(text: str | None) -> bool:
         return True
     except (TypeError, ValueError):
         return False
+
+
+def load_datasets(names_or_paths: Sequence[str], **options: Any) -> list[Dataset]:
+    """:func:`load_dataset` for each; files with the same stem (a/train.jsonl, b/train.jsonl) are
+    named by their folder too (``a-train``, ``b-train``), so their results never mix."""
+    datasets = [load_dataset(source, **options) for source in names_or_paths]
+    names = [d.name for d in datasets]
+    return [replace(d, name=f"{Path(source).parent.name}-{d.name}") if names.count(d.name) > 1 else d
+            for d, source in zip(datasets, names_or_paths)]

@@ -46,11 +46,9 @@ REFERENCES = {"shared": "random:s", "full": "knn:q"}  # annotate: random annotat
 COST_KEYS = ("calls", "cached", "prompt_tokens", "label_fallbacks", "cached_prompt_tokens", "uncached_prompt_tokens")
 
 
-def reference_of(setting: str, suite: Suite) -> str:
-    """The method every other method of a setting is compared with."""
-    if setting == "annotate":
-        return f"random:s>{suite.spec(suite.retriever).label}"
-    return REFERENCES[setting]
+def references(suite: Suite) -> dict[str, str]:
+    """Per setting, the method every other method of that setting is compared with."""
+    return {**REFERENCES, "annotate": f"random:s>{suite.spec(suite.retriever).label}"}
 
 
 def split(dataset: Dataset, pool_size: int, test_size: int, seed: int) -> tuple[list[Example], list[Example]]:
@@ -244,8 +242,7 @@ def open_run(out: Path, config: dict[str, Any], suite: Suite, cells: Sequence[st
         if changed:
             raise InputError("this folder holds results made another way; use another --out or delete it ("
                              + "; ".join(changed) + ")", path=str(run_file))
-    references = {setting: reference_of(setting, suite) for setting in ("shared", "annotate", "full")}
-    run_file.write_text(json.dumps({"configuration": config, "suite": asdict(suite), "references": references,
+    run_file.write_text(json.dumps({"configuration": config, "suite": asdict(suite), "references": references(suite),
                                     "cells": list(cells)}, indent=2) + "\n", encoding="utf-8")
     records = {r["cell"]: r for r in read_jsonl(out / "records.jsonl")}
     predictions_path = out / "predictions.jsonl"

@@ -245,11 +245,12 @@ def write_report(out: Path, references: dict[str, str], records: Sequence[dict[s
 
 def load_references(out: Path) -> dict[str, str]:
     """The references a run folder was compared with (run.json), else the defaults."""
-    from .harness import REFERENCES
+    from .harness import references
+    from .suites import Suite
 
     run_file = out / "run.json"
     if run_file.is_file():
         saved = json.loads(run_file.read_text(encoding="utf-8"))
         if "references" in saved:
             return saved["references"]
-    return dict(REFERENCES)
+    return references(Suite())

@@ -189,8 +189,11 @@ def test_a_crash_between_the_two_lines_duplicates_nothing(tmp_path):
 
 
 def test_files_with_the_same_name_get_distinct_data_names(tmp_path):
-    from fewshot.cli import _unique_names
+    from fewshot.datasets import load_datasets
 
-    sources = [str(tmp_path / "a" / "train.jsonl"), str(tmp_path / "b" / "train.jsonl"), "sst2"]
-    named = _unique_names([Dataset("train", []), Dataset("train", []), Dataset("sst2", [])], sources)
-    assert [d.name for d in named] == ["a-train", "b-train", "sst2"]
+    rows = [{"text": f"t{i}", "label": "ab"[i % 2]} for i in range(4)]
+    for folder in "abc":
+        (tmp_path / folder).mkdir()
+    sources = [str(write_jsonl(tmp_path / folder / "train.jsonl", rows)) for folder in ("a", "b")]
+    sources.append(str(write_jsonl(tmp_path / "c" / "other.jsonl", rows)))
+    assert [d.name for d in load_datasets(sources)] == ["a-train", "b-train", "other"]
