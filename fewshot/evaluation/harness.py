@@ -272,6 +272,7 @@ def run_suite(suite: Suite, datasets: list[Dataset], client: LLMClient, template
             problem = replace(build_problem(pool, test, embedder=embedder), labels=None)
             plan += [(dataset, predictor, test, cell)
                      for cell in plan_cells(suite, dataset, problem, pool, len(test), predictor, seed)]
+    plan.sort(key=lambda item: item[3].seed)  # seed by seed: a run stopped early holds whole seeds of every data set
     done = open_run(out, configuration(suite, datasets, client.model, client.api, templates), suite,
                     [cell.key for *_, cell in plan])
     finished = sum(cell.key in done for *_, cell in plan)

@@ -11,6 +11,7 @@ from ..errors import InputError
 from .base import GreedySelector, Problem, Selection, Selector
 from .baselines import BM25, DPP, KNN, MMR, KMeansDiversity, Random, VoteK
 from .design import GO
+from .linear import LinearPosterior
 from .sal import SAL
 
 SELECTORS: dict[str, type[Selector]] = {cls.name: cls for cls in (GO, SAL, Random, KNN, MMR, BM25, KMeansDiversity, VoteK, DPP)}
@@ -90,4 +91,5 @@ def make_selector(name: str, **params: Any) -> Selector:
 
 
 __all__ = ["SELECTORS", "PER_QUERY_METHODS", "Problem", "Selection", "Selector", "GreedySelector", "make_selector",
+           "LinearPosterior",
            "GO", "SAL", "Random", "KNN", "MMR", "BM25", "KMeansDiversity", "VoteK", "DPP", "parameters", "summary"]

@@ -13,7 +13,8 @@ from scipy import sparse
 from ..clustering import kmeans
 from ..errors import InputError
 from ..similarity import nearest
-from .base import CandidateVectors, GreedySelector, Problem, batch_picks
+from .base import CandidateVectors, GreedySelector, Problem
+from .linear import LinearPosterior
 
 
 def _query_direction(problem: Problem) -> np.ndarray:
@@ -254,25 +255,13 @@ class DPP(GreedySelector):
     def _start(self, problem, candidates, queries, k):
         vectors = CandidateVectors(problem.pool, candidates)
         r = np.exp(self.quality * _relevance(problem, vectors, queries))
-        # L[i, j] = r_i r_j x_i . x_j; its diagonal is the first gain's d2
-        return {"vectors": vectors, "r": r, "d2": r ** 2 * vectors.sq_norms(), "c": [], "pending": None}
+        # L[i, j] = r_i r_j x_i . x_j is the prior covariance of a linear model on features r_i x_i
+        # (ridge 1); greedy MAP's gain is a candidate's conditional variance given the picks, the
+        # posterior variance with noise 0 (floored, as an incremental Cholesky step would be).
+        return LinearPosterior(vectors, ridge=1.0, noise=0.0, weights=r, floor=1e-12)
 
     def _gains(self, s, feasible):
-        if s["pending"] is not None:  # deferred from _commit, so the last pick costs nothing
-            self._update(s, *s["pending"])
-            s["pending"] = None
-        return np.log(np.maximum(s["d2"], 1e-12))  # marginal gain in log det L_S
+        return np.log(np.maximum(s.variances, 1e-12))  # marginal gain in log det L_S
 
     def _commit(self, s, rows, cols):
-        s["pending"] = batch_picks(len(s["d2"]), rows, cols)
-
-    @staticmethod
-    def _update(s, idx, picked, live):
-        """Incremental Cholesky step: the new row e of the factor, and d2 -= e^2."""
-        row_j = s["vectors"].dot(s["vectors"].at(idx, picked)) * s["r"] * s["r"][idx, picked][:, None]  # L[j, :]
-        for c in s["c"]:
-            row_j -= c[idx, picked][:, None] * c
-        scale = np.where(live, 1.0 / np.sqrt(np.maximum(s["d2"][idx, picked], 1e-12)), 0.0)
-        row_j *= scale[:, None].astype(row_j.dtype)
-        s["c"].append(row_j)
-        s["d2"] -= row_j ** 2
+        s.condition(rows, cols)

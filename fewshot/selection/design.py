@@ -12,30 +12,45 @@ regularisation knob: small values spread the picks (more de-duplication), large 
 kNN (per query, r(q, x) tends to (q . x)^2 ridge^-2 / noise, a similarity ranking).
 
 Sigma is never formed nor inverted: it is kept as ``I / ridge - U U^T`` with one column of U per
-pick (a rank-one update), so a step costs O((n + m) d t) and no n x n matrix exists.
+pick (a rank-one update, :class:`~fewshot.selection.linear.LinearPosterior`), so a step costs
+O((n + m) d t) and no n x n matrix exists.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar, Literal, Sequence
 
 import numpy as np
 
 from ..errors import InputError
-from .base import CandidateVectors, GreedySelector, Problem, Selection, batch_picks
+from .base import CandidateVectors, GreedySelector, Problem, Selection
+from .linear import LinearPosterior
 
 
 @dataclass
 class _SharedState:
     pool: np.ndarray  # (n, d)
     queries: np.ndarray  # (m, d)
-    pool_var: np.ndarray  # (n,) x^T Sigma x
-    query_var: np.ndarray  # (m,) q^T Sigma q
-    W: list  # columns u_j . x for the pool
-    WQ: list  # columns u_j . q for the queries
-    U: list  # the rank-one factors u_j (d,)
+    # one row over the n pool then the m query vectors (only pool columns are picked), keeping
+    # every u_j . x: the lazy G rows need them for the pool and the queries, V for the pool
+    post: LinearPosterior
     extra: dict
+
+    @property
+    def pool_var(self) -> np.ndarray:
+        """``(n,)`` x^T Sigma x."""
+        return self.post.variances[0, :len(self.pool)]
+
+    @property
+    def query_var(self) -> np.ndarray:
+        """``(m,)`` q^T Sigma q."""
+        return self.post.variances[0, len(self.pool):]
+
+    def projections(self) -> np.ndarray | None:
+        """``(n + m, t)``: u_j . x for the pool rows then the query rows; None before any pick."""
+        columns = self.post.projections
+        return np.stack(columns, axis=-1)[0] if columns else None
 
 
 class GO(GreedySelector):
@@ -83,8 +98,10 @@ class GO(GreedySelector):
         if queries is not None:
             return self._start_per_query(problem, candidates, queries)
         pool, qs = problem.pool, problem.queries
-        state = _SharedState(pool, qs, np.einsum("ij,ij->i", pool, pool) / self.ridge,
-                             np.einsum("ij,ij->i", qs, qs) / self.ridge, [], [], [], {})
+        both = np.concatenate([pool, qs])
+        post = LinearPosterior(CandidateVectors(both, np.arange(len(both))[None, :]), self.ridge, self.noise,
+                               keep_projections=True)
+        state = _SharedState(pool, qs, post, {})
         if self.objective == "v":
             # sum_q (q^T Sigma x)^2 = x^T Sigma C Sigma x with C = Q^T Q: a d x d form, no m x n matrix.
             C = qs.T @ qs
@@ -96,10 +113,36 @@ class GO(GreedySelector):
             state.extra["have"] = np.zeros(len(qs), dtype=bool)
         return state
 
+    def gains(self, problem: Problem, chosen: Sequence[int]) -> np.ndarray:
+        """``(n,)``: the shared-set gain (higher is better) of adding each pool example to ``chosen``,
+        for all of ``problem.queries`` and exact for every example; ``-inf`` for the chosen ones.
+        ``"v"``: the total query variance it removes; ``"g"``: minus the largest query variance left.
+        Centers first when ``center`` is set, as ``select`` does. The greedy ``select`` picks the
+        argmax of these, step after step (without a token budget or label balance).
+
+        >>> rng = np.random.default_rng(0); X = rng.normal(size=(30, 4)); problem = Problem(pool=X, queries=X[:6])
+        >>> go = GO(objective="v"); first = go.select(problem, k=2).indices
+        >>> int(np.argmax(go.gains(problem, []))) == first[0], int(np.argmax(go.gains(problem, first[:1]))) == first[1]
+        (True, True)
+        """
+        problem = self._centered(problem)
+        chosen = [int(i) for i in chosen]
+        if any(not 0 <= i < problem.n for i in chosen):
+            raise InputError(f"chosen indices must lie in [0, {problem.n})")
+        state = self._start(problem, np.arange(problem.n)[None, :], None)
+        for index in chosen:
+            self._commit(state, np.array([0]), np.array([index]))
+        den = self.noise + state.pool_var
+        if self.objective == "v":
+            out = self._v_numerator(state) / den
+        else:
+            out = -self._g_values(state, np.ones(problem.n, dtype=bool), den, lazy=False)
+        out[chosen] = -np.inf
+        return out
+
     def _gains(self, state: Any, feasible: np.ndarray) -> np.ndarray:
-        if not isinstance(state, _SharedState):
-            self._catch_up(state)
-            return state["g"] ** 2 / (self.noise + state["diag"])
+        if isinstance(state, LinearPosterior):  # per query: r(q, x) for every candidate of the row
+            return state.covariances ** 2 / (self.noise + state.variances)
         den = self.noise + state.pool_var
         if self.objective == "v":
             return (self._v_numerator(state) / den)[None, :]
@@ -108,46 +151,57 @@ class GO(GreedySelector):
     def _v_numerator(self, s: _SharedState) -> np.ndarray:
         e = s.extra
         num = e["xCx"] / self.ridge ** 2
-        if s.U:
-            W, Z = np.stack(s.W, axis=1), np.stack(e["Z"], axis=1)
-            G = np.stack(s.U, axis=1).T @ np.stack(e["CU"], axis=1)  # U^T C U (t x t)
+        factors = s.post.factors
+        for u in factors[len(e["Z"]):]:  # C u and PC u of the picks made since the last call
+            e["CU"].append(e["C"] @ u[0])
+            e["Z"].append(e["PC"] @ u[0])
+        if factors:
+            W, Z = s.projections()[:len(s.pool)], np.stack(e["Z"], axis=1)
+            G = np.stack(factors, axis=-1)[0].T @ np.stack(e["CU"], axis=1)  # U^T C U (t x t)
             num = num - 2 / self.ridge * np.einsum("ij,ij->i", Z, W) + np.einsum("ij,ij->i", W @ G, W)
         return np.maximum(num, 0.0)
 
-    def _query_rows(self, s: _SharedState, rows: np.ndarray) -> np.ndarray:
-        """``Q[rows] Sigma Phi^T``; the ``Q Phi^T`` rows are computed once and kept."""
+    def _query_rows(self, s: _SharedState, rows: np.ndarray, WQ: np.ndarray | None,
+                    WT: np.ndarray | None) -> np.ndarray:
+        """``Q[rows] Sigma Phi^T``; the ``Q Phi^T`` rows are computed once and kept. ``WQ`` (m, t)
+        and ``WT`` (t, n) hold u_j . q and u_j . x (None before any pick)."""
         P, have = s.extra["P"], s.extra["have"]
         missing = rows[~have[rows]]
         if len(missing):
             P[missing] = s.queries[missing] @ s.pool.T
             have[missing] = True
         block = P[rows] / self.ridge
-        if s.U:
-            block -= np.stack(s.WQ, axis=1)[rows] @ np.stack(s.W, axis=1).T
+        if WQ is not None:
+            block -= WQ[rows] @ WT
         return block
 
-    def _g_values(self, s: _SharedState, feasible: np.ndarray, den: np.ndarray) -> np.ndarray:
+    def _g_values(self, s: _SharedState, feasible: np.ndarray, den: np.ndarray, lazy: bool = True) -> np.ndarray:
         """``max_q v'(q)`` after adding each x, exact for every feasible x.
 
         Lazy in the queries: with the A highest-variance queries the value is exact wherever it is
         at least the (A+1)-th variance, and a lower bound elsewhere; A doubles until the minimum is
-        certain, so most steps touch a few dozen query rows instead of all m.
+        certain, so most steps touch a few dozen query rows instead of all m (``lazy=False``: all m
+        at once, exact for every x).
         """
-        order = np.argsort(-s.query_var, kind="stable")
-        m, size, done = len(order), min(32, len(order)), 0
+        query_var, n = s.query_var, len(s.pool)
+        order = np.argsort(-query_var, kind="stable")
+        m, done = len(order), 0
+        size = min(32, m) if lazy else m
+        W = s.projections()
+        WQ, WT = (None, None) if W is None else (W[n:], np.ascontiguousarray(W[:n].T))
         value = np.full(len(den), -np.inf, dtype=den.dtype)
         while True:
             for start in range(done, size, 128):  # row chunks keep temporaries cache-sized
                 rows = order[start:min(start + 128, size)]
-                block = self._query_rows(s, rows)
+                block = self._query_rows(s, rows, WQ, WT)
                 np.square(block, out=block)
                 block /= den
-                np.subtract(s.query_var[rows, None], block, out=block)
+                np.subtract(query_var[rows, None], block, out=block)
                 np.maximum(value, block.max(axis=0), out=value)
             done = s.extra["rows_scored"] = size  # reported in the trace: how lazy this step was
             if size == m:
                 return value
-            threshold = s.query_var[order[size]]
+            threshold = query_var[order[size]]
             exact = value >= threshold
             best = np.min(value[exact & feasible], initial=np.inf)
             unsure = ~exact & feasible
@@ -156,26 +210,12 @@ class GO(GreedySelector):
             size = min(m, 2 * size)
 
     def _commit(self, state: Any, rows: np.ndarray, cols: np.ndarray) -> None:
-        if not isinstance(state, _SharedState):
-            return self._commit_per_query(state, rows, cols)
-        s, x = state, int(cols[0])
-        # u = Sigma x / sqrt(noise + x^T Sigma x): Sigma' = Sigma - u u^T
-        sigma_x = s.pool[x] / self.ridge
-        if s.U:
-            sigma_x = sigma_x - np.stack(s.U, axis=1) @ np.array([w[x] for w in s.W])
-        u = sigma_x / np.sqrt(self.noise + s.pool_var[x])
-        w, wq = s.pool @ u, s.queries @ u
-        s.U.append(u), s.W.append(w), s.WQ.append(wq)
-        s.pool_var = s.pool_var - w ** 2
-        s.query_var = s.query_var - wq ** 2
-        if self.objective == "v":
-            cu = s.extra["C"] @ u
-            s.extra["CU"].append(cu)
-            s.extra["Z"].append(s.extra["PC"] @ u)
+        # Per query only active rows picked; inactive rows keep their state (their gains are ignored).
+        (state if isinstance(state, LinearPosterior) else state.post).condition(rows, cols)
 
     def _note(self, state: Any, row: int) -> dict[str, Any]:
-        if not isinstance(state, _SharedState):
-            return {"query_variance": float(state["qvar"][row])}
+        if isinstance(state, LinearPosterior):
+            return {"query_variance": float(state.target_variances[row])}
         note = {"max_query_variance": float(state.query_var.max()),
                 "mean_query_variance": float(state.query_var.mean())}
         if "rows_scored" in state.extra:
@@ -186,40 +226,8 @@ class GO(GreedySelector):
     def _relevance(self, problem: Problem, queries: np.ndarray) -> np.ndarray:
         return np.abs(problem.queries[queries] @ problem.pool.T)
 
-    def _start_per_query(self, problem: Problem, candidates: np.ndarray, queries: np.ndarray) -> dict:
-        # Per row b: Sigma_b = I / ridge - U_b U_b^T, and for every candidate x of the row
-        # g = q^T Sigma_b x and diag = x^T Sigma_b x. No (M, M) kernel and no (M, t) factors are
-        # kept: a pick x* needs Sigma_b x* (O(d t)), then one product with the candidates.
-        vectors = CandidateVectors(problem.pool, candidates)
-        q = problem.queries[queries]  # (b, d)
-        return {"vectors": vectors, "U": [], "g": vectors.dot(q) / self.ridge, "pending": None,
-                "diag": vectors.sq_norms() / self.ridge, "qvar": np.einsum("bd,bd->b", q, q) / self.ridge}
-
-    def _commit_per_query(self, s: dict, rows: np.ndarray, cols: np.ndarray) -> None:
-        # Only active rows picked; inactive rows keep their state (their gains are ignored).
-        # The query variance is down-dated now (it is in the trace); the O(M d) update of g and
-        # diag waits for the next ``_gains``, so the last pick costs no pass over the pool.
-        idx, picked, live = batch_picks(len(s["g"]), rows, cols)
-        scale = np.where(live, 1.0 / np.sqrt(self.noise + s["diag"][idx, picked]), 0.0).astype(s["g"].dtype)
-        wq = s["g"][idx, picked] * scale
-        s["qvar"] = s["qvar"] - wq ** 2
-        s["pending"] = (idx, picked, scale, wq)
-
-    def _catch_up(self, s: dict) -> None:
-        """Apply the last pick's rank-one down-date (Sherman-Morrison) to g and diag:
-        u = Sigma x* / sqrt(noise + x*^T Sigma x*), w = u . x for every candidate x."""
-        if s["pending"] is None:
-            return
-        idx, picked, scale, wq = s["pending"]
-        vectors = s["vectors"]
-        x = vectors.at(idx, picked)  # (b, d)
-        u = x / self.ridge
-        for prev in s["U"]:
-            u -= np.einsum("bd,bd->b", prev, x)[:, None] * prev
-        u *= scale[:, None]  # rows that did not pick get u = 0
-        w = vectors.dot(u)  # (b, M): the one pass over the candidates
-        s["U"].append(u)
-        s["g"] -= wq[:, None] * w
-        np.square(w, out=w)
-        s["diag"] -= w
-        s["pending"] = None
+    def _start_per_query(self, problem: Problem, candidates: np.ndarray, queries: np.ndarray) -> LinearPosterior:
+        # Per row b: q^T Sigma_b x and x^T Sigma_b x for every candidate x of the row. No (M, M)
+        # kernel and no (M, t) factors are kept; the last pick's pass over the candidates is never made.
+        return LinearPosterior(CandidateVectors(problem.pool, candidates), self.ridge, self.noise,
+                               targets=problem.queries[queries])

@@ -1,23 +1,36 @@
 """SAL: simulation-based active learning that asks the LLM itself how much each candidate would
 cut its uncertainty on the queries (Mukherjee et al., arXiv 2404.08846).
 
-One round, shared set: H = demos chosen so far with their revealed labels; C = shortlist of the
-``candidates`` best GO (V-optimal) candidates given H; Q' = a seeded sample of ``query_sample``
+One round, shared set: H = demos chosen so far with their revealed labels; C = a shortlist of
+``candidates`` examples by GO's V-optimal greedy continued from H (relevant to the queries and
+unlike each other); Q' = a seeded sample of ``query_sample``
 queries. For x in C the model gives p(y | H, x); for every label with p >= ``min_label_prob``
 (regression: each sampled value) it answers Q' with (x, y) + H in the order the final prompt
-shows demos (first pick nearest the query, so x farthest); score(x) = sum_y p(y) * mean
-uncertainty (entropy; variance for regression). The x with the lowest score is picked and its
-label revealed by the oracle. Per query, Q' = {q}.
+shows demos (first pick nearest the query, so x farthest), giving p_y(q) for q in Q'. With
+``calibration="batch"`` each p_y(.) is divided by its mean over Q' first. The ``objective``
+turns the simulated answers into a loss, and the x with the lowest loss is picked and its label
+revealed by the oracle (w_y = p(y | H, x) renormalised over the labels kept; H = entropy):
+
+- ``"entropy"`` (the paper's): sum_y w_y mean_q H(p_y(q)), the expected uncertainty left. A small
+  model can lower it by becoming confident in one label for every query (label collapse).
+- ``"mi"``: minus sum_y w_y [H(mean_q p_y(q)) - mean_q H(p_y(q))], the mutual information between
+  queries and predictions (GlobalE, Lu et al. 2022): confident *and* varied answers.
+- ``"epig"``: minus mean_q [H(sum_y w_y p_y(q)) - sum_y w_y H(p_y(q))], the expected information
+  the candidate's label carries about the queries' answers (EPIG, Bickford Smith et al. 2023).
+
+Regression has no label distribution: every objective uses the variance of the sampled values.
+Per query, Q' = {q} (batch calibration needs two or more queries and is skipped).
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any, Callable, ClassVar, Protocol, Sequence
+from typing import Any, Callable, ClassVar, Literal, Protocol, Sequence
 
 import numpy as np
 
+from ..calibration import batch_calibrate
 from ..data import Example
 from ..errors import InputError
 from .base import Feasibility, Problem, Selection, Selector, check_k
@@ -37,6 +50,45 @@ class Prediction:
             p = np.array([v for v in self.probs.values() if v > 0])
             return float(-(p * np.log(p)).sum())
         return float(np.var(self.samples)) if len(self.samples) > 1 else math.inf
+
+
+OBJECTIVES = ("entropy", "mi", "epig")
+
+
+def entropy(probs: np.ndarray) -> np.ndarray:
+    """Shannon entropy (nats) over the last axis; 0 log 0 = 0.
+
+    >>> entropy(np.array([[0.5, 0.5], [1.0, 0.0]])).round(4).tolist()
+    [0.6931, 0.0]
+    """
+    p = np.asarray(probs, dtype=float)
+    return np.sum(np.where(p > 0, -p * np.log(np.where(p > 0, p, 1.0)), 0.0), axis=-1)
+
+
+def objective_loss(objective: str, probs: np.ndarray, weights: np.ndarray) -> float:
+    """SAL's loss (lower is better) from simulated answers ``probs[h, q, label]`` under label
+    hypotheses h with weights ``weights[h]`` (summing to 1); see the module docstring.
+
+    Two labels, one hypothesis, two queries answered confidently but differently: no entropy left,
+    and the most mutual information there can be (log 2). EPIG needs two hypotheses whose answers
+    differ: here the label decides each query's answer.
+
+    >>> confident = np.array([[[1.0, 0.0], [0.0, 1.0]]])
+    >>> float(objective_loss("entropy", confident, np.array([1.0]))), round(objective_loss("mi", confident, np.array([1.0])), 4)
+    (0.0, -0.6931)
+    >>> decisive = np.array([[[1.0, 0.0]], [[0.0, 1.0]]])  # (2 hypotheses, 1 query, 2 labels)
+    >>> round(objective_loss("epig", decisive, np.array([0.5, 0.5])), 4)
+    -0.6931
+    """
+    within = entropy(probs).mean(axis=1)  # (h,): mean_q H(p_h(q))
+    if objective == "entropy":
+        return float(weights @ within)
+    if objective == "mi":
+        return -float(weights @ (entropy(probs.mean(axis=1)) - within))
+    if objective == "epig":
+        mixed = np.einsum("h,hql->ql", weights, probs)  # the query's answer before the label is known
+        return -float(np.mean(entropy(mixed) - np.einsum("h,hq->q", weights, entropy(probs))))
+    raise InputError(f"SAL objective must be one of {', '.join(OBJECTIVES)}, not {objective!r}")
 
 
 class PredictiveModel(Protocol):
@@ -73,7 +125,14 @@ class SAL(Selector):
 
     def __init__(self, model: PredictiveModel | None = None, oracle: Callable[[int], str] | None = None,
                  candidates: int | None = 6, query_sample: int | None = 8, min_label_prob: float = 0.1,
-                 ridge: float = 1.0, noise: float = 0.1, seed: int = 0, label_balance: bool = False) -> None:
+                 ridge: float = 1.0, noise: float = 0.1, seed: int = 0, label_balance: bool = False,
+                 objective: Literal["entropy", "mi", "epig"] = "entropy",
+                 calibration: Literal["none", "batch"] = "none") -> None:
+        if objective not in OBJECTIVES:
+            raise InputError(f"SAL objective must be one of {', '.join(OBJECTIVES)}, not {objective!r}")
+        if calibration not in ("none", "batch"):
+            raise InputError(f"SAL calibration must be 'none' or 'batch', not {calibration!r}")
+        self.objective, self.calibration = objective, calibration
         self.model, self.oracle = model, oracle
         self.candidates, self.query_sample, self.min_label_prob = candidates, query_sample, min_label_prob
         self.ridge, self.noise, self.seed, self.label_balance = ridge, noise, seed, label_balance
@@ -101,16 +160,19 @@ class SAL(Selector):
                          "(give a labels file, or run on a terminal to label interactively)")
 
     def _shortlist(self, problem: Problem, sample: np.ndarray, chosen: list[int], ok: np.ndarray) -> np.ndarray:
-        """The feasible candidates with the largest GO (V-optimal) gain on the query sample, given H."""
+        """``candidates`` feasible examples, relevant to the query sample and unlike each other: GO's
+        V-optimal greedy continued from H, each shortlisted example conditioned on as if picked (the
+        top gains alone are often near-duplicates of one another)."""
         if self.candidates is None or self.candidates >= ok.sum():
             return np.flatnonzero(ok)
         go = GO(objective="v", ridge=self.ridge, noise=self.noise)
         sub = Problem(pool=problem.pool, queries=problem.queries[sample])
-        state = go._start(sub, np.arange(problem.n)[None, :], None)
-        for index in chosen:
-            go._commit(state, np.array([0]), np.array([index]))
-        gains = np.where(ok, go._gains(state, ok[None, :])[0], -np.inf)
-        return np.sort(np.argsort(-gains, kind="stable")[: self.candidates])
+        left, shortlist = ok.copy(), []
+        for _ in range(self.candidates):
+            best = int(np.argmax(np.where(left, go.gains(sub, chosen + shortlist), -np.inf)))  # ties: lower index
+            shortlist.append(best)
+            left[best] = False
+        return np.sort(np.array(shortlist))
 
     def _rounds(self, problem: Problem, k: int, sample: np.ndarray, query: int | None) -> Selection:
         if self.model is None:
@@ -140,7 +202,7 @@ class SAL(Selector):
             calls += len(shortlist) + len(jobs)
             # a candidate the model gave no answer for (regression: nothing parsable) cannot be
             # simulated: it scores +inf, never 0, so it cannot win by default
-            expected = np.array([sum(w * np.mean([next(answers).uncertainty for _ in queries]) for _, w in hyp)
+            expected = np.array([self._loss([w for _, w in hyp], [[next(answers) for _ in queries] for _ in hyp])
                                  if hyp else math.inf for hyp in hypotheses])
             best = int(np.argmin(expected))  # ties: the lower pool index (shortlist is sorted)
             pick = int(shortlist[best])
@@ -150,7 +212,7 @@ class SAL(Selector):
             scores.append(-float(expected[best]))
             order = np.argsort(expected, kind="stable")
             trace.append({"step": step + 1, "index": pick, "score": -float(expected[best]),
-                          "expected_uncertainty": float(expected[best]), "label": label,
+                          "loss": float(expected[best]), "objective": self.objective, "label": label,
                           "runner_up": int(shortlist[order[1]]) if len(order) > 1 else None,
                           "runner_up_score": -float(expected[order[1]]) if len(order) > 1 else None,
                           "shortlist": [int(x) for x in shortlist], "llm_calls": len(shortlist) + len(jobs)})
@@ -158,6 +220,20 @@ class SAL(Selector):
         stopped = None if len(chosen) == k else "token budget exhausted" if feasible.costs is not None else "no candidates left"
         return Selection(tuple(chosen), tuple(scores), tuple(trace), query=query, stopped=stopped,
                          info={"llm_calls": calls, "queries_sampled": len(sample)})
+
+    def _loss(self, weights: list[float], answers: list[list[Prediction]]) -> float:
+        """The objective's loss for one candidate: ``answers[h][j]`` is query j's answer under
+        hypothesis h (the candidate shown with label h), which has weight ``weights[h]``."""
+        if any(a.probs is None for row in answers for a in row):  # regression: expected variance
+            return float(sum(w * np.mean([a.uncertainty for a in row]) for w, row in zip(weights, answers)))
+        labels = sorted({y for row in answers for a in row for y in a.probs})
+        probs = np.array([[[a.probs.get(y, 0.0) for y in labels] for a in row] for row in answers])  # (h, q, L)
+        totals = probs.sum(axis=2, keepdims=True)
+        probs = np.divide(probs, totals, out=np.full_like(probs, 1.0 / len(labels)), where=totals > 0)
+        if self.calibration == "batch" and probs.shape[1] > 1:
+            probs = np.stack([batch_calibrate(p) for p in probs])
+        w = np.asarray(weights, dtype=float)
+        return float(objective_loss(self.objective, probs, w))
 
     def _hypotheses(self, prediction: Prediction) -> list[tuple[str, float]]:
         """(label, weight) pairs to simulate: labels with non-negligible mass, or the samples."""

@@ -156,4 +156,75 @@ def test_a_candidate_without_parsable_answers_never_wins():
         return Prediction(samples=(1.0, 2.0))
 
     picks = SAL(model=RecordingModel(answer), candidates=None, query_sample=None).select(problem, 1)
-    assert picks.indices != (0,) and np.isfinite(picks.trace[0]["expected_uncertainty"])
+    assert picks.indices != (0,) and np.isfinite(picks.trace[0]["loss"])
+
+
+def collapse_or_sort(problem, collapser, sorter):
+    """Classification double: after demo ``collapser`` the model answers "a" for every query with
+    certainty; after ``sorter`` it answers each query by its index parity and the sorter's label,
+    confidently but varied; otherwise it is unsure. The candidate's own label is a coin flip."""
+    def answer(demos, text):
+        shown = {d.text for d in demos}
+        if text in problem.pool_texts:
+            return Prediction(probs={"a": 0.5, "b": 0.5})
+        if problem.pool_texts[collapser] in shown:
+            return Prediction(probs={"a": 0.99, "b": 0.01})
+        if problem.pool_texts[sorter] in shown:  # its label decides which half of the queries is "a"
+            label = next(d.label for d in demos if d.text == problem.pool_texts[sorter])
+            even = (problem.query_texts.index(text) % 2 == 0) == (label == "a")
+            return Prediction(probs={"a": 0.95, "b": 0.05} if even else {"a": 0.05, "b": 0.95})
+        return Prediction(probs={"a": 0.6, "b": 0.4})
+    return RecordingModel(answer)
+
+
+@pytest.mark.parametrize("objective, wins", [("entropy", "collapser"), ("mi", "sorter"), ("epig", "sorter")])
+def test_entropy_rewards_label_collapse_and_mi_and_epig_do_not(objective, wins):
+    problem, _, _ = linear_problem(7, n=6, m=4)
+    model = collapse_or_sort(problem, collapser=1, sorter=4)
+    pick = SAL(model=model, objective=objective, candidates=None, query_sample=None, oracle=lambda i: "a").select(problem, 1)
+    assert pick.indices == ((1,) if wins == "collapser" else (4,))
+    assert pick.trace[0]["objective"] == objective
+
+
+def test_batch_calibration_turns_label_collapse_into_no_information():
+    """A demo after which every query gets the same confident answer wins the entropy objective;
+    divided by its mean over the sampled queries, that answer is uniform, so it loses."""
+    problem, _, _ = linear_problem(8, n=4, m=4)
+    collapser = problem.pool_texts[2]
+
+    def answer(demos, text):
+        if text in problem.pool_texts:
+            return Prediction(probs={"a": 0.5, "b": 0.5})
+        if any(d.text == collapser for d in demos):
+            return Prediction(probs={"a": 0.99, "b": 0.01})
+        lean = 0.6 if problem.query_texts.index(text) % 2 == 0 else 0.4  # the mean is (0.5, 0.5)
+        return Prediction(probs={"a": lean, "b": 1 - lean})
+
+    def pick(calibration):
+        return SAL(model=RecordingModel(answer), candidates=None, query_sample=None, oracle=lambda i: "a",
+                   calibration=calibration).select(problem, 1)
+
+    assert pick("none").indices == (2,)
+    calibrated = pick("batch")
+    assert calibrated.indices == (0,)  # the other candidates tie; the lowest index wins
+    assert calibrated.trace[0]["loss"] == pytest.approx(-(0.6 * np.log(0.6) + 0.4 * np.log(0.4)))
+
+
+def test_unknown_objective_or_calibration_is_a_clear_error():
+    with pytest.raises(Exception, match="objective must be one of entropy, mi, epig"):
+        SAL(objective="entropyy")
+    with pytest.raises(Exception, match="calibration must be 'none' or 'batch'"):
+        SAL(calibration="contextual")
+
+
+def test_the_shortlist_holds_no_duplicates_of_the_best_candidate():
+    """The top GO gains alone would be three copies of one sentence; the shortlist conditions on
+    each example it takes, so a copy of one already taken has no gain left."""
+    problem, vectors, texts = linear_problem(9, n=20, m=6)
+    best = int(np.argmax(GO(objective="v").gains(Problem(pool=problem.pool, queries=problem.queries), [])))
+    pool = np.concatenate([problem.pool, problem.pool[[best, best]]])
+    copies = Problem(pool=pool, queries=problem.queries, pool_texts=[*problem.pool_texts, "copy1", "copy2"],
+                     query_texts=problem.query_texts, labels=[*problem.labels, "0", "0"])
+    shortlist = SAL(candidates=4, query_sample=None)._shortlist(copies, np.arange(6), [], np.ones(22, dtype=bool))
+    assert len(shortlist) == 4 and len({tuple(pool[i]) for i in shortlist}) == 4
+    assert best in shortlist
