@@ -18,6 +18,8 @@ revealed by the oracle (w_y = p(y | H, x) renormalised over the labels kept; H =
 - ``"epig"``: minus mean_q [H(sum_y w_y p_y(q)) - sum_y w_y H(p_y(q))], the expected information
   the candidate's label carries about the queries' answers (EPIG, Bickford Smith et al. 2023).
 
+With ``label_coverage``, while some candidates' most likely label (given H) is one no revealed
+demo has, only those compete: a small model leans on seeing every label.
 Regression has no label distribution: every objective uses the variance of the sampled values.
 Per query, Q' = {q} (batch calibration needs two or more queries and is skipped).
 """
@@ -127,12 +129,12 @@ class SAL(Selector):
                  candidates: int | None = 6, query_sample: int | None = 8, min_label_prob: float = 0.1,
                  ridge: float = 1.0, noise: float = 0.1, seed: int = 0, label_balance: bool = False,
                  objective: Literal["entropy", "mi", "epig"] = "entropy",
-                 calibration: Literal["none", "batch"] = "none") -> None:
+                 calibration: Literal["none", "batch"] = "none", label_coverage: bool = False) -> None:
         if objective not in OBJECTIVES:
             raise InputError(f"SAL objective must be one of {', '.join(OBJECTIVES)}, not {objective!r}")
         if calibration not in ("none", "batch"):
             raise InputError(f"SAL calibration must be 'none' or 'batch', not {calibration!r}")
-        self.objective, self.calibration = objective, calibration
+        self.objective, self.calibration, self.label_coverage = objective, calibration, label_coverage
         self.model, self.oracle = model, oracle
         self.candidates, self.query_sample, self.min_label_prob = candidates, query_sample, min_label_prob
         self.ridge, self.noise, self.seed, self.label_balance = ridge, noise, seed, label_balance
@@ -204,6 +206,9 @@ class SAL(Selector):
             # simulated: it scores +inf, never 0, so it cannot win by default
             expected = np.array([self._loss([w for _, w in hyp], [[next(answers) for _ in queries] for _ in hyp])
                                  if hyp else math.inf for hyp in hypotheses])
+            covering = self._covering(first, demos) if self.label_coverage else None
+            if covering is not None:
+                expected = np.where(covering, expected, math.inf)
             best = int(np.argmin(expected))  # ties: the lower pool index (shortlist is sorted)
             pick = int(shortlist[best])
             label = self._label(problem, pick)
@@ -215,11 +220,22 @@ class SAL(Selector):
                           "loss": float(expected[best]), "objective": self.objective, "label": label,
                           "runner_up": int(shortlist[order[1]]) if len(order) > 1 else None,
                           "runner_up_score": -float(expected[order[1]]) if len(order) > 1 else None,
-                          "shortlist": [int(x) for x in shortlist], "llm_calls": len(shortlist) + len(jobs)})
+                          "shortlist": [int(x) for x in shortlist], "llm_calls": len(shortlist) + len(jobs),
+                          "covering_only": covering is not None})
             feasible.take(np.array([0]), np.array([pick]))
         stopped = None if len(chosen) == k else "token budget exhausted" if feasible.costs is not None else "no candidates left"
         return Selection(tuple(chosen), tuple(scores), tuple(trace), query=query, stopped=stopped,
                          info={"llm_calls": calls, "queries_sampled": len(sample)})
+
+    @staticmethod
+    def _covering(first: list[Prediction], demos: list[Example]) -> np.ndarray | None:
+        """Which candidates the model thinks carry a label no revealed demo has; None when that
+        decides nothing (regression, or all or none of them do)."""
+        if any(p.probs is None for p in first):
+            return None
+        revealed = {d.label for d in demos}
+        new = np.array([bool(p.probs) and max(p.probs, key=p.probs.get) not in revealed for p in first])
+        return new if new.any() and not new.all() else None
 
     def _loss(self, weights: list[float], answers: list[list[Prediction]]) -> float:
         """The objective's loss for one candidate: ``answers[h][j]`` is query j's answer under

@@ -228,3 +228,29 @@ def test_the_shortlist_holds_no_duplicates_of_the_best_candidate():
     shortlist = SAL(candidates=4, query_sample=None)._shortlist(copies, np.arange(6), [], np.ones(22, dtype=bool))
     assert len(shortlist) == 4 and len({tuple(pool[i]) for i in shortlist}) == 4
     assert best in shortlist
+
+
+def test_label_coverage_prefers_a_candidate_with_a_label_not_yet_shown():
+    """Round 2: the lowest loss belongs to a candidate the model reads as "a", the label already
+    revealed; with label coverage only the candidates it reads as "b" compete."""
+    problem, _, _ = linear_problem(10, n=5, m=2)
+    first, favourite, other_b = 0, 1, 3
+
+    def answer(demos, text):
+        if text in problem.pool_texts:  # the candidate's own label
+            b = problem.pool_texts.index(text) in (other_b, 4)
+            return Prediction(probs={"a": 0.2, "b": 0.8} if b else {"a": 0.8, "b": 0.2})
+        if any(d.text == problem.pool_texts[favourite] for d in demos):
+            return Prediction(probs={"a": 0.99, "b": 0.01})
+        return Prediction(probs={"a": 0.6, "b": 0.4})
+
+    def picks(coverage):
+        sal = SAL(model=RecordingModel(answer), candidates=None, query_sample=None, oracle=lambda i: "a",
+                  label_coverage=coverage)
+        return sal.select(problem, 2)
+
+    plain, covered = picks(False), picks(True)
+    # round 1 picks the favourite either way (nothing is revealed yet, so coverage decides nothing)
+    assert plain.indices[0] == covered.indices[0] == favourite and not covered.trace[0]["covering_only"]
+    assert plain.indices[1] == first  # after the favourite every candidate ties: the lowest index
+    assert covered.indices[1] in (other_b, 4) and covered.trace[1]["covering_only"]
