@@ -237,11 +237,16 @@ def open_run(out: Path, config: dict[str, Any], suite: Suite, cells: Sequence[st
     run_file = out / "run.json"
     if run_file.exists():
         before = json.loads(run_file.read_text(encoding="utf-8")).get("configuration", {})
+        # data sets may come and go between runs into one folder; one whose content changed may not
+        seen = before.get("data", {})
         changed = [f"{key}: {before.get(key)!r} then, {value!r} now" for key, value in config.items()
-                   if before.get(key) != value]
+                   if key != "data" and before.get(key) != value]
+        changed += [f"data {name}: content {seen[name]} then, {digest} now" for name, digest in config["data"].items()
+                    if name in seen and seen[name] != digest]
         if changed:
             raise InputError("this folder holds results made another way; use another --out or delete it ("
                              + "; ".join(changed) + ")", path=str(run_file))
+        config = {**config, "data": {**seen, **config["data"]}}
     run_file.write_text(json.dumps({"configuration": config, "suite": asdict(suite), "references": references(suite),
                                     "cells": list(cells)}, indent=2) + "\n", encoding="utf-8")
     records = {r["cell"]: r for r in read_jsonl(out / "records.jsonl")}

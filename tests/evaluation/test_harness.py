@@ -5,6 +5,7 @@ import json
 
 import hashlib
 from collections import Counter
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -174,6 +175,20 @@ def test_resume_refuses_to_mix_runs(tmp_path):
     run(tmp_path, methods=["go-x"], variants=variants)
     with pytest.raises(InputError, match="was run with parameters"):
         run(tmp_path, methods=["go-x"], variants={"go-x": {"method": "go", "noise": 0.5}})
+
+
+def test_a_run_may_drop_or_add_a_data_set_but_not_change_one(tmp_path):
+    suite = Suite(methods=["random"], k=[2], label_budgets=[], annotators=[], pool_size=30, test_size=8,
+                  oracle_sets=0, zero_shot=False)
+    templates = {"classification": load_template("classification")}
+    other = Dataset("e", small_data().examples)
+    go = lambda *data: run_suite(suite, list(data), FakeClient(), templates, HashEmbedder(), tmp_path / "run")  # noqa: E731
+    assert {r["data"] for r in go(small_data(), other)} == {"d", "e"}
+    assert {r["data"] for r in go(small_data())} == {"d"}  # dropped, its records kept
+    assert json.loads((tmp_path / "run" / "run.json").read_text())["configuration"]["data"].keys() == {"d", "e"}
+    edited = Dataset("e", [replace(e, label="ab"[int(e.label == "a")]) for e in small_data().examples])
+    with pytest.raises(InputError, match="data e: content"):
+        go(small_data(), edited)
 
 
 def test_a_crash_between_the_two_lines_duplicates_nothing(tmp_path):
