@@ -13,8 +13,9 @@ revealed by the oracle (w_y = p(y | H, x) renormalised over the labels kept; H =
 
 - ``"entropy"`` (the paper's): sum_y w_y mean_q H(p_y(q)), the expected uncertainty left. A small
   model can lower it by becoming confident in one label for every query (label collapse).
-- ``"mi"``: minus sum_y w_y [H(mean_q p_y(q)) - mean_q H(p_y(q))], the mutual information between
-  queries and predictions (GlobalE, Lu et al. 2022): confident *and* varied answers.
+- ``"mi"`` (the default, chosen on the tuning half: evals/TUNING-SAL.md): minus
+  sum_y w_y [H(mean_q p_y(q)) - mean_q H(p_y(q))], the mutual information between queries and
+  predictions (GlobalE, Lu et al. 2022): confident *and* varied answers.
 - ``"epig"``: minus mean_q [H(sum_y w_y p_y(q)) - sum_y w_y H(p_y(q))], the expected information
   the candidate's label carries about the queries' answers (EPIG, Bickford Smith et al. 2023).
 
@@ -128,7 +129,7 @@ class SAL(Selector):
     def __init__(self, model: PredictiveModel | None = None, oracle: Callable[[int], str] | None = None,
                  candidates: int | None = 6, query_sample: int | None = 8, min_label_prob: float = 0.1,
                  ridge: float = 1.0, noise: float = 0.1, seed: int = 0, label_balance: bool = False,
-                 objective: Literal["entropy", "mi", "epig"] = "entropy",
+                 objective: Literal["entropy", "mi", "epig"] = "mi",
                  calibration: Literal["none", "batch"] = "none", label_coverage: bool = False) -> None:
         if objective not in OBJECTIVES:
             raise InputError(f"SAL objective must be one of {', '.join(OBJECTIVES)}, not {objective!r}")

@@ -202,7 +202,7 @@ def test_batch_calibration_turns_label_collapse_into_no_information():
 
     def pick(calibration):
         return SAL(model=RecordingModel(answer), candidates=None, query_sample=None, oracle=lambda i: "a",
-                   calibration=calibration).select(problem, 1)
+                   objective="entropy", calibration=calibration).select(problem, 1)
 
     assert pick("none").indices == (2,)
     calibrated = pick("batch")
@@ -246,7 +246,7 @@ def test_label_coverage_prefers_a_candidate_with_a_label_not_yet_shown():
 
     def picks(coverage):
         sal = SAL(model=RecordingModel(answer), candidates=None, query_sample=None, oracle=lambda i: "a",
-                  label_coverage=coverage)
+                  objective="entropy", label_coverage=coverage)
         return sal.select(problem, 2)
 
     plain, covered = picks(False), picks(True)
