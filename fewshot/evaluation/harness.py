@@ -14,7 +14,8 @@ Plus zero-shot and "best-of-N random": the best of N random shared sets by its s
 labels (it peeks; per-query methods can beat it, so it is not an upper bound).
 
 A run folder holds one configuration (run.json, written before the first cell): resuming with
-other sizes, model, template, data or calibration is refused. Each finished cell appends one line
+other sizes, model, template or calibration, or with a data set whose content changed, is refused;
+data sets may be added or dropped. One process at a time may write a folder. Each finished cell appends one line
 to ``predictions.jsonl`` and then one to ``records.jsonl``; a cell counts as done only once its
 record is written, and a line torn by a crash is dropped on resume.
 """

@@ -14,6 +14,7 @@ import csv
 import json
 from pathlib import Path
 
+from .harness import read_jsonl
 from .report import HEADLINE
 
 SETTINGS = {"shared": "one demo set for all queries (B = k)",
@@ -41,16 +42,33 @@ def comparisons_table(rows: list[dict[str, str]]) -> list[str]:
     return lines
 
 
+def _progress(planned: list[str], done: set[str]) -> list[str]:
+    """A line saying how far an unfinished run got: the finished seeds of each data set."""
+    if not planned or done >= set(planned):
+        return []
+    seeds: dict[str, dict[str, bool]] = {}
+    for cell in planned:
+        name, seed = cell.split("|")[:2]
+        seeds.setdefault(name, {})[seed] = seeds.get(name, {}).get(seed, True) and cell in done
+    finished = ", ".join(f"{name} {sum(ok.values())} of {len(ok)}" for name, ok in sorted(seeds.items()))
+    return [f"- **Unfinished run:** {len(done)} of {len(planned)} planned cells; seeds finished per data set: "
+            f"{finished}. The same command resumes it."]
+
+
 def results_page(folder: Path, command: str, title: str = "Results", page: str = "PAGE") -> str:
     """Markdown for a run folder whose report (comparisons.csv, pivot.md) is written."""
     run = json.loads((folder / "run.json").read_text())
     config, suite = run["configuration"], run["suite"]
+    planned = run.get("cells", [])
+    done = {r["cell"] for r in read_jsonl(folder / "records.jsonl")} & set(planned)
+    data = sorted({cell.split("|")[0] for cell in done}) or sorted(config["data"])
     comparisons = [r for r in csv.DictReader(open(folder / "comparisons.csv")) if r["data"] == "all"]
     again = f'fewshot report {folder} --page {page} --command "{command}"' + (f' --title "{title}"' if title != "Results" else "")
     out = [f"# {title}", "", f"**Command:** `{command}`; this file: `{again}`.",
-           "", f"- Data: {', '.join(config['data'])}; pool {config['pool_size']}, {config['test_size']} test queries "
+           "", f"- Data: {', '.join(data)}; pool {config['pool_size']}, {config['test_size']} test queries "
            f"per data set and seed, {suite['seeds']} seed(s); k = {', '.join(map(str, suite['k']))}; "
            f"label budgets {suite['label_budgets'] or 'none'}.",
+           *_progress(planned, done),
            f"- LLM: {config['model']} ({config['api']} API); embeddings: all-MiniLM-L6-v2.",
            f"- Headline metric: {HEADLINE['classification']} (batch-calibrated accuracy); raw accuracy beside it.",
            "- Each difference is method - reference on the same queries, pooled over data sets of one task: a 95% "

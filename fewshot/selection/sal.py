@@ -22,7 +22,8 @@ revealed by the oracle (w_y = p(y | H, x) renormalised over the labels kept; H =
 With ``label_coverage``, while some candidates' most likely label (given H) is one no revealed
 demo has, only those compete: a small model leans on seeing every label.
 Regression has no label distribution: every objective uses the variance of the sampled values.
-Per query, Q' = {q} (batch calibration needs two or more queries and is skipped).
+Per query, Q' = {q}: batch calibration needs two or more queries and is skipped, and ``"mi"``
+(always 0 over one query) scores by entropy; the trace's ``objective`` says which was used.
 """
 
 from __future__ import annotations
@@ -133,6 +134,8 @@ class SAL(Selector):
                  calibration: Literal["none", "batch"] = "none", label_coverage: bool = False) -> None:
         if objective not in OBJECTIVES:
             raise InputError(f"SAL objective must be one of {', '.join(OBJECTIVES)}, not {objective!r}")
+        if candidates is not None and candidates < 1:
+            raise InputError(f"SAL needs candidates >= 1 (or None for the whole pool), not {candidates}")
         if calibration not in ("none", "batch"):
             raise InputError(f"SAL calibration must be 'none' or 'batch', not {calibration!r}")
         self.objective, self.calibration, self.label_coverage = objective, calibration, label_coverage
@@ -217,10 +220,11 @@ class SAL(Selector):
             chosen.append(pick)
             scores.append(-float(expected[best]))
             order = np.argsort(expected, kind="stable")
+            runner_up = float(expected[order[1]]) if len(order) > 1 else math.inf
             trace.append({"step": step + 1, "index": pick, "score": -float(expected[best]),
-                          "loss": float(expected[best]), "objective": self.objective, "label": label,
+                          "loss": float(expected[best]), "objective": self._objective(len(queries)), "label": label,
                           "runner_up": int(shortlist[order[1]]) if len(order) > 1 else None,
-                          "runner_up_score": -float(expected[order[1]]) if len(order) > 1 else None,
+                          "runner_up_score": -runner_up if math.isfinite(runner_up) else None,  # JSON has no inf
                           "shortlist": [int(x) for x in shortlist], "llm_calls": len(shortlist) + len(jobs),
                           "covering_only": covering is not None})
             feasible.take(np.array([0]), np.array([pick]))
@@ -244,13 +248,20 @@ class SAL(Selector):
         if any(a.probs is None for row in answers for a in row):  # regression: expected variance
             return float(sum(w * np.mean([a.uncertainty for a in row]) for w, row in zip(weights, answers)))
         labels = sorted({y for row in answers for a in row for y in a.probs})
+        if len(labels) < 2:  # nothing to compare: the answers carry no information
+            return math.inf
         probs = np.array([[[a.probs.get(y, 0.0) for y in labels] for a in row] for row in answers])  # (h, q, L)
         totals = probs.sum(axis=2, keepdims=True)
         probs = np.divide(probs, totals, out=np.full_like(probs, 1.0 / len(labels)), where=totals > 0)
         if self.calibration == "batch" and probs.shape[1] > 1:
             probs = np.stack([batch_calibrate(p) for p in probs])
         w = np.asarray(weights, dtype=float)
-        return float(objective_loss(self.objective, probs, w))
+        return float(objective_loss(self._objective(probs.shape[1]), probs, w))
+
+    def _objective(self, queries: int) -> str:
+        """The objective in use: mutual information over one query is always 0, so with one query
+        (per-query SAL) ``"mi"`` scores by entropy, as the paper does."""
+        return "entropy" if self.objective == "mi" and queries < 2 else self.objective
 
     def _hypotheses(self, prediction: Prediction) -> list[tuple[str, float]]:
         """(label, weight) pairs to simulate: labels with non-negligible mass, or the samples."""

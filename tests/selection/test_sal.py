@@ -254,3 +254,19 @@ def test_label_coverage_prefers_a_candidate_with_a_label_not_yet_shown():
     assert plain.indices[0] == covered.indices[0] == favourite and not covered.trace[0]["covering_only"]
     assert plain.indices[1] == first  # after the favourite every candidate ties: the lowest index
     assert covered.indices[1] in (other_b, 4) and covered.trace[1]["covering_only"]
+
+
+def test_per_query_mi_scores_by_entropy_instead_of_ignoring_the_model():
+    """Mutual information over one query is 0 for every candidate; per query SAL must still follow
+    the model (here: only demo 5 makes each query certain)."""
+    problem, _, _ = linear_problem(11, n=8, m=2)
+
+    def answer(demos, text):
+        if any(d.text == problem.pool_texts[5] for d in demos):
+            return Prediction(probs={"a": 0.99, "b": 0.01})
+        return Prediction(probs={"a": 0.5, "b": 0.5})
+
+    for selection in SAL(model=RecordingModel(answer), candidates=None, oracle=lambda i: "a").select_per_query(problem, 1):
+        assert selection.indices == (5,) and selection.trace[0]["objective"] == "entropy"
+    with pytest.raises(Exception, match="candidates >= 1"):
+        SAL(candidates=0)
