@@ -248,6 +248,9 @@ def open_run(out: Path, config: dict[str, Any], suite: Suite, cells: Sequence[st
             raise InputError("this folder holds results made another way; use another --out or delete it ("
                              + "; ".join(changed) + ")", path=str(run_file))
         config = {**config, "data": {**seen, **config["data"]}}
+        # cells planned before stay planned: the report keeps a dropped method's or data set's records
+        earlier = json.loads(run_file.read_text(encoding="utf-8")).get("cells", [])
+        cells = [c for c in earlier if c not in set(cells)] + list(cells)
     run_file.write_text(json.dumps({"configuration": config, "suite": asdict(suite), "references": references(suite),
                                     "cells": list(cells)}, indent=2) + "\n", encoding="utf-8")
     records = {r["cell"]: r for r in read_jsonl(out / "records.jsonl")}

@@ -186,7 +186,8 @@ def test_a_run_may_drop_or_add_a_data_set_but_not_change_one(tmp_path):
     assert {r["data"] for r in go(small_data(), other)} == {"d", "e"}
     assert {r["data"] for r in go(small_data())} == {"d"}
     kept = [json.loads(line)["data"] for line in (tmp_path / "run" / "records.jsonl").read_text().splitlines()]
-    assert set(kept) == {"d", "e"}  # the dropped set's records stay in the folder
+    assert set(kept) == {"d", "e"}  # the dropped set's records stay in the folder, and in its report
+    assert {c.split("|")[0] for c in json.loads((tmp_path / "run" / "run.json").read_text())["cells"]} == {"d", "e"}
     assert json.loads((tmp_path / "run" / "run.json").read_text())["configuration"]["data"].keys() == {"d", "e"}
     edited = Dataset("e", [replace(e, label="ab"[int(e.label == "a")]) for e in small_data().examples])
     with pytest.raises(InputError, match="data e: content"):
