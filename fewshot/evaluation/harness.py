@@ -237,7 +237,8 @@ def open_run(out: Path, config: dict[str, Any], suite: Suite, cells: Sequence[st
     out.mkdir(parents=True, exist_ok=True)
     run_file = out / "run.json"
     if run_file.exists():
-        before = json.loads(run_file.read_text(encoding="utf-8")).get("configuration", {})
+        earlier_run = json.loads(run_file.read_text(encoding="utf-8"))
+        before = earlier_run.get("configuration", {})
         # data sets may come and go between runs into one folder; one whose content changed may not
         seen = before.get("data", {})
         changed = [f"{key}: {before.get(key)!r} then, {value!r} now" for key, value in config.items()
@@ -249,8 +250,8 @@ def open_run(out: Path, config: dict[str, Any], suite: Suite, cells: Sequence[st
                              + "; ".join(changed) + ")", path=str(run_file))
         config = {**config, "data": {**seen, **config["data"]}}
         # cells planned before stay planned: the report keeps a dropped method's or data set's records
-        earlier = json.loads(run_file.read_text(encoding="utf-8")).get("cells", [])
-        cells = [c for c in earlier if c not in set(cells)] + list(cells)
+        now = set(cells)
+        cells = [c for c in earlier_run.get("cells", []) if c not in now] + list(cells)
     run_file.write_text(json.dumps({"configuration": config, "suite": asdict(suite), "references": references(suite),
                                     "cells": list(cells)}, indent=2) + "\n", encoding="utf-8")
     records = {r["cell"]: r for r in read_jsonl(out / "records.jsonl")}

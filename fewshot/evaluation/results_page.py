@@ -46,10 +46,11 @@ def _progress(planned: list[str], done: set[str]) -> list[str]:
     """A line saying how far an unfinished run got: the finished seeds of each data set."""
     if not planned or done >= set(planned):
         return []
-    seeds: dict[str, dict[str, bool]] = {}
+    seeds: dict[str, dict[str, bool]] = {}  # data set -> seed -> every planned cell done
     for cell in planned:
         name, seed = cell.split("|")[:2]
-        seeds.setdefault(name, {})[seed] = seeds.get(name, {}).get(seed, True) and cell in done
+        row = seeds.setdefault(name, {})
+        row[seed] = row.get(seed, True) and cell in done
     finished = ", ".join(f"{name} {sum(ok.values())} of {len(ok)}" for name, ok in sorted(seeds.items()))
     return [f"- **Unfinished run:** {len(done)} of {len(planned)} planned cells; seeds finished per data set: "
             f"{finished}. The same command resumes it."]

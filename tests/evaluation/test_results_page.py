@@ -22,3 +22,12 @@ def test_results_page_from_a_run_folder(tmp_path):
     assert page.startswith("# Results") and "`fewshot eval --suite x`" in page
     # go:s beats random:s by 0.25 on both seeds (see test_report): the row carries that difference
     assert "| go:s | random:s | 4 | 4 | +0.250 |" in page and "## shared" in page
+
+
+def test_an_unfinished_run_says_how_many_seeds_each_data_set_has():
+    from fewshot.evaluation.results_page import _progress
+
+    planned = ["a|0|shared|x", "a|0|full|y", "a|1|shared|x", "a|1|full|y", "b|0|shared|x"]
+    (line,) = _progress(planned, {"a|0|shared|x", "a|0|full|y", "a|1|shared|x"})
+    assert "3 of 5 planned cells" in line and "a 1 of 2, b 0 of 1" in line
+    assert _progress(planned, set(planned)) == []  # a finished run says nothing
