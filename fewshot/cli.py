@@ -383,9 +383,9 @@ def _integers(text: str, name: str) -> list[int]:
 
 
 def _write_report(out: Path, records: list[dict[str, Any]] | None = None) -> None:
-    from .evaluation.report import load_references, write_report
+    from .evaluation.report import load_references, load_variants, write_report
 
-    written = write_report(out, load_references(out), records)
+    written = write_report(out, load_references(out), records, variants=load_variants(out))
     _say(f"wrote {out}/summary.md, comparisons.md, pivot.md, {', '.join(p.name for p in written)}")
     print((out / "pivot.md").read_text())
     print((out / "comparisons.md").read_text())
@@ -396,7 +396,8 @@ def _write_report(out: Path, records: list[dict[str, Any]] | None = None) -> Non
 def report(run: Path = typer.Argument(..., help="A run folder written by `fewshot eval`."),
            page: Optional[Path] = typer.Option(None, help="Also write a results page (markdown) here, e.g. evals/RESULTS.md."),
            command: str = typer.Option("", help="With --page: the command that made the run, quoted on the page."),
-           title: str = typer.Option("Results", help="With --page: the page's title.")) -> None:
+           title: str = typer.Option("Results", help="With --page: the page's title."),
+           notes: Optional[Path] = typer.Option(None, help="With --page: a markdown file placed after the goal check (what was tried).")) -> None:
     """Rebuild the tables, comparisons and plots of an eval run from its files (no LLM needed)."""
     from .evaluation.harness import read_jsonl
 
@@ -412,7 +413,10 @@ def report(run: Path = typer.Argument(..., help="A run folder written by `fewsho
     if page is not None:
         from .evaluation.results_page import results_page
 
-        page.write_text(results_page(run, command or f"fewshot eval ... --out {run}", title, str(page)) + "\n", encoding="utf-8")
+        if notes is not None and not notes.is_file():
+            raise InputError("no such notes file", path=str(notes))
+        page.write_text(results_page(run, command or f"fewshot eval ... --out {run}", title, str(page), notes) + "\n",
+                        encoding="utf-8")
         _say(f"wrote {page}")
 
 

@@ -22,10 +22,12 @@ record is written, and a line torn by a crash is dropped on resume.
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import os
 import time
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
@@ -265,6 +267,28 @@ def open_run(out: Path, config: dict[str, Any], suite: Suite, cells: Sequence[st
     return records
 
 
+@contextmanager
+def run_lock(out: Path) -> Iterator[None]:
+    """Hold a run folder for this process (``out/.lock``, released when the process ends): two evals
+    appending to one records.jsonl would interleave their cells."""
+    out.mkdir(parents=True, exist_ok=True)
+    with open(out / ".lock", "a+", encoding="utf-8") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().strip()
+            raise InputError(f"another fewshot eval{f' (pid {holder})' if holder else ''} is writing this run folder: "
+                             "wait for it to finish, or give another --out", path=str(out)) from None
+        handle.truncate(0)
+        handle.write(str(os.getpid()))
+        handle.flush()
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
 def run_suite(suite: Suite, datasets: list[Dataset], client: LLMClient, templates: dict[str, Template],
               embedder, out: Path, progress: Callable[[int, int, str], None] | None = None) -> list[dict[str, Any]]:
     """Run, or resume, every cell of the suite; returns one record per planned cell."""
@@ -283,6 +307,13 @@ def run_suite(suite: Suite, datasets: list[Dataset], client: LLMClient, template
             plan += [(dataset, predictor, test, cell)
                      for cell in plan_cells(suite, dataset, problem, pool, len(test), predictor, seed)]
     plan.sort(key=lambda item: item[3].seed)  # seed by seed: a run stopped early holds whole seeds of every data set
+    with run_lock(out):
+        return _run_cells(plan, suite, datasets, client, templates, out, progress)
+
+
+def _run_cells(plan: list[tuple[Dataset, LLMPredictor, list[Example], Cell]], suite: Suite, datasets: list[Dataset],
+               client: LLMClient, templates: dict[str, Template], out: Path,
+               progress: Callable[[int, int, str], None] | None) -> list[dict[str, Any]]:
     done = open_run(out, configuration(suite, datasets, client.model, client.api, templates), suite,
                     [cell.key for *_, cell in plan])
     finished = sum(cell.key in done for *_, cell in plan)

@@ -29,6 +29,10 @@ SUMMARY_COLUMNS = ["data", "setting", "method", "labels", "k", "seeds", "queries
                    "ci_high", "accuracy", "accuracy@batch", "accuracy@contextual", "macro_f1", "macro_f1@batch", "mae",
                    "unscored", "labels_used", "gap_closed", "selection_s", "answer_s", "llm_calls",
                    "prompt_tokens", "cached_share"]
+GOAL_COLUMNS = ["setting", "labels", "k", "metric", "ours", "ours_mean", "baseline", "baseline_mean", "diff", "ci_low",
+                "ci_high", "p", "units", "queries", "mdd", "margin", "met", "ours_tried", "baselines_tried", "waiting"]
+# The selectors fewshot exists for; every other method of a setting is one of its baselines.
+DESIGN_FAMILIES = ("go", "sal")
 COMPARISON_COLUMNS = ["metric", "setting", "method", "reference", "data", "labels", "k", "diff", "ci_low",
                       "ci_high", "p", "p_holm", "units", "queries", "wins", "losses", "ties", "mdd"]
 
@@ -172,6 +176,71 @@ def compare(records: Sequence[dict[str, Any]], scores: Scores, references: dict[
     return out
 
 
+def selector_family(method: str, variants: dict[str, dict[str, Any]]) -> str:
+    """The selector a method label runs: a suite variant's method, and in the annotate setting the
+    annotator (the part before ``>``), without the ``:s``/``:q`` mode.
+
+    >>> selector_family("go-v-c>knn:q", {"go-v-c": {"method": "go:s", "center": True}})
+    'go'
+    >>> selector_family("votek:s>knn:q", {}), selector_family("knn:q", {})
+    ('votek', 'knn')
+    """
+    first = method.split(">")[0]
+    return str(variants.get(first, {}).get("method", first)).split(":")[0]
+
+
+def goal_check(records: Sequence[dict[str, Any]], scores: Scores, variants: dict[str, dict[str, Any]], *,
+               margin: float = 0.02, metrics: Sequence[str] = ("accuracy@batch", "accuracy"),
+               seed: int = 0) -> list[dict[str, Any]]:
+    """Per setting x (labels, k) and classification metric: the best GO/SAL method (the highest
+    mean over the (data set, seed) units every ranked method ran) against the best baseline,
+    paired on those units' common queries. In an unfinished run, methods with half the
+    group's units or fewer are not ranked (``waiting``). ``met``: the difference is at least ``margin``
+    and its 95% interval is above 0. Both sides are picked on the same data, so each is the
+    luckiest of its group; the pair's interval does not correct for that choice."""
+    cells: dict[tuple, dict[str, dict[tuple, dict[str, float]]]] = defaultdict(lambda: defaultdict(dict))
+    for r in records:  # (setting, labels, k, metric) -> method -> (data, seed) -> query -> score
+        if r.get("peeks") or r["task"] != "classification" or r["cell"] not in scores or r["setting"] == "zero-shot":
+            continue
+        for metric in metrics:
+            if metric in scores[r["cell"]][0]:
+                cells[r["setting"], r["label_budget"], r["k"], metric][r["method"]][r["data"], r["seed"]] = \
+                    scores[r["cell"]][0][metric]
+    out = []
+    for (setting, budget, k, metric), methods in sorted(cells.items()):
+        ours = [m for m in methods if selector_family(m, variants) in DESIGN_FAMILIES]
+        baselines = [m for m in methods if m not in ours]
+        # an unfinished run: methods with half the group's units or fewer wait; the rest are ranked on
+        # the units they all ran, so no method is ranked on luckier units than another
+        most = max(len(units) for units in methods.values())
+        ranked = [m for m in methods if 2 * len(methods[m]) > most]
+        ours, baselines = [m for m in ours if m in ranked], [m for m in baselines if m in ranked]
+        if not ours or not baselines:
+            continue
+        common_units = set.intersection(*(set(methods[m]) for m in ranked))
+
+        def mean(method: str) -> float:
+            return float(np.mean([np.mean(list(methods[method][u].values())) for u in common_units]))
+
+        best_ours, best_base = max(ours, key=mean), max(baselines, key=mean)  # ties: the first listed
+        mine, theirs = methods[best_ours], methods[best_base]
+        pairs = []
+        for unit in sorted(common_units):
+            common = [q for q in mine[unit] if q in theirs[unit]]
+            pairs.append((np.array([mine[unit][q] for q in common]), np.array([theirs[unit][q] for q in common])))
+        if not pairs:
+            continue
+        result = paired_difference([a for a, _ in pairs], [b for _, b in pairs], seed=seed)
+        out.append({"setting": setting, "labels": budget, "k": k, "metric": metric, "ours": best_ours,
+                    "ours_mean": mean(best_ours), "baseline": best_base, "baseline_mean": mean(best_base),
+                    "diff": result.diff, "ci_low": result.ci_low, "ci_high": result.ci_high, "p": result.p,
+                    "units": result.units, "queries": result.queries, "mdd": result.mdd, "margin": margin,
+                    "met": bool(result.diff >= margin and result.ci_low > 0),
+                    "ours_tried": " ".join(sorted(ours)), "baselines_tried": " ".join(sorted(baselines)),
+                    "waiting": " ".join(sorted(m for m in methods if m not in ranked))})
+    return out
+
+
 def _fmt(value: Any) -> str:
     if isinstance(value, float):
         return "" if math.isnan(value) else f"{value:.3f}" if abs(value) < 1000 else f"{value:.0f}"
@@ -209,8 +278,8 @@ def pivot(rows: Sequence[dict[str, Any]]) -> str:
 
 
 def write_report(out: Path, references: dict[str, str], records: Sequence[dict[str, Any]] | None = None,
-                 headline: str = HEADLINE["classification"]) -> list[Path]:
-    """summary.csv/.md, pivot.md, comparisons.csv/.md and the plots, from the run folder's files."""
+                 headline: str = HEADLINE["classification"], variants: dict[str, dict[str, Any]] | None = None) -> list[Path]:
+    """summary.csv/.md, pivot.md, comparisons.csv/.md, goal.csv and the plots, from the run folder's files."""
     from .plots import budget_plot, forest_plot
 
     all_records, predictions = load_run(out)
@@ -220,6 +289,7 @@ def write_report(out: Path, references: dict[str, str], records: Sequence[dict[s
     comparisons = compare(records, scores, references)
     _write_csv(rows, SUMMARY_COLUMNS, out / "summary.csv")
     _write_csv(comparisons, COMPARISON_COLUMNS, out / "comparisons.csv")
+    _write_csv(goal_check(records, scores, variants or {}), GOAL_COLUMNS, out / "goal.csv")
     (out / "summary.md").write_text(
         "mean: batch-calibrated accuracy (classification; `accuracy` is raw) or mean squared error (regression, "
         "lower is better) with a 95% two-level bootstrap interval over seeds and queries; @batch/@contextual: calibrated; labels: B (labels bought; the "
@@ -233,7 +303,7 @@ def write_report(out: Path, references: dict[str, str], records: Sequence[dict[s
         "pooled over data sets: 95% two-level bootstrap CI over (data set, seed) units and queries, Holm-corrected "
         "p over each metric's comparisons, wins/losses over units, mdd = minimum detectable difference.\n\n"
         + _markdown(pooled, COMPARISON_COLUMNS), encoding="utf-8")
-    written = [out / "summary.csv", out / "comparisons.csv"]
+    written = [out / "summary.csv", out / "comparisons.csv", out / "goal.csv"]
     forest_rows = [c for c in comparisons if c["metric"] == headline]
     if forest_rows:
         written.append(forest_plot(forest_rows, out / "forest.png", title=f"{headline}: method - reference"))
@@ -241,6 +311,14 @@ def write_report(out: Path, references: dict[str, str], records: Sequence[dict[s
     if budget is not None:
         written.append(budget)
     return written
+
+
+def load_variants(out: Path) -> dict[str, dict[str, Any]]:
+    """The suite variants a run folder was planned with (run.json), so labels map to selectors."""
+    run_file = out / "run.json"
+    if not run_file.is_file():
+        return {}
+    return json.loads(run_file.read_text(encoding="utf-8")).get("suite", {}).get("variants", {})
 
 
 def load_references(out: Path) -> dict[str, str]:

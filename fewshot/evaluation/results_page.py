@@ -42,6 +42,32 @@ def comparisons_table(rows: list[dict[str, str]]) -> list[str]:
     return lines
 
 
+def goal_table(rows: list[dict[str, str]]) -> list[str]:
+    """The goal check (goal.csv): per setting, the best GO/SAL method against the best baseline."""
+    if not rows:
+        return []
+    margin = float(rows[0]["margin"])
+    lines = ["## Goal check: the best GO or SAL method against the best baseline", "",
+             f"Goal: in each setting, the best GO or SAL method beats the best baseline of that setting at the "
+             f"same labels and k by at least {margin:.2f} ({margin * 100:g} points) with the 95% CI above 0. "
+             "\"Best\" is the highest mean over the units every ranked method ran, the same data the difference is measured on, "
+             "so both sides are the luckiest of their group; the interval does not correct for that choice.", "",
+             "| setting | labels | k | metric | best GO/SAL (mean) | best baseline (mean) | difference | 95% CI | mdd | units | queries | goal |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        met = "met" if r["met"] == "True" else "not met"
+        lines.append(f"| {r['setting']} | {r['labels']} | {r['k']} | {r['metric']} | {r['ours']} ({float(r['ours_mean']):.3f}) | "
+                     f"{r['baseline']} ({float(r['baseline_mean']):.3f}) | {float(r['diff']):+.3f} | "
+                     f"[{float(r['ci_low']):+.3f}, {float(r['ci_high']):+.3f}] | {float(r['mdd']):.3f} | {r['units']} | "
+                     f"{r['queries']} | {met} |")
+    tried = {(r["setting"], r["labels"], r["k"]): r for r in rows}
+    lines += ["", "Methods in each group: " + "; ".join(
+        f"{s} (labels {b}, k {k}): GO/SAL {r['ours_tried']}; baselines {r['baselines_tried']}"
+        + (f"; not ranked yet (half the units or fewer: the run is unfinished) {r['waiting']}" if r.get("waiting") else "")
+        for (s, b, k), r in sorted(tried.items())) + ".", ""]
+    return lines
+
+
 def _progress(planned: list[str], done: set[str]) -> list[str]:
     """A line saying how far an unfinished run got: the finished seeds of each data set."""
     if not planned or done >= set(planned):
@@ -56,15 +82,20 @@ def _progress(planned: list[str], done: set[str]) -> list[str]:
             f"{finished}. The same command resumes it."]
 
 
-def results_page(folder: Path, command: str, title: str = "Results", page: str = "PAGE") -> str:
-    """Markdown for a run folder whose report (comparisons.csv, pivot.md) is written."""
+def results_page(folder: Path, command: str, title: str = "Results", page: str = "PAGE",
+                 notes: Path | None = None) -> str:
+    """Markdown for a run folder whose report (comparisons.csv, goal.csv, pivot.md) is written;
+    ``notes``, a markdown file (what was tried, how to read the run), is placed after the goal check."""
     run = json.loads((folder / "run.json").read_text())
     config, suite = run["configuration"], run["suite"]
     planned = run.get("cells", [])
     done = {r["cell"] for r in read_jsonl(folder / "records.jsonl")} & set(planned)
     data = sorted({cell.split("|")[0] for cell in done}) or sorted(config["data"])
     comparisons = [r for r in csv.DictReader(open(folder / "comparisons.csv")) if r["data"] == "all"]
-    again = f'fewshot report {folder} --page {page} --command "{command}"' + (f' --title "{title}"' if title != "Results" else "")
+    again = (f'fewshot report {folder} --page {page} --command "{command}"' + (f' --title "{title}"' if title != "Results" else "")
+             + (f" --notes {notes}" if notes is not None else ""))
+    goal_file = folder / "goal.csv"
+    goal = list(csv.DictReader(open(goal_file))) if goal_file.is_file() else []
     out = [f"# {title}", "", f"**Command:** `{command}`; this file: `{again}`.",
            "", f"- Data: {', '.join(data)}; pool {config['pool_size']}, {config['test_size']} test queries "
            f"per data set and seed, {suite['seeds']} seed(s); k = {', '.join(map(str, suite['k']))}; "
@@ -75,6 +106,9 @@ def results_page(folder: Path, command: str, title: str = "Results", page: str =
            "- Each difference is method - reference on the same queries, pooled over data sets of one task: a 95% "
            "two-level bootstrap interval over (data set, seed) units and queries, Holm-corrected p over each "
            "metric's pooled comparisons, wins-losses over units, and mdd, the smallest difference this run could detect.", ""]
+    out += goal_table(goal)
+    if notes is not None:
+        out += [notes.read_text(encoding="utf-8").rstrip(), ""]
     for setting, meaning in SETTINGS.items():
         for metric in (HEADLINE["classification"], "accuracy", "mse"):
             rows = [r for r in comparisons if r["setting"] == setting and r["metric"] == metric]

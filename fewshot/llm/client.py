@@ -206,7 +206,7 @@ class LLMClient:
 
     ``stats`` counts ``calls`` (HTTP requests), ``cached`` (answered from the response cache),
     ``prompt_tokens``/``completion_tokens`` (usage), ``label_paths``, ``label_fallbacks``,
-    ``unscored_prompts``, ``partial_credits`` and, where the server reports ``timings``
+    ``unscored_prompts``, ``partial_credits``, ``empty_answers`` and, where the server reports ``timings``
     (llama-server), ``cached_prompt_tokens`` (prompt tokens it reused from its KV cache,
     ``cache_n``), ``uncached_prompt_tokens`` (tokens it computed, ``prompt_n``) and
     ``prompt_ms`` (the time it spent on them).
@@ -233,6 +233,7 @@ class LLMClient:
         self._store = SqliteStore(Path(cache_dir or default_cache_dir()) / "llm.sqlite", "responses") if cache else None
         self._lock = threading.Lock()
         self.stats: Counter[str] = Counter()
+        self.logprobs_seen = False  # set by the first answer with logprobs (see _top)
         self.slots = SlotPool(slots) if slots else None
         self._held = threading.local()  # the slot this thread's current walk holds
 
@@ -371,14 +372,27 @@ class LLMClient:
             if "rejected" not in str(err):
                 raise
             return [self.next_tokens(prompt, path) for path in paths]  # each adapts to the refusal
-        return [top_tokens(answer) for answer in answers]
+        return [self._top(answer) for answer in answers]
+
+    def _top(self, response: dict[str, Any]) -> list[Token]:
+        """:func:`top_tokens`, except that once this endpoint has given logprobs, an answer without
+        them is an answer with no candidates (``stats["empty_answers"]``): llama-server leaves
+        out the logprobs of a first token that is only part of a UTF-8 character. The walk then
+        reaches no label, and the prompt is unscored."""
+        choices = response.get("choices") or []
+        if self.logprobs_seen and choices and not choices[0].get("logprobs"):
+            self._count(empty_answers=1)
+            return []
+        tokens = top_tokens(response)
+        self.logprobs_seen = True
+        return tokens
 
     def next_tokens(self, prompt: Prompt, path: Sequence[Token] = ()) -> list[Token]:
         """The top candidates for the token after ``prompt`` and ``path`` (tokens already taken),
         most likely first."""
         request = self._path_request(prompt, path)
         try:
-            return top_tokens(self.request(request, max_tokens=1, temperature=0.0, logprobs=self.top_logprobs))
+            return self._top(self.request(request, max_tokens=1, temperature=0.0, logprobs=self.top_logprobs))
         except LLMError as err:
             if "rejected" not in str(err):
                 raise

@@ -4,6 +4,7 @@ import csv
 import json
 
 import hashlib
+import os
 from collections import Counter
 from dataclasses import replace
 
@@ -215,3 +216,16 @@ def test_files_with_the_same_name_get_distinct_data_names(tmp_path):
     sources = [str(write_jsonl(tmp_path / folder / "train.jsonl", rows)) for folder in ("a", "b")]
     sources.append(str(write_jsonl(tmp_path / "c" / "other.jsonl", rows)))
     assert [d.name for d in load_datasets(sources)] == ["a-train", "b-train", "other"]
+
+
+def test_one_eval_at_a_time_per_run_folder(tmp_path):
+    from fewshot.evaluation.harness import run_lock
+
+    with run_lock(tmp_path / "run"):
+        with pytest.raises(InputError, match=rf"pid {os.getpid()}.*another --out"):
+            with run_lock(tmp_path / "run"):
+                pass
+        with run_lock(tmp_path / "other"):  # another folder is free
+            pass
+    with run_lock(tmp_path / "run"):  # released when the first run ended
+        pass

@@ -110,3 +110,33 @@ def test_report_command_rebuilds_tables_and_plots(tmp_path):
     assert header[:2] == ["metric", "setting"] and {"diff", "ci_low", "ci_high", "p", "p_holm", "units",
                                                     "queries", "labels", "k", "mdd"} <= set(header)
     assert CliRunner().invoke(app, ["report", str(tmp_path / "nothing")]).exit_code == 2
+
+
+def test_goal_check_pairs_the_best_design_method_with_the_best_baseline():
+    from fewshot.evaluation.report import goal_check
+
+    variants = {"go-v-c": {"method": "go:s", "objective": "v", "center": True}}
+    records, predictions = run(
+        cell("random:s", 0, [1, 0, 0, 0]), cell("random:s", 1, [0, 0, 0, 1]),
+        cell("kmeans:s", 0, [1, 1, 0, 0]), cell("kmeans:s", 1, [0, 1, 0, 1]),
+        cell("go:s", 0, [1, 0, 0, 0]), cell("go:s", 1, [0, 0, 0, 0]),
+        cell("go-v-c", 0, [1, 1, 1, 1]), cell("go-v-c", 1, [1, 1, 1, 0]),
+        cell("sal:s", 0, [1, 1, 1, 1]),  # one unit of two: it waits, however good it looks
+        cell("random-best-of-3", 0, [1, 1, 1, 1], peeks=True))
+    rows = goal_check(records, score_cells(records, predictions), variants, metrics=("accuracy",))
+    (row,) = rows
+    # best GO/SAL: go-v-c (0.875) over go:s (0.125); best baseline: kmeans (0.5) over random (0.25)
+    assert (row["ours"], row["baseline"]) == ("go-v-c", "kmeans:s") and row["waiting"] == "sal:s"
+    assert row["diff"] == pytest.approx(0.375) and row["ours_mean"] == pytest.approx(0.875)
+    assert row["units"] == 2 and row["queries"] == 8 and row["met"] == (row["ci_low"] > 0)
+    assert row["ours_tried"] == "go-v-c go:s" and row["baselines_tried"] == "kmeans:s random:s"
+    # a 2-point margin it cannot reach: not met, whatever the interval says
+    (strict,) = goal_check(records, score_cells(records, predictions), variants, metrics=("accuracy",), margin=0.5)
+    assert not strict["met"]
+
+
+def test_goal_check_needs_both_sides():
+    from fewshot.evaluation.report import goal_check
+
+    records, predictions = run(cell("random:s", 0, [1, 0]), cell("kmeans:s", 0, [1, 1]))
+    assert goal_check(records, score_cells(records, predictions), {}) == []

@@ -15,13 +15,21 @@ def test_results_page_from_a_run_folder(tmp_path):
     config = {"data": {"d": "x"}, "pool_size": 30, "test_size": 4, "model": "m", "api": "completions"}
     (tmp_path / "run.json").write_text(json.dumps({"configuration": config, "suite": {"seeds": 2, "k": [4], "label_budgets": []},
                                                    "references": {"shared": "random:s", "annotate": "random:s>knn:q", "full": "knn:q"}}))
+    (tmp_path / "notes.md").write_text("## What was tried\n\nEverything.\n")
     result = CliRunner().invoke(app, ["report", str(tmp_path), "--page", str(tmp_path / "RESULTS.md"),
-                                      "--command", "fewshot eval --suite x"])
+                                      "--command", "fewshot eval --suite x", "--notes", str(tmp_path / "notes.md")])
     assert result.exit_code == 0, result.output
     page = (tmp_path / "RESULTS.md").read_text()
     assert page.startswith("# Results") and "`fewshot eval --suite x`" in page
     # go:s beats random:s by 0.25 on both seeds (see test_report): the row carries that difference
     assert "| go:s | random:s | 4 | 4 | +0.250 |" in page and "## shared" in page
+    # the goal check pairs go:s with the only baseline; 0.25 >= 2 points, met only if the CI is above 0
+    goal = next(line for line in page.splitlines() if line.startswith("| shared | 4 | 4 | accuracy@batch |"))
+    assert "go:s (0.750)" in goal and "random:s (0.500)" in goal and "+0.250" in goal
+    assert page.index("## Goal check") < page.index("## What was tried") < page.index("## shared")
+    assert "--notes" in page.splitlines()[2]
+    missing = CliRunner().invoke(app, ["report", str(tmp_path), "--page", str(tmp_path / "R.md"), "--notes", "nope.md"])
+    assert missing.exit_code != 0 and "nope.md" in missing.output
 
 
 def test_an_unfinished_run_says_how_many_seeds_each_data_set_has():

@@ -43,6 +43,16 @@ def test_label_scoring_easy_case(server, tmp_path):
     assert client.stats["calls"] >= 2 and client.stats["label_fallbacks"] == 0
 
 
+def test_a_first_token_that_splits_a_character_leaves_the_prompt_unscored(server, tmp_path):
+    # llama-server gives no logprobs when the first token is part of a UTF-8 character: after the
+    # endpoint has shown logprobs, that is an unscored prompt, not a broken endpoint
+    client = LLMClient(server.base_url, server.model, cache_dir=tmp_path)
+    assert client.label_probs("Is water wet? Answer yes or no:", ["yes", "no"]).missing == ()
+    scores = client.label_probs("\u0f00" * 7, ["yes", "no"])
+    assert scores.missing == ("yes", "no") and client.stats["empty_answers"] == 1
+    assert client.stats["unscored_prompts"] == 1
+
+
 def test_sal_end_to_end_resumes_from_cache(server, tmp_path):
     pool = write_jsonl(tmp_path / "pool.jsonl", [{"text": d.text, "label": d.label} for d in DEMOS] +
                        [{"text": "a masterpiece", "label": "positive"}, {"text": "a waste of time", "label": "negative"}])
