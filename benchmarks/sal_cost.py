@@ -5,12 +5,16 @@
 
 Naive SAL asks, every round, for every candidate x: p(y | H, x), then each label x each query:
 n * (1 + |Y| * m) prompts per round. Prints the prompts SAL simulated, the HTTP calls it made,
-the wall time, and the ratio.
+the wall time, the ratio, and SAL's floor: the prompt tokens the server computed divided by its
+prompt-processing rate on uncached prompts, measured in the same run (as benchmarks/llm_speed.py).
+A simulated prompt ends with its query, after the candidate's demos, so every (demo set, query)
+pair computes the query's tokens: the floor counts them.
 """
 
 from __future__ import annotations
 
 import argparse
+import statistics
 import tempfile
 import time
 
@@ -22,6 +26,7 @@ from fewshot.llm.predictor import LLMPredictor
 from fewshot.pipeline import build_problem, make_embedder
 from fewshot.prompts import load_template
 from fewshot.selection import SAL
+from llm_speed import post, prompt_rate  # benchmarks/: the same probe as the per-prediction benchmark
 
 
 def main() -> None:
@@ -33,6 +38,7 @@ def main() -> None:
     parser.add_argument("--candidates", type=int, default=6)
     parser.add_argument("--query-sample", type=int, default=8)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--probes", type=int, default=5, help="Uncached prompts timed before and after, for the rate.")
     args = parser.parse_args()
     data = load_dataset(args.data)
     order = np.random.default_rng(args.seed).permutation(len(data.examples))
@@ -41,13 +47,18 @@ def main() -> None:
     problem = build_problem(pool, queries, embedder=make_embedder())
     template = load_template("classification")
     # a fresh response cache, so every call is really made
+    probe = template.render(pool[-8:], queries[0].text, data.labels)  # about as long as a late SAL prompt
     with llm_endpoint(cache_dir=tempfile.mkdtemp()) as client:
+        post(client.base_url, {"prompt": "warm up", "max_tokens": 1})
+        rates = prompt_rate(client.base_url, probe, args.probes, "before")
         sal = SAL(model=LLMPredictor(client, template, data.labels), candidates=args.candidates,
                   query_sample=args.query_sample, seed=args.seed)
         start = time.perf_counter()
         selection = sal.select(problem, args.k)
         seconds = time.perf_counter() - start
         stats = dict(client.stats)
+        rates += prompt_rate(client.base_url, probe, args.probes, "after")
+    rate = statistics.median(rates)
     naive = args.k * len(pool) * (1 + len(data.labels) * len(queries))
     simulated = selection.info["llm_calls"]
     print(f"data={args.data} pool={len(pool)} queries={len(queries)} T={args.k} model={client.model} "
@@ -59,6 +70,8 @@ def main() -> None:
         cached, uncached = stats.get("cached_prompt_tokens", 0), stats["uncached_prompt_tokens"]
         print(f"prompt tokens computed   {uncached:8d}   reused from the server's cache {cached} "
               f"({cached / max(1, cached + uncached):.0%})")
+        print(f"prompt rate              {rate:8.0f} tok/s (probes {', '.join(f'{r:.0f}' for r in rates)})")
+        print(f"floor (computed / rate)  {uncached / rate:8.1f} s   SAL / floor {seconds / (uncached / rate):.2f}")
     print(f"naive SAL prompts        {naive:8d}")
     print(f"ratio SAL / naive        {simulated / naive:8.5f}")
     print(f"chosen: {list(selection.indices)}")

@@ -339,7 +339,7 @@ def evaluate(
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
     from .datasets import load_datasets
-    from .evaluation.harness import plan_splits, run_suite
+    from .evaluation.harness import plan_splits, run_lock, run_suite
     from .evaluation.suites import Suite, load_suite
 
     if not suite and data is None:
@@ -362,7 +362,8 @@ def evaluate(
     embedder = make_embedder(cache_dir=cache_dir)
     columns = [TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total} cells"),
                TimeElapsedColumn(), TimeRemainingColumn()]
-    with llm_endpoint(base_url, model, api_key, api=api, local_model=plan.model, cache_dir=cache_dir) as client, \
+    # the folder is held before a server starts, so a second eval on it fails at once
+    with run_lock(out), llm_endpoint(base_url, model, api_key, api=api, local_model=plan.model, cache_dir=cache_dir) as client, \
             Progress(*columns, disable=not sys.stderr.isatty(), console=None) as bar:
         task = bar.add_task("eval", total=None)
 
@@ -372,7 +373,7 @@ def evaluate(
                 _say(f"[{finished}/{total}] {cell}")
 
         records = run_suite(plan, datasets, client, templates, embedder, out, progress)
-    _write_report(out, records)
+        _write_report(out, records)
 
 
 def _integers(text: str, name: str) -> list[int]:

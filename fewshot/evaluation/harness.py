@@ -238,6 +238,7 @@ def open_run(out: Path, config: dict[str, Any], suite: Suite, cells: Sequence[st
     writes run.json (configuration, suite, references, planned cells) before any work."""
     out.mkdir(parents=True, exist_ok=True)
     run_file = out / "run.json"
+    saved_suite = asdict(suite)
     if run_file.exists():
         earlier_run = json.loads(run_file.read_text(encoding="utf-8"))
         before = earlier_run.get("configuration", {})
@@ -254,7 +255,9 @@ def open_run(out: Path, config: dict[str, Any], suite: Suite, cells: Sequence[st
         # cells planned before stay planned: the report keeps a dropped method's or data set's records
         now = set(cells)
         cells = [c for c in earlier_run.get("cells", []) if c not in now] + list(cells)
-    run_file.write_text(json.dumps({"configuration": config, "suite": asdict(suite), "references": references(suite),
+        # and so do the variants those cells name, so the report knows which selector each one ran
+        saved_suite["variants"] = {**earlier_run.get("suite", {}).get("variants", {}), **saved_suite["variants"]}
+    run_file.write_text(json.dumps({"configuration": config, "suite": saved_suite, "references": references(suite),
                                     "cells": list(cells)}, indent=2) + "\n", encoding="utf-8")
     records = {r["cell"]: r for r in read_jsonl(out / "records.jsonl")}
     predictions_path = out / "predictions.jsonl"
@@ -267,11 +270,19 @@ def open_run(out: Path, config: dict[str, Any], suite: Suite, cells: Sequence[st
     return records
 
 
+_LOCKED: set[Path] = set()  # run folders this process holds
+
+
 @contextmanager
 def run_lock(out: Path) -> Iterator[None]:
     """Hold a run folder for this process (``out/.lock``, released when the process ends): two evals
-    appending to one records.jsonl would interleave their cells."""
+    appending to one records.jsonl would interleave their cells. Re-entrant within a process, so
+    the CLI can take it before starting a server and :func:`run_suite` again inside."""
     out.mkdir(parents=True, exist_ok=True)
+    key = out.resolve()
+    if key in _LOCKED:
+        yield
+        return
     with open(out / ".lock", "a+", encoding="utf-8") as handle:
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -283,9 +294,11 @@ def run_lock(out: Path) -> Iterator[None]:
         handle.truncate(0)
         handle.write(str(os.getpid()))
         handle.flush()
+        _LOCKED.add(key)
         try:
             yield
         finally:
+            _LOCKED.discard(key)
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 

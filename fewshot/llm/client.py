@@ -375,12 +375,15 @@ class LLMClient:
         return [self._top(answer) for answer in answers]
 
     def _top(self, response: dict[str, Any]) -> list[Token]:
-        """:func:`top_tokens`, except that once this endpoint has given logprobs, an answer without
-        them is an answer with no candidates (``stats["empty_answers"]``): llama-server leaves
-        out the logprobs of a first token that is only part of a UTF-8 character. The walk then
-        reaches no label, and the prompt is unscored."""
+        """:func:`top_tokens`, except that an answer without logprobs from an endpoint known to give
+        them (llama-server, which adds ``timings``, or one that gave logprobs before) is an answer
+        with no candidates (``stats["empty_answers"]``): llama-server leaves out the logprobs of a
+        first token that is only part of a UTF-8 character. The walk then reaches no label, and
+        the prompt is unscored."""
         choices = response.get("choices") or []
-        if self.logprobs_seen and choices and not choices[0].get("logprobs"):
+        logprobs = (choices[0].get("logprobs") or {}) if choices else {}
+        listed = logprobs.get("top_logprobs") or logprobs.get("content")
+        if choices and not listed and (self.logprobs_seen or "timings" in response):
             self._count(empty_answers=1)
             return []
         tokens = top_tokens(response)

@@ -5,6 +5,8 @@ import json
 
 import hashlib
 import os
+import subprocess
+import sys
 from collections import Counter
 from dataclasses import replace
 
@@ -195,6 +197,19 @@ def test_a_run_may_drop_or_add_a_data_set_but_not_change_one(tmp_path):
         go(small_data(), edited)
 
 
+def test_a_dropped_variant_stays_named_in_run_json(tmp_path):
+    # the report maps a cell's label to its selector through run.json: a variant dropped from the
+    # suite still names the cells it ran (else a GO variant would pass for a baseline)
+    templates = {"classification": load_template("classification")}
+    first = Suite(methods=["random", "go-2"], k=[2], label_budgets=[], annotators=[], pool_size=30, test_size=8,
+                  oracle_sets=0, zero_shot=False, variants={"go-2": {"method": "go:s", "noise": 2.0}})
+    run_suite(first, [small_data()], FakeClient(), templates, HashEmbedder(), tmp_path / "run")
+    second = replace(first, methods=["random"], variants={})
+    run_suite(second, [small_data()], FakeClient(), templates, HashEmbedder(), tmp_path / "run")
+    saved = json.loads((tmp_path / "run" / "run.json").read_text())["suite"]
+    assert saved["methods"] == ["random"] and saved["variants"] == {"go-2": {"method": "go:s", "noise": 2.0}}
+
+
 def test_a_crash_between_the_two_lines_duplicates_nothing(tmp_path):
     records = run(tmp_path)
     out = tmp_path / "run"
@@ -221,11 +236,19 @@ def test_files_with_the_same_name_get_distinct_data_names(tmp_path):
 def test_one_eval_at_a_time_per_run_folder(tmp_path):
     from fewshot.evaluation.harness import run_lock
 
-    with run_lock(tmp_path / "run"):
-        with pytest.raises(InputError, match=rf"pid {os.getpid()}.*another --out"):
+    script = f"import time; from pathlib import Path; from fewshot.evaluation.harness import run_lock\n" \
+             f"with run_lock(Path({str(tmp_path / 'run')!r})):\n    print('held', flush=True); time.sleep(30)"
+    holder = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        with pytest.raises(InputError, match=rf"pid {holder.pid}.*another --out"):  # another process: refused
             with run_lock(tmp_path / "run"):
                 pass
         with run_lock(tmp_path / "other"):  # another folder is free
             pass
-    with run_lock(tmp_path / "run"):  # released when the first run ended
-        pass
+    finally:
+        holder.kill()
+        holder.wait()
+    with run_lock(tmp_path / "run"):  # released when its process ended
+        with run_lock(tmp_path / "run"):  # and re-entrant in one process (the CLI holds it around run_suite)
+            pass

@@ -140,3 +140,20 @@ def test_goal_check_needs_both_sides():
 
     records, predictions = run(cell("random:s", 0, [1, 0]), cell("kmeans:s", 0, [1, 1]))
     assert goal_check(records, score_cells(records, predictions), {}) == []
+
+
+def test_goal_met_needs_the_margin_and_an_interval_above_zero():
+    from fewshot.evaluation.report import goal_check
+
+    right, wrong = [1] * 10, [1, 1, 1, 1, 1, 0, 0, 0, 0, 0]
+    records, predictions = run(*(cell(m, seed, right if m == "go:q" else wrong, setting="full", budget=40)
+                                 for seed in range(3) for m in ("go:q", "knn:q", "mmr:q")))
+    (row,) = goal_check(records, score_cells(records, predictions), {}, metrics=("accuracy",))
+    assert (row["ours"], row["setting"], row["labels"]) == ("go:q", "full", 40)
+    assert row["diff"] == pytest.approx(0.5) and row["ci_low"] > 0 and row["met"]
+    # annotate labels name the annotator: a GO annotator is one of ours, a vote-k one a baseline
+    records, predictions = run(cell("go-v-c>knn:q", 0, right, setting="annotate", budget=16),
+                               cell("votek:s>knn:q", 0, wrong, setting="annotate", budget=16))
+    variants = {"go-v-c": {"method": "go:s", "objective": "v", "center": True}}
+    (row,) = goal_check(records, score_cells(records, predictions), variants, metrics=("accuracy",))
+    assert (row["ours"], row["baseline"]) == ("go-v-c>knn:q", "votek:s>knn:q")

@@ -362,3 +362,17 @@ def test_a_walk_keeps_its_slot_and_prompts_go_where_their_prefix_is(serve, tmp_p
     plain = serve((200, OK, 0))
     client(plain, tmp_path / "plain").label_probs("p", ["negative", "positive"])
     assert "id_slot" not in plain.requests[0]  # other endpoints do not know id_slot
+
+
+def test_an_answer_without_logprobs_from_a_server_that_gives_them_is_empty():
+    # llama-server drops the logprobs of a first token that splits a UTF-8 character: it adds
+    # `timings`, so even the first (or a cached) such answer is no candidates, not a broken endpoint
+    client = LLMClient("http://127.0.0.1:9/v1", "m", cache=False)
+    split = {"choices": [{"text": "\ufffd", "logprobs": None}], "timings": {"prompt_n": 3}}
+    assert client._top(split) == [] and client.stats["empty_answers"] == 1
+    assert client._top({"choices": [{"text": "", "logprobs": {"content": []}}], "timings": {}}) == []
+    with pytest.raises(LLMError, match="no logprobs"):  # a server that never gave any: a clear error
+        client._top({"choices": [{"text": "x"}]})
+    good = {"choices": [{"logprobs": {"top_logprobs": [{" yes": -0.1}]}}]}
+    assert client._top(good)[0].text == " yes" and client.logprobs_seen
+    assert client._top({"choices": [{"text": "x"}]}) == [] and client.stats["empty_answers"] == 3
