@@ -72,6 +72,22 @@ def prompt_rate(base_url: str, text: str, probes: int, tag: str) -> list[float]:
     return rates
 
 
+def one_token_cost(base_url: str, text: str, probes: int) -> tuple[float, float]:
+    """Median server milliseconds and round-trip milliseconds of a request that computes one prompt
+    token (the same prompt again: llama-server re-evaluates only its last token). What every
+    prediction pays besides its uncached tokens: one decode step with the model's output layer
+    (for Gemma 3, 262k vocabulary rows) and top-logprobs, plus HTTP."""
+    body = {"prompt": f"Fixed cost {time.time_ns()}.\n{text}", "max_tokens": 1, "temperature": 0.0, "logprobs": 100}
+    post(base_url, body)
+    server, wall = [], []
+    for _ in range(probes):
+        start = time.perf_counter()
+        timings = post(base_url, body)["timings"]
+        wall.append(1000.0 * (time.perf_counter() - start))
+        server.append(timings["prompt_ms"] + timings.get("predicted_ms", 0.0))
+    return statistics.median(server), statistics.median(wall)
+
+
 class Method:
     """One method's client (its own fresh response cache) and what its predictions cost so far."""
 
@@ -141,6 +157,7 @@ def main() -> None:
             for run in runs.values():
                 run.client.close()
         rates += prompt_rate(server.base_url, probe, args.probes, "after")
+        fixed_server_ms, fixed_wall_ms = one_token_cost(server.base_url, probe, args.probes)
     rate = statistics.median(rates)
 
     print(f"\ndata={args.data} pool={len(pool)} queries={len(test)} k={args.k} seed={args.seed} "
@@ -163,6 +180,13 @@ def main() -> None:
         ratios["calls / pred (demos)"] = max(with_demos)
     if "zero-shot" in results:
         ratios["calls / pred (zero-shot)"] = results["zero-shot"]["calls"]
+    print(f"\none-token request (the fixed cost of any prediction): server {fixed_server_ms:.1f} ms, "
+          f"round trip {fixed_wall_ms:.1f} ms")
+    if "shared" in results and "per-query" in results:
+        with_fixed = [results[m]["uncached"] / rate + fixed_wall_ms / 1000 for m in ("shared", "per-query")]
+        print(f"floor + fixed cost: shared {with_fixed[0]:.3f} s, per-query {with_fixed[1]:.3f} s, "
+              f"ratio {with_fixed[0] / with_fixed[1]:.2f} (each floor plus one one-token round trip, made alone; "
+              "requests in flight together share part of it)")
     print("\ngoal ratios (measured in this run)")
     for name, value in ratios.items():
         print(f"  {name:<26} {value:6.2f}   goal <= {GOALS[name]:.2f}   {'met' if value <= GOALS[name] else 'NOT met'}")
