@@ -20,6 +20,7 @@ from fewshot.data import Example
 from fewshot.errors import InputError
 from fewshot.evaluation.harness import plan_cells, plan_splits, run_suite, split, validate
 from fewshot.llm.client import LabelScores
+from fewshot.llm.predictor import LLMPredictor
 from fewshot.pipeline import build_problem
 from fewshot.prompts import load_template
 from fewshot.selection import make_selector
@@ -168,6 +169,19 @@ def test_annotate_then_retrieve_demos_come_from_the_labeled_set():
     assert used == 6 and len(labeled) <= 6 and all(len(demos) == 2 for demos in demo_sets)
     chosen = make_selector("kmeans", seed=0).select(problem, 6).indices
     assert labeled <= {pool[i].id for i in chosen}
+
+
+def test_sal_as_annotator_labels_b_examples_it_chose_with_the_llm():
+    data = small_data()
+    pool, test = split(data, 30, 8, seed=0)
+    problem = replace(build_problem(pool, test, embedder=HashEmbedder()), labels=None)
+    predictor = LLMPredictor(FakeClient(), load_template("classification"), data.labels)
+    suite = Suite(methods=[], k=[2], label_budgets=[4], annotators=["sal"], zero_shot=False, oracle_sets=0)
+    (cell,) = plan_cells(suite, data, problem, pool, len(test), predictor, seed=0)
+    assert (cell.setting, cell.method) == ("annotate", "sal:s>knn:q")
+    _, demo_sets, used = cell.work()
+    labeled = {d.id for demos in demo_sets for d in demos}
+    assert used == 4 and len(labeled) <= 4 and predictor.client.stats["calls"] > 0  # the LLM chose them
 
 
 def test_resume_refuses_to_mix_runs(tmp_path):
