@@ -68,6 +68,28 @@ def goal_table(rows: list[dict[str, str]]) -> list[str]:
     return lines
 
 
+def per_data_set_table(rows: list[dict[str, str]], metric: str) -> list[str]:
+    """Each method's difference from its setting's reference, one column per data set (95% CI,
+    not corrected for the number of comparisons): where a pooled difference comes from."""
+    rows = [r for r in rows if r["metric"] == metric and r["data"] != "all"]
+    if not rows:
+        return []
+    datasets = sorted({r["data"] for r in rows})
+    cell = {(r["setting"], r["method"], r["labels"], r["k"], r["data"]): r for r in rows}
+    keys = sorted({(r["setting"], r["method"], r["labels"], r["k"]) for r in rows},
+                  key=lambda key: (list(SETTINGS).index(key[0]) if key[0] in SETTINGS else 99, key[1:]))
+    lines = [f"## Per data set: difference from the reference ({metric}, 95% CI, uncorrected)", "",
+             "| setting | method | reference | labels | k | " + " | ".join(datasets) + " |",
+             "|---|---|---|---|---|" + "---|" * len(datasets)]
+    for setting, method, budget, k in keys:
+        found = [cell.get((setting, method, budget, k, d)) for d in datasets]
+        reference = next(r["reference"] for r in found if r is not None)
+        values = ["" if r is None else f"{float(r['diff']):+.3f} [{float(r['ci_low']):+.2f}, {float(r['ci_high']):+.2f}]"
+                  for r in found]
+        lines.append(f"| {setting} | {method} | {reference} | {budget} | {k} | " + " | ".join(values) + " |")
+    return lines + [""]
+
+
 def _progress(planned: list[str], done: set[str]) -> list[str]:
     """A line saying how far an unfinished run got: the finished seeds of each data set."""
     if not planned or done >= set(planned):
@@ -91,7 +113,8 @@ def results_page(folder: Path, command: str, title: str = "Results", page: str =
     planned = run.get("cells", [])
     done = {r["cell"] for r in read_jsonl(folder / "records.jsonl")} & set(planned)
     data = sorted({cell.split("|")[0] for cell in done}) or sorted(config["data"])
-    comparisons = [r for r in csv.DictReader(open(folder / "comparisons.csv")) if r["data"] == "all"]
+    every_comparison = list(csv.DictReader(open(folder / "comparisons.csv")))
+    comparisons = [r for r in every_comparison if r["data"] == "all"]
     again = (f'fewshot report {folder} --page {page} --command "{command}"' + (f' --title "{title}"' if title != "Results" else "")
              + (f" --notes {notes}" if notes is not None else ""))
     goal_file = folder / "goal.csv"
@@ -114,5 +137,7 @@ def results_page(folder: Path, command: str, title: str = "Results", page: str =
             rows = [r for r in comparisons if r["setting"] == setting and r["metric"] == metric]
             if rows:
                 out += [f"## {setting}: {meaning} ({metric})", "", *comparisons_table(rows), ""]
+    if len({r["data"] for r in every_comparison} - {"all"}) > 1:
+        out += per_data_set_table(every_comparison, HEADLINE["classification"])
     out += ["## Every cell (headline metric, mean [95% interval])", "", (folder / "pivot.md").read_text()]
     return "\n".join(out)

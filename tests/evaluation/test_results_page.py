@@ -39,3 +39,15 @@ def test_an_unfinished_run_says_how_many_seeds_each_data_set_has():
     (line,) = _progress(planned, {"a|0|shared|x", "a|0|full|y", "a|1|shared|x"})
     assert "3 of 5 planned cells" in line and "a 1 of 2, b 0 of 1" in line
     assert _progress(planned, set(planned)) == []  # a finished run says nothing
+
+
+def test_per_data_set_table_puts_each_data_set_in_a_column():
+    from fewshot.evaluation.results_page import per_data_set_table
+
+    row = lambda data, diff: {"metric": "accuracy@batch", "setting": "full", "method": "go:q", "reference": "knn:q",  # noqa: E731
+                              "labels": "40", "k": "4", "data": data, "diff": diff, "ci_low": "-0.1", "ci_high": "0.2"}
+    lines = per_data_set_table([row("all", "0.05"), row("b", "0.1"), row("a", "-0.02"),
+                                {**row("a", "0.3"), "metric": "accuracy"}], "accuracy@batch")
+    assert lines[2] == "| setting | method | reference | labels | k | a | b |"
+    assert lines[4] == "| full | go:q | knn:q | 40 | 4 | -0.020 [-0.10, +0.20] | +0.100 [-0.10, +0.20] |"
+    assert per_data_set_table([row("all", "0.05")], "accuracy@batch") == []
