@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import functools
 import json
 import os
@@ -390,6 +391,10 @@ def _write_report(out: Path, records: list[dict[str, Any]] | None = None) -> Non
     _say(f"wrote {out}/summary.md, comparisons.md, pivot.md, {', '.join(p.name for p in written)}")
     print((out / "pivot.md").read_text())
     print((out / "comparisons.md").read_text())
+    from .evaluation.results_page import goal_table
+
+    with open(out / "goal.csv", newline="", encoding="utf-8") as handle:
+        print("\n".join(goal_table(list(csv.DictReader(handle)))))
 
 
 @app.command()
