@@ -113,12 +113,12 @@ def results_page(folder: Path, command: str, title: str = "Results", page: str =
     planned = run.get("cells", [])
     done = {r["cell"] for r in read_jsonl(folder / "records.jsonl")} & set(planned)
     data = sorted({cell.split("|")[0] for cell in done}) or sorted(config["data"])
-    every_comparison = list(csv.DictReader(open(folder / "comparisons.csv")))
+    every_comparison = list(csv.DictReader((folder / "comparisons.csv").read_text(encoding="utf-8").splitlines()))
     comparisons = [r for r in every_comparison if r["data"] == "all"]
     again = (f'fewshot report {folder} --page {page} --command "{command}"' + (f' --title "{title}"' if title != "Results" else "")
              + (f" --notes {notes}" if notes is not None else ""))
     goal_file = folder / "goal.csv"
-    goal = list(csv.DictReader(open(goal_file))) if goal_file.is_file() else []
+    goal = list(csv.DictReader(goal_file.read_text(encoding="utf-8").splitlines())) if goal_file.is_file() else []
     out = [f"# {title}", "", f"**Command:** `{command}`; this file: `{again}`.",
            "", f"- Data: {', '.join(data)}; pool {config['pool_size']}, {config['test_size']} test queries "
            f"per data set and seed, {suite['seeds']} seed(s); k = {', '.join(map(str, suite['k']))}; "
