@@ -321,29 +321,23 @@ def run_suite(suite: Suite, datasets: list[Dataset], client: LLMClient, template
                      for cell in plan_cells(suite, dataset, problem, pool, len(test), predictor, seed)]
     plan.sort(key=lambda item: item[3].seed)  # seed by seed: a run stopped early holds whole seeds of every data set
     with run_lock(out):
-        return _run_cells(plan, suite, datasets, client, templates, out, progress)
-
-
-def _run_cells(plan: list[tuple[Dataset, LLMPredictor, list[Example], Cell]], suite: Suite, datasets: list[Dataset],
-               client: LLMClient, templates: dict[str, Template], out: Path,
-               progress: Callable[[int, int, str], None] | None) -> list[dict[str, Any]]:
-    done = open_run(out, configuration(suite, datasets, client.model, client.api, templates), suite,
-                    [cell.key for *_, cell in plan])
-    finished = sum(cell.key in done for *_, cell in plan)
-    for dataset, predictor, test, cell in plan:
-        previous = done.get(cell.key)
-        if previous is not None:
-            if previous.get("params", {}) != cell.params:
-                raise InputError(f"{cell.key} was run with parameters {previous.get('params')}, now {cell.params}: "
-                                 "give the variant a new name, or use another --out", path=str(out / "records.jsonl"))
-            continue
+        done = open_run(out, configuration(suite, datasets, client.model, client.api, templates), suite,
+                        [cell.key for *_, cell in plan])
+        finished = sum(cell.key in done for *_, cell in plan)
+        for dataset, predictor, test, cell in plan:
+            previous = done.get(cell.key)
+            if previous is not None:
+                if previous.get("params", {}) != cell.params:
+                    raise InputError(f"{cell.key} was run with parameters {previous.get('params')}, now {cell.params}: "
+                                     "give the variant a new name, or use another --out", path=str(out / "records.jsonl"))
+                continue
+            if progress:
+                progress(finished, len(plan), cell.key)
+            done[cell.key] = _run_cell(cell, dataset, predictor, test, client, suite, out)
+            finished += 1
         if progress:
-            progress(finished, len(plan), cell.key)
-        done[cell.key] = _run_cell(cell, dataset, predictor, test, client, suite, out)
-        finished += 1
-    if progress:
-        progress(finished, len(plan), "done")
-    return [done[cell.key] for *_, cell in plan]
+            progress(finished, len(plan), "done")
+        return [done[cell.key] for *_, cell in plan]
 
 
 def _run_cell(cell: Cell, dataset: Dataset, predictor: LLMPredictor, test: list[Example], client: LLMClient,

@@ -380,14 +380,11 @@ class LLMClient:
         with no candidates (``stats["empty_answers"]``): llama-server leaves out the logprobs of a
         first token that is only part of a UTF-8 character. The walk then reaches no label, and
         the prompt is unscored."""
-        choices = response.get("choices") or []
-        logprobs = (choices[0].get("logprobs") or {}) if choices else {}
-        listed = logprobs.get("top_logprobs") or logprobs.get("content")
-        if choices and not listed and (self.logprobs_seen or "timings" in response):
+        tokens = top_tokens(response, missing_ok=self.logprobs_seen or "timings" in response)
+        if tokens:
+            self.logprobs_seen = True
+        else:
             self._count(empty_answers=1)
-            return []
-        tokens = top_tokens(response)
-        self.logprobs_seen = True
         return tokens
 
     def next_tokens(self, prompt: Prompt, path: Sequence[Token] = ()) -> list[Token]:

@@ -16,8 +16,9 @@ class Token(NamedTuple):
     id: int | None = None
 
 
-def top_tokens(response: dict[str, Any]) -> list[Token]:
+def top_tokens(response: dict[str, Any], missing_ok: bool = False) -> list[Token]:
     """The candidates for the first generated token, most likely first, whatever the server's shape.
+    An answer without logprobs is an error, or no candidates with ``missing_ok``.
 
     - legacy OpenAI completions: ``choices[0].logprobs.top_logprobs[0]`` is a dict (no ids);
     - llama-server completions and chat completions: ``choices[0].logprobs.content[0].top_logprobs``
@@ -28,10 +29,14 @@ def top_tokens(response: dict[str, Any]) -> list[Token]:
     >>> top_tokens({"choices": [{"logprobs": {"content": [{"token": " yes", "logprob": -0.1,
     ...     "top_logprobs": [{"id": 7, "token": " yes", "logprob": -0.1}]}]}}]})
     [Token(text=' yes', logprob=-0.1, id=7)]
+    >>> top_tokens({"choices": [{"text": "\\ufffd", "logprobs": None}]}, missing_ok=True)
+    []
     """
     choices = response.get("choices") or []
     logprobs = choices[0].get("logprobs") if choices else None
-    if not logprobs:
+    if not logprobs or not (logprobs.get("top_logprobs") or logprobs.get("content")):
+        if missing_ok and choices:
+            return []
         raise LLMError("the endpoint returned no logprobs: it cannot score labels (use a server that "
                        "supports logprobs, e.g. llama-server, vLLM or OpenAI chat models)")
     tokens: list[Token] | None = None
