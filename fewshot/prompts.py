@@ -5,10 +5,12 @@ from __future__ import annotations
 import string
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Sequence, TypeVar
 
 from .data import Example, bundled_folder, read_named_toml
 from .errors import InputError
+
+T = TypeVar("T")
 
 ALLOWED = {"instruction": {"labels"}, "demo": {"text", "label"}, "query": {"text"}, "separator": set()}
 
@@ -43,6 +45,19 @@ class Template:
 
     def render(self, demos: Sequence[Example], query: str, labels: Sequence[str] = ()) -> str:
         return self.prefix(demos, labels) + self.query.format(text=query)
+
+
+def prompt_order(picks: Sequence[T]) -> list[T]:
+    """The one demo-order policy: demos in the order the prompt shows them, given pick order.
+
+    The first pick (the most relevant, for kNN, MMR, per-query GO and DPP) goes last, nearest the
+    query: small LLMs weigh the demo nearest the query most. SAL scores candidates in this order,
+    and the CLI, the eval harness and the LangChain and DSPy adapters all show demos in it.
+
+    >>> prompt_order(["first pick", "second", "third"])
+    ['third', 'second', 'first pick']
+    """
+    return list(reversed(picks))
 
 
 def load_template(name_or_path: str | Path) -> Template:

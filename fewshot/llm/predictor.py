@@ -12,7 +12,7 @@ from ..calibration import CONTENT_FREE, METHODS, Method, calibrate
 from ..data import Example
 from ..errors import InputError
 from ..prompts import Template
-from ..selection.sal import Prediction
+from ..models import Prediction
 from .chat import chat_messages
 from .client import LLMClient, Prompt, check_labels
 

@@ -37,23 +37,9 @@ import numpy as np
 from ..calibration import batch_calibrate
 from ..data import Example
 from ..errors import InputError
+from ..models import Prediction, PredictiveModel
 from .base import Feasibility, Problem, Selection, Selector, check_k
 from .design import GO
-
-
-@dataclass(frozen=True)
-class Prediction:
-    """A model's answer: label probabilities (classification) or sampled values (regression)."""
-
-    probs: dict[str, float] | None = None
-    samples: tuple[float, ...] = ()
-
-    @property
-    def uncertainty(self) -> float:
-        if self.probs is not None:
-            p = np.array([v for v in self.probs.values() if v > 0])
-            return float(-(p * np.log(p)).sum())
-        return float(np.var(self.samples)) if len(self.samples) > 1 else math.inf
 
 
 OBJECTIVES = ("entropy", "mi", "epig")
@@ -93,12 +79,6 @@ def objective_loss(objective: str, probs: np.ndarray, weights: np.ndarray) -> fl
         mixed = np.einsum("h,hql->ql", weights, probs)  # the query's answer before the label is known
         return -float(np.mean(entropy(mixed) - np.einsum("h,hq->q", weights, entropy(probs))))
     raise InputError(f"SAL objective must be one of {', '.join(OBJECTIVES)}, not {objective!r}")
-
-
-class PredictiveModel(Protocol):
-    """What SAL needs from the LLM: answer many (demos, text) prompts."""
-
-    def predict_many(self, jobs: Sequence[tuple[Sequence[Example], str]]) -> list[Prediction]: ...
 
 
 def prefix_order(groups: int, size: int, width: int) -> np.ndarray:
