@@ -24,3 +24,24 @@ class InputError(FewshotError):
 
 class LLMError(FewshotError):
     """The LLM endpoint failed in a way retries cannot fix (unreachable, wrong model, no logprobs)."""
+
+
+class Interrupted(KeyboardInterrupt):
+    """A stop signal (SIGTERM, SIGHUP) turned into an exception, so ``with`` blocks unwind (servers
+    stop, finished work stays cached) and the CLI can say what happened. Ctrl-C stays a plain
+    KeyboardInterrupt.
+
+    >>> import signal; Interrupted(signal.SIGTERM).exit_code
+    143
+    """
+
+    def __init__(self, signum: int) -> None:
+        import signal
+
+        self.signum = signum
+        self.signal_name = signal.Signals(signum).name
+        super().__init__(self.signal_name)
+
+    @property
+    def exit_code(self) -> int:
+        return 128 + self.signum
