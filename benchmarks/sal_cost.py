@@ -1,7 +1,7 @@
 """SAL's cost on a 1,000-example pool with 100 queries, T = 8, shared set, against naive SAL.
 
     python benchmarks/sal_cost.py                 # local Gemma 3 270M (started and stopped here)
-    python benchmarks/sal_cost.py --candidates 6 --query-sample 8
+    python benchmarks/sal_cost.py --shortlist 6 --query-sample 8
 
 Naive SAL asks, every round, for every candidate x: p(y | H, x), then each label x each query:
 n * (1 + |Y| * m) prompts per round. Prints the prompts SAL simulated, the HTTP calls it made,
@@ -35,7 +35,7 @@ def main() -> None:
     parser.add_argument("--pool", type=int, default=1000)
     parser.add_argument("--queries", type=int, default=100)
     parser.add_argument("--k", type=int, default=8)
-    parser.add_argument("--candidates", type=int, default=6)
+    parser.add_argument("--shortlist", type=int, default=6)
     parser.add_argument("--query-sample", type=int, default=8)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--probes", type=int, default=5, help="Uncached prompts timed before and after, for the rate.")
@@ -51,7 +51,7 @@ def main() -> None:
     with llm_endpoint(cache_dir=tempfile.mkdtemp()) as client:
         post(client.base_url, {"prompt": "warm up", "max_tokens": 1})
         rates = prompt_rate(client.base_url, probe, args.probes, "before")
-        sal = SAL(model=LLMPredictor(client, template, data.labels), candidates=args.candidates,
+        sal = SAL(model=LLMPredictor(client, template, data.labels), shortlist=args.shortlist,
                   query_sample=args.query_sample, seed=args.seed)
         start = time.perf_counter()
         selection = sal.select(problem, args.k)
@@ -60,9 +60,9 @@ def main() -> None:
         rates += prompt_rate(client.base_url, probe, args.probes, "after")
     rate = statistics.median(rates)
     naive = args.k * len(pool) * (1 + len(data.labels) * len(queries))
-    simulated = selection.info["llm_calls"]
+    simulated = selection.info["prompts"]
     print(f"data={args.data} pool={len(pool)} queries={len(queries)} T={args.k} model={client.model} "
-          f"candidates={args.candidates} query_sample={args.query_sample}")
+          f"shortlist={args.shortlist} query_sample={args.query_sample}")
     print(f"SAL time                 {seconds:8.1f} s")
     print(f"prompts simulated        {simulated:8d}")
     print(f"HTTP calls (label walk)  {stats.get('calls', 0):8d}   label fallbacks {stats.get('label_fallbacks', 0)}")

@@ -19,10 +19,14 @@ class Prediction:
     samples: tuple[float, ...] = ()
 
     @property
-    def uncertainty(self) -> float:
-        if self.probs is not None:
-            p = np.array([v for v in self.probs.values() if v > 0])
-            return float(-(p * np.log(p)).sum())
+    def variance(self) -> float:
+        """The variance of the sampled values (regression's uncertainty), inf with fewer than two: an
+        answer with no parsable number must never look certain. (A label distribution's uncertainty
+        is its entropy, which SAL's objectives compute over many answers at once.)
+
+        >>> Prediction(samples=(1.0, 3.0)).variance, Prediction(samples=(2.0,)).variance
+        (1.0, inf)
+        """
         return float(np.var(self.samples)) if len(self.samples) > 1 else math.inf
 
 

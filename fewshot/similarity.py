@@ -32,12 +32,15 @@ def top_k(scores: np.ndarray, k: int) -> np.ndarray:
     return np.take_along_axis(part, order, axis=1)
 
 
-def nearest(queries: np.ndarray, pool: np.ndarray, k: int, *, chunk: int = 256,
-            absolute: bool = False) -> tuple[np.ndarray, np.ndarray]:
-    """Exact k nearest pool rows for each query: ``(indices, similarities)``, both ``(m, k)``.
+def nearest(queries: np.ndarray, pool: np.ndarray, k: int, *, chunk: int = 256) -> tuple[np.ndarray, np.ndarray]:
+    """Exact k nearest pool rows for each query: ``(indices, similarities)``, both ``(m, k)``, most
+    similar first (ties: the lower index, as in :func:`top_k`).
 
     One matrix product per chunk of queries keeps memory at ``chunk x n`` floats.
-    ``absolute`` ranks by ``|similarity|``.
+
+    >>> idx, sims = nearest(np.array([[1.0, 0.0]]), np.array([[0.0, 1.0], [1.0, 0.0], [0.6, 0.8]]), 2)
+    >>> idx.tolist(), sims.tolist()
+    ([[1, 2]], [[1.0, 0.6]])
     """
     m = len(queries)
     k = min(k, len(pool))
@@ -45,7 +48,7 @@ def nearest(queries: np.ndarray, pool: np.ndarray, k: int, *, chunk: int = 256,
     sims = np.empty((m, k), dtype=np.result_type(queries, pool))
     for start in range(0, m, chunk):
         block = queries[start:start + chunk] @ pool.T
-        idx = top_k(np.abs(block) if absolute else block, k)
+        idx = top_k(block, k)
         indices[start:start + chunk] = idx
         sims[start:start + chunk] = np.take_along_axis(block, idx, axis=1)
     return indices, sims

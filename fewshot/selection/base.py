@@ -12,14 +12,17 @@ longer fits is skipped, never truncated afterwards) and optional label balance.
 
 from __future__ import annotations
 
+import functools
+import inspect
 import math
 from dataclasses import dataclass, field, replace
-from typing import Any, ClassVar, Sequence
+from typing import Any, Callable, ClassVar, Sequence
 
 import numpy as np
 
 from ..errors import InputError
 from ..similarity import top_k
+from .params import Constraint, check, init_parameters, is_collaborator, unknown
 
 
 @dataclass(frozen=True)
@@ -48,6 +51,23 @@ class Problem:
 class Selection:
     """Chosen pool indices in pick order, the score each pick won with, and a trace of why.
 
+    ``scores[i]`` is pick i's value on its method's own scale, and for every method higher is
+    better: the pick is the best-scoring feasible candidate of its step (the trace's
+    ``runner_up_score`` is the next best). Scores compare candidates within one selection, not
+    across methods or steps. Per method:
+
+    - ``go``: ``"g"``, minus the largest query variance left after the pick; ``"v"``, the total query
+      variance it removes; per query, the query's variance it removes;
+    - ``sal``: minus the objective's loss (the trace also gives the ``loss``);
+    - ``random``: a seeded uniform draw in [0, 1);
+    - ``knn``: the cosine with the query (shared: with the mean query);
+    - ``mmr``: ``lam * relevance - (1 - lam) * (largest cosine with an earlier pick)``;
+    - ``bm25``: the BM25 score (shared: summed over queries, each scaled to a maximum of 1);
+    - ``kmeans``: minus the cluster's size rank, minus a spread in [0, 0.5] (minus k more for a
+      cluster already covered);
+    - ``votek``: the discounted votes of the example's unselected in-neighbours;
+    - ``dpp``: the log of its conditional variance, the gain in log det of the kernel.
+
     ``query`` is None for a shared set, else the query's index. ``stopped`` says why fewer
     than k demos were chosen (for instance the token budget), None when k were chosen.
     """
@@ -61,14 +81,67 @@ class Selection:
 
 
 class Selector:
-    """Base class: parameters live on the instance (``get_params`` lists them, as in scikit-learn)."""
+    """Base class: parameters live on the instance under their ``__init__`` names, as in scikit-learn.
+
+    Each subclass declares ``parameter_constraints`` (see :mod:`fewshot.selection.params`), one entry
+    per ``__init__`` parameter; every construction checks the values against it before ``__init__``
+    runs, so ``GO(noise=-1)`` and ``make_selector("go", noise=-1)`` fail alike. ``get_params``,
+    ``set_params`` and ``clone`` read and write the same parameters.
+
+    >>> from fewshot.selection import MMR
+    >>> mmr = MMR(lam=0.5); mmr.get_params()
+    {'lam': 0.5, 'shortlist': 256, 'label_balance': False}
+    >>> mmr.clone(lam=1), mmr.set_params(shortlist=None)
+    (MMR(lam=1.0, shortlist=256, label_balance=False), MMR(lam=0.5, shortlist=None, label_balance=False))
+    >>> MMR(lam=2)
+    Traceback (most recent call last):
+    ...
+    fewshot.errors.InputError: field '--param': parameter lam=2 for method 'mmr' must be float in [0, 1]
+    """
 
     name: ClassVar[str] = ""
     query_independent: ClassVar[bool] = False  # the set does not depend on the queries
+    parameter_constraints: ClassVar[dict[str, list[Constraint]]] = {}
     label_balance: bool = False
 
-    def get_params(self) -> dict[str, Any]:
-        return {k: v for k, v in vars(self).items() if not k.startswith("_")}
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if "__init__" not in cls.__dict__:
+            return
+        declared, signature = set(cls.parameter_constraints), set(init_parameters(cls))
+        if declared != signature:
+            raise TypeError(f"{cls.__name__}.parameter_constraints must list exactly its __init__ parameters: "
+                            f"missing {sorted(signature - declared)}, extra {sorted(declared - signature)}")
+        cls.__init__ = _checked_init(cls, cls.__init__)
+
+    @classmethod
+    def check_params(cls, params: dict[str, Any]) -> dict[str, Any]:
+        """``params`` checked against ``parameter_constraints`` (unknown names are errors)."""
+        checked = {}
+        for key, value in params.items():
+            if key not in cls.parameter_constraints:
+                raise unknown(cls.name, key, cls.parameter_constraints)
+            checked[key] = check(cls.name or cls.__name__, key, value, cls.parameter_constraints[key])
+        return checked
+
+    def get_params(self, collaborators: bool = False) -> dict[str, Any]:
+        """The ``__init__`` parameters' current values, in signature order. Collaborators (SAL's model
+        and oracle: objects, not settings) only with ``collaborators=True``, so by default the result
+        is plain data (JSON-ready)."""
+        constraints = self.parameter_constraints
+        return {key: getattr(self, key) for key in init_parameters(type(self))
+                if collaborators or not is_collaborator(constraints[key])}
+
+    def set_params(self, **params: Any) -> "Selector":
+        """Change parameters in place, checked as at construction; returns the selector."""
+        for key, value in self.check_params(params).items():
+            setattr(self, key, value)
+        return self
+
+    def clone(self, **changes: Any) -> "Selector":
+        """A new selector with the same parameters (collaborators shared, not copied), ``changes``
+        applied, and no state from earlier selections."""
+        return type(self)(**{**self.get_params(collaborators=True), **changes})
 
     def __repr__(self) -> str:
         args = ", ".join(f"{k}={v!r}" for k, v in self.get_params().items())
@@ -79,6 +152,20 @@ class Selector:
 
     def select_per_query(self, problem: Problem, k: int) -> list[Selection]:
         raise NotImplementedError
+
+
+def _checked_init(cls: type[Selector], init: Callable[..., None]) -> Callable[..., None]:
+    """``init`` behind the constraint check: the arguments are bound to its signature (defaults
+    filled in) and checked before it runs."""
+    signature = inspect.signature(init)
+
+    @functools.wraps(init)
+    def checked(self: Selector, *args: Any, **kwargs: Any) -> None:
+        bound = signature.bind(self, *args, **kwargs)
+        bound.apply_defaults()
+        init(self, **cls.check_params({k: v for k, v in bound.arguments.items() if k != "self"}))
+
+    return checked
 
 
 def check_k(problem: Problem, k: int) -> None:
@@ -121,6 +208,13 @@ class Feasibility:
         if self.codes is not None:
             ok &= np.take_along_axis(self.counts, self.codes, axis=1) < self.cap
         return ok
+
+    def stop_reason(self) -> str:
+        """Why a selection under these constraints ended with fewer than k picks: the one wording
+        every method reports."""
+        if self.costs is not None:
+            return "token budget exhausted"
+        return "label balance cap reached" if self.codes is not None else "no candidates left"
 
     def take(self, rows: np.ndarray, cols: np.ndarray) -> None:
         self.open[rows, cols] = False
@@ -192,8 +286,8 @@ class GreedySelector(Selector):
     as fit ``chunk_elements`` state entries, so memory stays bounded for any m; in exact mode the
     candidates' vectors are the pool itself (see :class:`CandidateVectors`), not b copies of it.
 
-    Selectors whose gains never change after a pick (``static_gains``: kNN, BM25, random) skip the
-    k-step loop when no token budget or label balance is active: their picks are the top k.
+    Selectors whose gains never change after a pick (:class:`StaticGains`: kNN, BM25, random) skip
+    the k-step loop when no token budget or label balance is active: their picks are the top k.
     """
 
     shortlist: int | None = None
@@ -309,10 +403,21 @@ class GreedySelector(Selector):
                  feasible: Feasibility) -> list[Selection]:
         results = []
         for row in range(len(picks)):
-            stopped = None
-            if len(picks[row]) < k:
-                stopped = ("token budget exhausted" if feasible.costs is not None
-                           else "label balance cap reached" if feasible.codes is not None else "no candidates left")
+            stopped = feasible.stop_reason() if len(picks[row]) < k else None
             results.append(Selection(tuple(picks[row]), tuple(scores[row]), tuple(traces[row]),
                                      query=None if queries is None else int(queries[row]), stopped=stopped))
         return results
+
+
+class StaticGains(GreedySelector):
+    """A greedy selector whose gains are fixed when it starts: ``_start`` returns the ``(b, M)``
+    scores, a pick changes nothing, and the driver takes the top k at once when no token budget or
+    label balance is active."""
+
+    static_gains: ClassVar[bool] = True
+
+    def _gains(self, state: np.ndarray, feasible: np.ndarray) -> np.ndarray:
+        return state
+
+    def _commit(self, state: np.ndarray, rows: np.ndarray, cols: np.ndarray) -> None:
+        pass

@@ -13,8 +13,9 @@ from scipy import sparse
 from ..clustering import kmeans
 from ..errors import InputError
 from ..similarity import nearest
-from .base import CandidateVectors, GreedySelector, Problem
+from .base import CandidateVectors, GreedySelector, Problem, StaticGains
 from .linear import LinearPosterior
+from .params import FLAG, SEED, SHORTLIST, Interval
 
 
 def _query_direction(problem: Problem) -> np.ndarray:
@@ -28,7 +29,7 @@ def _relevance(problem: Problem, vectors: CandidateVectors, queries: np.ndarray 
     return vectors.dot(targets)
 
 
-class Random(GreedySelector):
+class Random(StaticGains):
     """Uniformly random demos (seeded); the floor every method must beat.
 
     >>> X = np.eye(6); Random(seed=1).select(Problem(pool=X, queries=X), 3).indices == Random(seed=1).select(Problem(pool=X, queries=X), 3).indices
@@ -37,7 +38,7 @@ class Random(GreedySelector):
 
     name: ClassVar[str] = "random"
     query_independent: ClassVar[bool] = True
-    static_gains: ClassVar[bool] = True
+    parameter_constraints: ClassVar[dict] = {"seed": SEED, "label_balance": FLAG}
 
     def __init__(self, seed: int = 0, label_balance: bool = False) -> None:
         self.seed, self.label_balance = seed, label_balance
@@ -45,19 +46,13 @@ class Random(GreedySelector):
     def _start(self, problem, candidates, queries, k):
         return np.random.default_rng(self.seed).random(candidates.shape)
 
-    def _gains(self, state, feasible):
-        return state
 
-    def _commit(self, state, rows, cols):
-        pass
-
-
-class KNN(GreedySelector):
+class KNN(StaticGains):
     """kNN / KATE (Liu et al. 2022): the pool examples most similar to the query (shared: to the
     mean query)."""
 
     name: ClassVar[str] = "knn"
-    static_gains: ClassVar[bool] = True
+    parameter_constraints: ClassVar[dict] = {"shortlist": SHORTLIST, "label_balance": FLAG}
 
     def __init__(self, shortlist: int | None = 256, label_balance: bool = False) -> None:
         self.shortlist, self.label_balance = shortlist, label_balance
@@ -65,21 +60,15 @@ class KNN(GreedySelector):
     def _start(self, problem, candidates, queries, k):
         return _relevance(problem, CandidateVectors(problem.pool, candidates), queries)
 
-    def _gains(self, state, feasible):
-        return state
-
-    def _commit(self, state, rows, cols):
-        pass
-
 
 class MMR(GreedySelector):
     """Maximal marginal relevance: ``lam * relevance - (1 - lam) * max similarity to chosen``."""
 
     name: ClassVar[str] = "mmr"
+    parameter_constraints: ClassVar[dict] = {"lam": [Interval(float, 0, 1)], "shortlist": SHORTLIST,
+                                             "label_balance": FLAG}
 
     def __init__(self, lam: float = 0.7, shortlist: int | None = 256, label_balance: bool = False) -> None:
-        if not 0.0 <= lam <= 1.0:
-            raise InputError(f"MMR lam must be in [0, 1], not {lam}")
         self.lam, self.shortlist, self.label_balance = lam, shortlist, label_balance
 
     def _start(self, problem, candidates, queries, k):
@@ -141,11 +130,12 @@ class BM25Index:
         return np.asarray((q @ self.matrix.T).todense())
 
 
-class BM25(GreedySelector):
+class BM25(StaticGains):
     """BM25 lexical relevance (per query; shared: summed over queries, each scaled to max 1)."""
 
     name: ClassVar[str] = "bm25"
-    static_gains: ClassVar[bool] = True
+    parameter_constraints: ClassVar[dict] = {"k1": [Interval(float, 0, None)], "b": [Interval(float, 0, 1)],
+                                             "shortlist": SHORTLIST, "label_balance": FLAG}
 
     def __init__(self, k1: float = 1.5, b: float = 0.75, shortlist: int | None = 256,
                  label_balance: bool = False) -> None:
@@ -175,18 +165,13 @@ class BM25(GreedySelector):
             return summed[candidates]
         return np.take_along_axis(self._bm25(problem, queries), candidates, axis=1)
 
-    def _gains(self, state, feasible):
-        return state
-
-    def _commit(self, state, rows, cols):
-        pass
-
 
 class KMeansDiversity(GreedySelector):
     """k-means with k clusters; the example nearest each centroid (label-free, shared)."""
 
     name: ClassVar[str] = "kmeans"
     query_independent: ClassVar[bool] = True
+    parameter_constraints: ClassVar[dict] = {"seed": SEED, "label_balance": FLAG}
 
     def __init__(self, seed: int = 0, label_balance: bool = False) -> None:
         self.seed, self.label_balance = seed, label_balance
@@ -215,20 +200,23 @@ class KMeansDiversity(GreedySelector):
 class VoteK(GreedySelector):
     """Fast vote-k (Su et al. 2022): graph of each example's ``neighbors`` nearest; an example's
     score is the votes of its unselected in-neighbours, each discounted by ``rho ** -(selected
-    neighbours it already has)``. Label-free and shared."""
+    neighbours it already has)`` (``rho >= 1``: 1 is no discount). Label-free and shared."""
 
     name: ClassVar[str] = "votek"
     query_independent: ClassVar[bool] = True
+    # neighbors=0 left a graph without edges: every score 0, and the picks were 0, 1, 2, ...
+    parameter_constraints: ClassVar[dict] = {"neighbors": [Interval(int, 1, None)], "rho": [Interval(float, 1, None)],
+                                             "label_balance": FLAG}
 
     def __init__(self, neighbors: int = 15, rho: float = 10.0, label_balance: bool = False) -> None:
         self.neighbors, self.rho, self.label_balance = neighbors, rho, label_balance
 
     def _start(self, problem, candidates, queries, k):
         n = problem.n
-        k = min(self.neighbors + 1, n)
-        idx, _ = nearest(problem.pool, problem.pool, k)
-        rows = np.repeat(np.arange(n), k)
-        graph = sparse.csr_matrix((np.ones(n * k), (rows, idx.ravel())), shape=(n, n))
+        width = min(self.neighbors + 1, n)  # each example's nearest, itself included
+        idx, _ = nearest(problem.pool, problem.pool, width)
+        rows = np.repeat(np.arange(n), width)
+        graph = sparse.csr_matrix((np.ones(n * width), (rows, idx.ravel())), shape=(n, n))
         graph.setdiag(0)  # an example does not vote for itself
         graph.eliminate_zeros()
         return {"graph": graph, "covered": np.zeros(n), "selected": np.zeros(n, dtype=bool)}
@@ -248,6 +236,8 @@ class DPP(GreedySelector):
     ``L = diag(r) S diag(r)``: S = cosine similarity, ``r = exp(quality * relevance)``."""
 
     name: ClassVar[str] = "dpp"
+    parameter_constraints: ClassVar[dict] = {"quality": [Interval(float, 0, None)], "shortlist": SHORTLIST,
+                                             "label_balance": FLAG}
 
     def __init__(self, quality: float = 3.0, shortlist: int | None = 256, label_balance: bool = False) -> None:
         self.quality, self.shortlist, self.label_balance = quality, shortlist, label_balance

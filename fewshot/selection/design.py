@@ -26,6 +26,7 @@ import numpy as np
 from ..errors import InputError
 from .base import CandidateVectors, GreedySelector, Problem, Selection
 from .linear import LinearPosterior
+from .params import FLAG, SHORTLIST, Interval, Options
 
 
 @dataclass
@@ -70,13 +71,13 @@ class GO(GreedySelector):
     """
 
     name: ClassVar[str] = "go"
+    parameter_constraints: ClassVar[dict] = {
+        "objective": [Options("g", "v")], "ridge": [Interval(float, 0, None, closed="neither")],
+        "noise": [Interval(float, 0, None, closed="neither")], "shortlist": SHORTLIST, "label_balance": FLAG,
+        "center": FLAG}
 
     def __init__(self, objective: Literal["g", "v"] = "g", ridge: float = 1.0, noise: float = 0.1,
                  shortlist: int | None = 256, label_balance: bool = False, center: bool = False) -> None:
-        if objective not in ("g", "v"):
-            raise InputError(f"GO objective must be 'g' or 'v', not {objective!r}")
-        if ridge <= 0 or noise <= 0:
-            raise InputError("GO needs ridge > 0 and noise > 0")
         self.objective, self.ridge, self.noise = objective, ridge, noise
         self.shortlist, self.label_balance, self.center = shortlist, label_balance, center
 
@@ -179,9 +180,11 @@ class GO(GreedySelector):
         """``max_q v'(q)`` after adding each x, exact for every feasible x.
 
         Lazy in the queries: with the A highest-variance queries the value is exact wherever it is
-        at least the (A+1)-th variance, and a lower bound elsewhere; A doubles until the minimum is
-        certain, so most steps touch a few dozen query rows instead of all m (``lazy=False``: all m
-        at once, exact for every x).
+        at least the (A+1)-th variance t, and a lower bound elsewhere (an unscored query's variance,
+        at most t, only falls). An unsure x's true value is then at most t, and no exact one is
+        below t, so an unsure feasible x may be the minimum: A doubles until no feasible x is
+        unsure. Most steps touch a few dozen query rows instead of all m (``lazy=False``: all m at
+        once, exact for every x).
         """
         query_var, n = s.query_var, len(s.pool)
         order = np.argsort(-query_var, kind="stable")
@@ -201,12 +204,9 @@ class GO(GreedySelector):
             done = s.extra["rows_scored"] = size  # reported in the trace: how lazy this step was
             if size == m:
                 return value
-            threshold = query_var[order[size]]
-            exact = value >= threshold
-            best = np.min(value[exact & feasible], initial=np.inf)
-            unsure = ~exact & feasible
-            if not unsure.any() or np.min(value[unsure]) > best:
-                return np.where(exact, value, np.inf)  # unsure ones cannot win; inf keeps them out
+            exact = value >= query_var[order[size]]
+            if not (feasible & ~exact).any():
+                return np.where(exact, value, np.inf)  # the unsure ones are infeasible: inf keeps them out
             size = min(m, 2 * size)
 
     def _commit(self, state: Any, rows: np.ndarray, cols: np.ndarray) -> None:

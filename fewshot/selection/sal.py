@@ -2,11 +2,11 @@
 cut its uncertainty on the queries (Mukherjee et al., arXiv 2404.08846).
 
 One round, shared set: H = demos chosen so far with their revealed labels; C = a shortlist of
-``candidates`` examples by GO's V-optimal greedy continued from H (relevant to the queries and
+``shortlist`` examples by GO's V-optimal greedy continued from H (relevant to the queries and
 unlike each other); Q' = a seeded sample of ``query_sample``
 queries. For x in C the model gives p(y | H, x); for every label with p >= ``min_label_prob``
-(regression: each sampled value) it answers Q' with (x, y) + H in the order the final prompt
-shows demos (first pick nearest the query, so x farthest), giving p_y(q) for q in Q'. With
+(regression: each sampled value) it answers Q' with H and (x, y) in the order the final prompt
+shows demos (:func:`~fewshot.prompts.prompt_order`: x farthest from the query), giving p_y(q) for q in Q'. With
 ``calibration="batch"`` each p_y(.) is divided by its mean over Q' first. The ``objective``
 turns the simulated answers into a loss, and the x with the lowest loss is picked and its label
 revealed by the oracle (w_y = p(y | H, x) renormalised over the labels kept; H = entropy):
@@ -29,8 +29,7 @@ Per query, Q' = {q}: batch calibration needs two or more queries and is skipped,
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
-from typing import Any, Callable, ClassVar, Literal, Protocol, Sequence
+from typing import Any, Callable, ClassVar, Literal
 
 import numpy as np
 
@@ -38,8 +37,10 @@ from ..calibration import batch_calibrate
 from ..data import Example
 from ..errors import InputError
 from ..models import Prediction, PredictiveModel
+from ..prompts import prompt_order
 from .base import Feasibility, Problem, Selection, Selector, check_k
 from .design import GO
+from .params import FLAG, SEED, SHORTLIST, HasMethods, Interval, Options
 
 
 OBJECTIVES = ("entropy", "mi", "epig")
@@ -106,25 +107,24 @@ class SAL(Selector):
     uncertainty on the queries (needs an LLM; see `fewshot select --method sal`)."""
 
     name: ClassVar[str] = "sal"
+    parameter_constraints: ClassVar[dict] = {
+        "model": [HasMethods("predict_many"), None], "oracle": [callable, None],
+        "shortlist": SHORTLIST,
+        # query_sample=0 simulated no query: every loss was inf and the picks were 0, 1, 2, ...
+        "query_sample": [Interval(int, 1, None), None],
+        "min_label_prob": [Interval(float, 0, 1)], "ridge": [Interval(float, 0, None, closed="neither")],
+        "noise": [Interval(float, 0, None, closed="neither")], "seed": SEED, "label_balance": FLAG,
+        "objective": [Options(*OBJECTIVES)], "calibration": [Options("none", "batch")], "label_coverage": FLAG}
 
     def __init__(self, model: PredictiveModel | None = None, oracle: Callable[[int], str] | None = None,
-                 candidates: int | None = 6, query_sample: int | None = 8, min_label_prob: float = 0.1,
+                 shortlist: int | None = 6, query_sample: int | None = 8, min_label_prob: float = 0.1,
                  ridge: float = 1.0, noise: float = 0.1, seed: int = 0, label_balance: bool = False,
                  objective: Literal["entropy", "mi", "epig"] = "mi",
                  calibration: Literal["none", "batch"] = "none", label_coverage: bool = False) -> None:
-        if objective not in OBJECTIVES:
-            raise InputError(f"SAL objective must be one of {', '.join(OBJECTIVES)}, not {objective!r}")
-        if candidates is not None and candidates < 1:
-            raise InputError(f"SAL needs candidates >= 1 (or None for the whole pool), not {candidates}")
-        if calibration not in ("none", "batch"):
-            raise InputError(f"SAL calibration must be 'none' or 'batch', not {calibration!r}")
         self.objective, self.calibration, self.label_coverage = objective, calibration, label_coverage
         self.model, self.oracle = model, oracle
-        self.candidates, self.query_sample, self.min_label_prob = candidates, query_sample, min_label_prob
+        self.shortlist, self.query_sample, self.min_label_prob = shortlist, query_sample, min_label_prob
         self.ridge, self.noise, self.seed, self.label_balance = ridge, noise, seed, label_balance
-
-    def get_params(self) -> dict[str, Any]:
-        return {k: v for k, v in super().get_params().items() if k not in ("model", "oracle")}
 
     def select(self, problem: Problem, k: int) -> Selection:
         check_k(problem, k)
@@ -146,15 +146,15 @@ class SAL(Selector):
                          "(give a labels file, or run on a terminal to label interactively)")
 
     def _shortlist(self, problem: Problem, sample: np.ndarray, chosen: list[int], ok: np.ndarray) -> np.ndarray:
-        """``candidates`` feasible examples, relevant to the query sample and unlike each other: GO's
+        """``shortlist`` feasible examples, relevant to the query sample and unlike each other: GO's
         V-optimal greedy continued from H, each shortlisted example conditioned on as if picked (the
         top gains alone are often near-duplicates of one another)."""
-        if self.candidates is None or self.candidates >= ok.sum():
+        if self.shortlist is None or self.shortlist >= ok.sum():
             return np.flatnonzero(ok)
         go = GO(objective="v", ridge=self.ridge, noise=self.noise)
         sub = Problem(pool=problem.pool, queries=problem.queries[sample])
         left, shortlist = ok.copy(), []
-        for _ in range(self.candidates):
+        for _ in range(self.shortlist):
             best = int(np.argmax(np.where(left, go.gains(sub, chosen + shortlist), -np.inf)))  # ties: lower index
             shortlist.append(best)
             left[best] = False
@@ -169,23 +169,23 @@ class SAL(Selector):
         scores: list[float] = []
         trace: list[dict[str, Any]] = []
         queries = [problem.query_texts[j] for j in sample]
-        calls = 0
+        prompts = 0
         for step in range(k):
             ok = feasible.mask()[0]
             if not ok.any():
                 break
             shortlist = self._shortlist(problem, sample, chosen, ok)
-            # demos in the order the final prompt shows them: the first pick nearest the query, so a
-            # candidate picked now sits before (farther from the query than) every earlier pick
-            shown = demos[::-1]
+            # demos in the order the final prompt shows them: a candidate picked now is shown as the
+            # last pick so far
+            shown = prompt_order(demos)
             first = self.model.predict_many([(shown, problem.pool_texts[x]) for x in shortlist])
             hypotheses = [self._hypotheses(p) for p in first]
-            jobs = [([Example(str(x), problem.pool_texts[x], y), *shown], q)
+            jobs = [(prompt_order([*demos, Example(str(x), problem.pool_texts[x], y)]), q)
                     for x, hyp in zip(shortlist, hypotheses) for y, _ in hyp for q in queries]
             order = prefix_order(len(jobs) // max(1, len(queries)), len(queries), _width(self.model))
             answered = self.model.predict_many([jobs[i] for i in order])
             answers = iter([answered[i] for i in np.argsort(order)])
-            calls += len(shortlist) + len(jobs)
+            prompts += len(shortlist) + len(jobs)
             # a candidate the model gave no answer for (regression: nothing parsable) cannot be
             # simulated: it scores +inf, never 0, so it cannot win by default
             expected = np.array([self._loss([w for _, w in hyp], [[next(answers) for _ in queries] for _ in hyp])
@@ -205,12 +205,13 @@ class SAL(Selector):
                           "loss": float(expected[best]), "objective": self._objective(len(queries)), "label": label,
                           "runner_up": int(shortlist[order[1]]) if len(order) > 1 else None,
                           "runner_up_score": -runner_up if math.isfinite(runner_up) else None,  # JSON has no inf
-                          "shortlist": [int(x) for x in shortlist], "llm_calls": len(shortlist) + len(jobs),
+                          "shortlist": [int(x) for x in shortlist], "prompts": len(shortlist) + len(jobs),
                           "covering_only": covering is not None})
             feasible.take(np.array([0]), np.array([pick]))
-        stopped = None if len(chosen) == k else "token budget exhausted" if feasible.costs is not None else "no candidates left"
+        stopped = None if len(chosen) == k else feasible.stop_reason()
+        # "prompts": the predictions asked for, not HTTP requests (a client may batch or cache them)
         return Selection(tuple(chosen), tuple(scores), tuple(trace), query=query, stopped=stopped,
-                         info={"llm_calls": calls, "queries_sampled": len(sample)})
+                         info={"prompts": prompts, "queries_sampled": len(sample)})
 
     @staticmethod
     def _covering(first: list[Prediction], demos: list[Example]) -> np.ndarray | None:
@@ -226,7 +227,7 @@ class SAL(Selector):
         """The objective's loss for one candidate: ``answers[h][j]`` is query j's answer under
         hypothesis h (the candidate shown with label h), which has weight ``weights[h]``."""
         if any(a.probs is None for row in answers for a in row):  # regression: expected variance
-            return float(sum(w * np.mean([a.uncertainty for a in row]) for w, row in zip(weights, answers)))
+            return float(sum(w * np.mean([a.variance for a in row]) for w, row in zip(weights, answers)))
         labels = sorted({y for row in answers for a in row for y in a.probs})
         if len(labels) < 2:  # nothing to compare: the answers carry no information
             return math.inf

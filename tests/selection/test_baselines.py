@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 
 from fewshot.clustering import kmeans
-from fewshot.selection import BM25, DPP, KNN, MMR, KMeansDiversity, Problem, Random
+from fewshot.errors import InputError
+from fewshot.selection import BM25, DPP, KNN, MMR, KMeansDiversity, Problem, Random, VoteK, make_selector
 from tests.conftest import unit_rows
 
 
@@ -129,3 +130,13 @@ def test_knn_ties_go_to_the_lower_index():
     pool = np.concatenate([base[:1], base[1:], base[:1], base[:1]])  # rows 0, 50, 51 are the same
     selection = KNN(shortlist=None).select_per_query(Problem(pool=pool, queries=base[:1]), 2)[0]
     assert selection.indices == (0, 50) and selection.trace[1]["runner_up"] == 51
+
+
+# -- vote-k ------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("build", [lambda: VoteK(neighbors=0), lambda: make_selector("votek", neighbors=0)])
+def test_votek_without_neighbours_is_refused(build):
+    """neighbors=0 used to pass: the graph held only self-loops, which are dropped, so every score
+    was 0 and the picks were 0, 1, 2, ..."""
+    with pytest.raises(InputError, match="parameter neighbors=0 for method 'votek' must be int >= 1"):
+        build()

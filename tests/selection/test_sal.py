@@ -3,8 +3,9 @@
 import numpy as np
 import pytest
 
-from fewshot.selection import GO, SAL, Problem
-from fewshot.selection.sal import Prediction
+from fewshot.errors import InputError
+from fewshot.models import Prediction
+from fewshot.selection import GO, SAL, Problem, make_selector
 from tests.conftest import unit_rows
 
 
@@ -44,15 +45,15 @@ def linear_problem(seed, n=30, m=12, d=5):
 def test_sal_equals_go_on_a_linear_task(seed):
     problem, vectors, texts = linear_problem(seed)
     model = LinearGaussianModel(vectors, texts)
-    sal = SAL(model=model, candidates=None, query_sample=None, ridge=1.0, noise=0.1).select(problem, 5)
+    sal = SAL(model=model, shortlist=None, query_sample=None, ridge=1.0, noise=0.1).select(problem, 5)
     go = GO(objective="v", ridge=1.0, noise=0.1).select(problem, 5)
     assert sal.indices == go.indices
-    assert sal.info["llm_calls"] == model.calls
+    assert sal.info["prompts"] == model.calls
 
 
 def test_sal_per_query_equals_go_per_query():
     problem, vectors, texts = linear_problem(4, m=3)
-    sal = SAL(model=LinearGaussianModel(vectors, texts), candidates=None).select_per_query(problem, 4)
+    sal = SAL(model=LinearGaussianModel(vectors, texts), shortlist=None).select_per_query(problem, 4)
     go = GO(shortlist=None).select_per_query(problem, 4)
     assert [s.indices for s in sal] == [g.indices for g in go]
 
@@ -60,9 +61,10 @@ def test_sal_per_query_equals_go_per_query():
 def test_shortlist_and_sample_bound_the_calls():
     problem, vectors, texts = linear_problem(0, n=30, m=12)
     model = LinearGaussianModel(vectors, texts)
-    selection = SAL(model=model, candidates=4, query_sample=3, seed=1).select(problem, 3)
+    selection = SAL(model=model, shortlist=4, query_sample=3, seed=1).select(problem, 3)
     # per round: 4 candidates x (1 + 2 samples x 3 queries)
-    assert model.calls == selection.info["llm_calls"] == 3 * 4 * (1 + 2 * 3)
+    assert model.calls == selection.info["prompts"] == 3 * 4 * (1 + 2 * 3)
+    assert [t["prompts"] for t in selection.trace] == [4 * (1 + 2 * 3)] * 3
     assert len(set(selection.indices)) == 3
 
 
@@ -70,7 +72,7 @@ def test_sal_without_labels_or_oracle_is_a_clear_error():
     problem, vectors, texts = linear_problem(0)
     unlabeled = Problem(pool=problem.pool, queries=problem.queries, pool_texts=problem.pool_texts,
                         query_texts=problem.query_texts, labels=[None] * problem.n)
-    with pytest.raises(Exception, match="no label and SAL has no oracle"):
+    with pytest.raises(InputError, match="no label and SAL has no oracle"):
         SAL(model=LinearGaussianModel(vectors, texts)).select(unlabeled, 2)
 
 
@@ -87,7 +89,7 @@ def test_pruned_pool_asks_the_oracle_about_the_example_sal_picked():
 
     unlabeled = Problem(pool=problem.pool, queries=problem.queries, pool_texts=problem.pool_texts,
                         query_texts=problem.query_texts, labels=[None] * problem.n)
-    sal = SAL(model=LinearGaussianModel(vectors, texts), oracle=oracle, candidates=None, query_sample=None)
+    sal = SAL(model=LinearGaussianModel(vectors, texts), oracle=oracle, shortlist=None, query_sample=None)
     run = run_selection(sal, unlabeled, 4, prune_to=20, seed=0)
     picked = run.selections[0].indices
     assert sorted(asked) == sorted(picked)
@@ -111,9 +113,9 @@ def test_simulated_prompts_are_sent_demo_set_by_demo_set_with_the_same_picks():
     """With 2 requests in flight, two candidates' prompts go side by side, each candidate's
     queries in turn (so each server slot computes one demo set once); the picks do not change."""
     problem, vectors, texts = linear_problem(0)
-    plain = SAL(model=LinearGaussianModel(vectors, texts), candidates=3, query_sample=4).select(problem, 3)
+    plain = SAL(model=LinearGaussianModel(vectors, texts), shortlist=3, query_sample=4).select(problem, 3)
     wrapped = InFlight(LinearGaussianModel(vectors, texts), 2)
-    chosen = SAL(model=wrapped, candidates=3, query_sample=4).select(problem, 3)
+    chosen = SAL(model=wrapped, shortlist=3, query_sample=4).select(problem, 3)
     assert chosen.indices == plain.indices and chosen.scores == plain.scores
     simulated = wrapped.seen[1]  # round 1: 3 candidates x 2 samples (hypotheses) = 6 demo sets x 4 queries
     sets = [demo for _, demo, _ in simulated]
@@ -136,7 +138,7 @@ class RecordingModel:
 def test_simulated_prompts_show_demos_as_the_final_prompt_does():
     problem, _, _ = linear_problem(5, n=6, m=2)
     model = RecordingModel(lambda demos, text: Prediction(probs={"a": 0.6, "b": 0.4}))
-    first, second, _ = SAL(model=model, candidates=None, query_sample=None, oracle=lambda i: "a").select(problem, 3).indices
+    first, second, _ = SAL(model=model, shortlist=None, query_sample=None, oracle=lambda i: "a").select(problem, 3).indices
     # the final prompt shows the first pick nearest the query: ..., second, first, query. So in the
     # third round a candidate x is simulated as x, second, first, and x's own label is asked given second, first
     shown = [problem.pool_texts[second], problem.pool_texts[first]]
@@ -155,7 +157,7 @@ def test_a_candidate_without_parsable_answers_never_wins():
             return Prediction(samples=())
         return Prediction(samples=(1.0, 2.0))
 
-    picks = SAL(model=RecordingModel(answer), candidates=None, query_sample=None).select(problem, 1)
+    picks = SAL(model=RecordingModel(answer), shortlist=None, query_sample=None).select(problem, 1)
     assert picks.indices != (0,) and np.isfinite(picks.trace[0]["loss"])
 
 
@@ -181,7 +183,7 @@ def collapse_or_sort(problem, collapser, sorter):
 def test_entropy_rewards_label_collapse_and_mi_and_epig_do_not(objective, wins):
     problem, _, _ = linear_problem(7, n=6, m=4)
     model = collapse_or_sort(problem, collapser=1, sorter=4)
-    pick = SAL(model=model, objective=objective, candidates=None, query_sample=None, oracle=lambda i: "a").select(problem, 1)
+    pick = SAL(model=model, objective=objective, shortlist=None, query_sample=None, oracle=lambda i: "a").select(problem, 1)
     assert pick.indices == ((1,) if wins == "collapser" else (4,))
     assert pick.trace[0]["objective"] == objective
 
@@ -201,7 +203,7 @@ def test_batch_calibration_turns_label_collapse_into_no_information():
         return Prediction(probs={"a": lean, "b": 1 - lean})
 
     def pick(calibration):
-        return SAL(model=RecordingModel(answer), candidates=None, query_sample=None, oracle=lambda i: "a",
+        return SAL(model=RecordingModel(answer), shortlist=None, query_sample=None, oracle=lambda i: "a",
                    objective="entropy", calibration=calibration).select(problem, 1)
 
     assert pick("none").indices == (2,)
@@ -211,10 +213,18 @@ def test_batch_calibration_turns_label_collapse_into_no_information():
 
 
 def test_unknown_objective_or_calibration_is_a_clear_error():
-    with pytest.raises(Exception, match="objective must be one of entropy, mi, epig"):
+    with pytest.raises(InputError, match="objective='entropyy' for method 'sal' must be one of 'entropy', 'mi', 'epig'"):
         SAL(objective="entropyy")
-    with pytest.raises(Exception, match="calibration must be 'none' or 'batch'"):
+    with pytest.raises(InputError, match="calibration='contextual' for method 'sal' must be one of 'none', 'batch'"):
         SAL(calibration="contextual")
+
+
+@pytest.mark.parametrize("build", [lambda: SAL(query_sample=0), lambda: make_selector("sal", query_sample=0)])
+def test_an_empty_query_sample_is_refused(build):
+    """query_sample=0 used to pass: no query was simulated, every loss was inf, and SAL picked the
+    lowest pool indices."""
+    with pytest.raises(InputError, match=r"query_sample=0 for method 'sal' must be int >= 1 or None"):
+        build()
 
 
 def test_the_shortlist_holds_no_duplicates_of_the_best_candidate():
@@ -225,7 +235,7 @@ def test_the_shortlist_holds_no_duplicates_of_the_best_candidate():
     pool = np.concatenate([problem.pool, problem.pool[[best, best]]])
     copies = Problem(pool=pool, queries=problem.queries, pool_texts=[*problem.pool_texts, "copy1", "copy2"],
                      query_texts=problem.query_texts, labels=[*problem.labels, "0", "0"])
-    shortlist = SAL(candidates=4, query_sample=None)._shortlist(copies, np.arange(6), [], np.ones(22, dtype=bool))
+    shortlist = SAL(shortlist=4, query_sample=None)._shortlist(copies, np.arange(6), [], np.ones(22, dtype=bool))
     assert len(shortlist) == 4 and len({tuple(pool[i]) for i in shortlist}) == 4
     assert best in shortlist
 
@@ -245,7 +255,7 @@ def test_label_coverage_prefers_a_candidate_with_a_label_not_yet_shown():
         return Prediction(probs={"a": 0.6, "b": 0.4})
 
     def picks(coverage):
-        sal = SAL(model=RecordingModel(answer), candidates=None, query_sample=None, oracle=lambda i: "a",
+        sal = SAL(model=RecordingModel(answer), shortlist=None, query_sample=None, oracle=lambda i: "a",
                   objective="entropy", label_coverage=coverage)
         return sal.select(problem, 2)
 
@@ -266,7 +276,7 @@ def test_per_query_mi_scores_by_entropy_instead_of_ignoring_the_model():
             return Prediction(probs={"a": 0.99, "b": 0.01})
         return Prediction(probs={"a": 0.5, "b": 0.5})
 
-    for selection in SAL(model=RecordingModel(answer), candidates=None, oracle=lambda i: "a").select_per_query(problem, 1):
+    for selection in SAL(model=RecordingModel(answer), shortlist=None, oracle=lambda i: "a").select_per_query(problem, 1):
         assert selection.indices == (5,) and selection.trace[0]["objective"] == "entropy"
-    with pytest.raises(Exception, match="candidates >= 1"):
-        SAL(candidates=0)
+    with pytest.raises(InputError, match=r"shortlist=0 for method 'sal' must be int >= 1 or None"):
+        SAL(shortlist=0)
