@@ -1,36 +1,24 @@
 """One call from Python: ``fewshot.api.select(examples, queries, method=..., k=...)`` on plain data.
 
 Examples are dicts (or strings), queries strings (or dicts). The call embeds them (the bundled
-all-MiniLM-L6-v2 with the on-disk cache unless an ``embedder`` is given), builds the same
-:class:`~fewshot.selection.Problem` the CLI builds, runs the selector and hands back the chosen
-example dicts with their rank and score.
+all-MiniLM-L6-v2 with the on-disk cache unless an ``embedder`` is given) and runs the library call
+``fewshot select`` runs (:func:`fewshot.pipeline.select_examples`): the same parameter checks,
+default modes, SAL wiring and labeling oracle. It hands back the chosen example dicts with their
+rank and score.
 """
 
 from __future__ import annotations
 
-import functools
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-from .cache import default_cache_dir
 from .data import Example, parse_examples
-from .embedding import CachedEmbedder, Embedder, SentenceTransformerEmbedder
+from .embedding import Embedder
 from .errors import InputError
-from .pipeline import build_problem, run_selection
+from .pipeline import Request, make_embedder, run_selection, select_examples
 from .prompts import Template, load_template
 from .selection import PER_QUERY_METHODS, Selection, make_selector
-
-
-
-@functools.lru_cache(maxsize=1)
-def _bundled_model() -> SentenceTransformerEmbedder:
-    """The bundled model, loaded once per process (loading costs seconds, embedding milliseconds)."""
-    return SentenceTransformerEmbedder()
-
-
-def default_embedder() -> Embedder:
-    """The bundled model behind the on-disk cache of the current cache folder (``FEWSHOT_CACHE_DIR``)."""
-    return CachedEmbedder(_bundled_model(), default_cache_dir() / "embeddings.sqlite")
 
 
 @dataclass
@@ -86,43 +74,67 @@ def select(examples: Sequence[Mapping[str, Any] | str], queries: Sequence[str | 
            method: str = "go", k: int = 4, *, per_query: bool | None = None, text_key: str = "text",
            label_key: str | None = "label", id_key: str = "id", max_tokens: int | None = None,
            template: str | Template = "classification", label_balance: bool = False, seed: int = 0,
-           prune_to: int | None = None, label_budget: int | None = None, retriever: str = "knn",
-           embedder: Embedder | None = None, **params: Any) -> SelectResult:
+           prune_to: int | None = None, prune_policy: str = "hard", label_budget: int | None = None,
+           retriever: str = "knn", embedder: Embedder | None = None, llm: Any = None,
+           labels: Sequence[str] | None = None, labels_file: str | Path | Mapping[str, str] | None = None,
+           labels_journal: str | Path | None = None, llm_calibration: str = "none", **params: Any) -> SelectResult:
     """Choose ``k`` demos from ``examples`` for ``queries``.
 
-    ``per_query``: None = per query for the methods whose picks follow the query (knn, mmr, bm25,
-    dpp), one shared set otherwise (go, random, vote-k, k-means, sal). ``max_tokens`` is a token
-    budget for the demos as ``template`` renders them (budget-aware: a demo that no longer fits is
-    skipped). ``params`` are the method's parameters, checked as the CLI's ``--param`` (unknown names
-    and wrong types are :class:`~fewshot.errors.InputError`); SAL takes ``model=`` (an
-    :class:`~fewshot.llm.predictor.LLMPredictor`) and uses the examples' labels as its oracle.
-    ``label_budget=B`` is "annotate then retrieve": ``method`` picks B examples to label, then
-    ``retriever`` picks the k demos from those B (per query when ``per_query``); ``to_label`` lists
-    the B.
+    ``per_query``: None = the method's default mode, as in ``fewshot select`` (see
+    :class:`~fewshot.pipeline.Request`): per query for the methods whose picks follow the query
+    (knn, mmr, bm25, dpp; with a ``label_budget``, the ``retriever``'s mode), one shared set
+    otherwise (go, random, vote-k, k-means, sal). ``max_tokens`` is a token budget for the demos as
+    ``template`` renders them (budget-aware: a demo that no longer fits is skipped). ``params`` are
+    the method's parameters, checked as the CLI's ``--param`` (unknown names and wrong types are
+    :class:`~fewshot.errors.InputError`). ``label_budget=B`` is "annotate then retrieve": ``method``
+    picks B examples to label, then ``retriever`` picks the k demos from those B (per query when
+    ``per_query``); ``to_label`` lists the B.
 
-    >>> result = select(["a", "b", "c"], ["b"], method="random", k=2, embedder=_Letters())
+    SAL (``method="sal"``) asks ``llm``: an :class:`~fewshot.llm.LLMClient`, a base URL, or None for
+    the configured endpoint (``OPENAI_BASE_URL``, ``FEWSHOT_MODEL``), else a local llama-server
+    (``model=`` a ready predictor also works), over ``labels`` (default: the labels the examples,
+    ``labels_file`` and the journal hold), calibrated by ``llm_calibration``. The label of each demo it
+    picks comes from the example, else ``labels_file`` (a JSONL path or an ``{id: label}`` dict), else
+    ``labels_journal`` (default: under the cache folder, keyed by the examples), else a person on
+    the terminal, whose answers are appended to the journal as they are typed (``oracle=`` replaces
+    all of this). A revealed label fills the returned dict's ``label_key``.
+
+    Any object with ``model_id`` and ``embed(texts)`` is an embedder:
+
+    >>> import numpy as np
+    >>> class FirstLetter:  # one axis per first letter
+    ...     model_id = "first-letter"
+    ...     def embed(self, texts):
+    ...         return np.eye(26, dtype=np.float32)[[ord(t[0].lower()) - 97 for t in texts]]
+    >>> result = select(["a", "b", "c"], ["b"], method="random", k=2, embedder=FirstLetter())
     >>> [d["rank"] for d in result.shared], result.to_label
     ([1, 2], ['0', '1'])
-    >>> select(["a", "b"], ["a"], method="go", k=1, nosie=0.1, embedder=_Letters())
+    >>> select(["a", "b"], ["a"], method="go", k=0, embedder=FirstLetter())
     Traceback (most recent call last):
     ...
-    fewshot.errors.InputError: field '--param': unknown parameter 'nosie' for method 'go' (valid: objective, ridge, noise, shortlist, label_balance, center)
+    fewshot.errors.InputError: field '--k': k=0 must be at least 1
     """
+    request = Request(method=method, k=k, per_query=per_query, seed=seed, max_tokens=max_tokens,
+                      label_balance=label_balance, params=params, prune_to=prune_to, prune_policy=prune_policy,
+                      label_budget=label_budget, retriever=retriever)
+    request.check()  # before anything is embedded or started
     keys = {"text_key": text_key, "label_key": label_key, "id_key": id_key}
     pool, records = _examples(examples, "examples", **keys)
     query_examples, _ = _examples(queries, "queries", **keys)
-    if per_query is None:
-        per_query = method in PER_QUERY_METHODS
-    selector = make_selector(method, seed=seed, label_balance=label_balance, **params)
     demo_template = template if isinstance(template, Template) else load_template(template)
-    problem = build_problem(pool, query_examples, embedder=embedder or default_embedder(),
-                            template=demo_template, max_tokens=max_tokens)
-    second = make_selector(retriever, seed=seed, label_balance=label_balance) if label_budget else None
-    run = run_selection(selector, problem, k, per_query=per_query, prune_to=prune_to, seed=seed,
-                        label_budget=label_budget, retriever=second)
-    demos = [[{**records[i], "rank": rank, "score": float(score)}
-              for rank, (i, score) in enumerate(zip(s.indices, s.scores), start=1)] for s in run.selections]
-    return SelectResult(method, k, per_query, demos, run.to_label(pool), run.selections, selector.get_params())
+    run = select_examples(pool, query_examples, request, template=demo_template, embedder=embedder or make_embedder(),
+                          llm=llm, labels=labels, labels_file=labels_file,
+                          journal=None if labels_journal is None else Path(labels_journal),
+                          calibration=llm_calibration)
+    revealed = run.revealed_labels()
+
+    def shown(i: int, rank: int, score: float) -> dict[str, Any]:
+        fill = {label_key: revealed[i]} if label_key and pool[i].label is None and i in revealed else {}
+        return {**records[i], **fill, "rank": rank, "score": float(score)}
+
+    demos = [[shown(i, rank, score) for rank, (i, score) in enumerate(zip(s.indices, s.scores), start=1)]
+             for s in run.selections]
+    return SelectResult(method, k, run.per_query, demos, run.to_label(pool), run.selections, run.params)
 
 
 class DemoPool:
@@ -131,10 +143,7 @@ class DemoPool:
 
     ``costs`` (optional, one per example) are the tokens each demo adds; with ``max_tokens`` the
     selection is budget-aware. ``labels`` are needed only for ``label_balance`` and SAL.
-
-    >>> pool = DemoPool(method="knn", k=1, embedder=_Letters())
-    >>> pool.add(["apple", "banana"]); pool.add(["cherry"]); pool.choose(["cake"])
-    [[2]]
+    ``per_query=None``: the method's default mode (see :func:`select`).
     """
 
     def __init__(self, method: str = "knn", k: int = 4, *, per_query: bool | None = None,
@@ -143,9 +152,9 @@ class DemoPool:
         import numpy as np
 
         self.method, self.k, self.max_tokens, self.seed = method, k, max_tokens, seed
-        self.per_query = method in PER_QUERY_METHODS if per_query is None else per_query
+        self.per_query = Request(method).per_query_mode if per_query is None else per_query
         self.selector = make_selector(method, seed=seed, label_balance=label_balance, **params)
-        self.embedder = embedder or default_embedder()
+        self.embedder = embedder or make_embedder()
         self.texts: list[str] = []
         self.labels: list[str | None] = []
         self.costs: list[int] = []
@@ -189,17 +198,4 @@ class DemoPool:
         return [list(s.indices) for s in run.selections]
 
 
-class _Letters:
-    """A toy embedder for the doctests: one axis per distinct first letter."""
-
-    model_id = "letters"
-
-    def embed(self, texts: Sequence[str]):
-        import numpy as np
-
-        vectors = np.zeros((len(texts), 26), dtype=np.float32)
-        vectors[np.arange(len(texts)), [ord(t[0].lower()) % 26 for t in texts]] = 1.0
-        return vectors
-
-
-__all__ = ["select", "SelectResult", "DemoPool", "default_embedder", "PER_QUERY_METHODS"]
+__all__ = ["select", "SelectResult", "DemoPool", "PER_QUERY_METHODS"]

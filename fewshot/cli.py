@@ -1,52 +1,87 @@
-"""``fewshot`` command line: a thin layer over the library (see ``fewshot.pipeline``)."""
+"""``fewshot`` command line: argument parsing and printing over the library (``fewshot.pipeline``,
+``fewshot.evaluation``); every decision about what is selected, and how, lives there."""
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import functools
 import json
 import os
+import signal
 import sys
+import threading
 import traceback
-from contextlib import ExitStack
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Iterator, Optional
 
 import typer
 
 from . import selection as registry
 from .data import Example, load_examples, write_jsonl
 from .embedding import load_embeddings
-from .errors import FewshotError, InputError
-from .calibration import METHODS as CALIBRATIONS
-from .llm.predictor import LLMPredictor
-from .llm.server import MODELS, LocalServer, llm_endpoint
-from .pipeline import SelectionRun, build_problem, make_embedder, run_selection
-from .prompts import load_template
+from .errors import FewshotError, InputError, Interrupted
+from .llm.server import MODELS, STOP_SIGNALS, LocalServer, llm_endpoint
+from .oracle import journal_path
+from .pipeline import Request, SelectionRun, demo_records, make_embedder, run_meta, select_examples
+from .prompts import Template, load_template, prompt_order
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Pick the few-shot demonstrations for an LLM prompt.")
+
+RESUME = "finished work is kept; re-run the same command to resume"
 
 
 def _say(message: str) -> None:
     print(message, file=sys.stderr)
 
 
+@contextlib.contextmanager
+def stop_signals_interrupt() -> Iterator[None]:
+    """While a command runs, SIGTERM and SIGHUP raise :class:`~fewshot.errors.Interrupted`, so
+    ``with`` blocks unwind (a started server stops, caches and journals are closed) and the command
+    says what happened. A signal the process ignores (SIGHUP under ``nohup``) stays ignored."""
+    if threading.current_thread() is not threading.main_thread():
+        yield  # Python installs handlers only there
+        return
+
+    def on_signal(signum: int, frame: object) -> None:
+        raise Interrupted(signum)
+
+    previous = {}
+    for signum in STOP_SIGNALS:
+        handler = signal.getsignal(signum)
+        if handler is not signal.SIG_IGN:
+            previous[signum] = handler
+            signal.signal(signum, on_signal)
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler if handler is not None else signal.SIG_DFL)
+
+
 def handles_errors(command: Callable) -> Callable:
-    """Input errors exit 2 with the message; anything unexpected exits 1 (traceback with FEWSHOT_DEBUG=1)."""
+    """Input errors exit 2 with the message; a stop signal exits 128 + its number and Ctrl-C 130,
+    each saying what is kept; anything unexpected exits 1 (traceback with FEWSHOT_DEBUG=1)."""
 
     @functools.wraps(command)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
-            return command(*args, **kwargs)
+            with stop_signals_interrupt():
+                return command(*args, **kwargs)
         except InputError as err:
             _say(f"error: {err}")
             raise typer.Exit(2) from None
         except FewshotError as err:
             _say(f"error: {err}")
             raise typer.Exit(1) from None
+        except Interrupted as err:
+            # true: embeddings and LLM answers are cached, typed labels journaled, eval cells recorded
+            _say(f"terminated ({err.signal_name}): {RESUME}")
+            raise typer.Exit(err.exit_code) from None
         except KeyboardInterrupt:
-            _say("interrupted: finished work is cached; re-run the same command to resume")
+            _say(f"interrupted: {RESUME}")
             raise typer.Exit(130) from None
         except (typer.Exit, typer.Abort):
             raise
@@ -73,19 +108,8 @@ def parse_params(pairs: list[str]) -> dict[str, Any]:
     return params
 
 
-def demo_records(run: SelectionRun, pool: list[Example], queries: list[Example]) -> list[dict[str, Any]]:
-    records = []
-    revealed = run.revealed_labels()
-    for selection in run.selections:
-        for rank, (index, score) in enumerate(zip(selection.indices, selection.scores), start=1):
-            example = pool[index]
-            label = example.label if example.label is not None else revealed.get(index)
-            record = {"id": example.id, "text": example.text, "label": label, "rank": rank,
-                      "score": round(score, 6), "pool_index": index, "needs_label": label is None}
-            if run.per_query:
-                record["query_id"] = queries[selection.query].id
-            records.append(record)
-    return records
+def _listed(text: str | None) -> list[str]:
+    return [t.strip() for t in (text or "").split(",") if t.strip()]
 
 
 @app.command()
@@ -94,16 +118,16 @@ def select(
     pool: Path = typer.Option(..., help="Candidate examples (.jsonl or .csv); labels optional."),
     queries: Path = typer.Option(..., help="The inputs the prompt must answer (.jsonl or .csv); text only."),
     method: str = typer.Option("go", help="Selector name; see `fewshot methods`."),
-    k: int = typer.Option(8, help="Number of demos to choose (the labeling budget T)."),
+    k: int = typer.Option(8, help="Demos per prompt (for a shared set, also the number of labels needed; see --label-budget)."),
     out: Optional[Path] = typer.Option(None, help="Write chosen demos as JSONL here (else stdout); metadata goes to OUT.meta.json."),
     text_field: str = typer.Option("text", help="Field holding the text."),
     label_field: str = typer.Option("label", help="Field holding the label (may be absent)."),
     id_field: Optional[str] = typer.Option(None, help="Field holding a unique id (default: the 'id' field when the file has one, else the line number)."),
-    per_query: bool = typer.Option(False, "--per-query", help="One demo list per query instead of one shared set."),
+    per_query: Optional[bool] = typer.Option(None, "--per-query/--shared", help="One demo list per query, or one shared set. Default: the mode of the method that picks the demos shown (--retriever with --label-budget, else --method): per query for knn, mmr, bm25, dpp; shared for go, random, kmeans, votek, sal."),
     seed: int = typer.Option(0, help="Seed for every random choice."),
-    max_tokens: Optional[int] = typer.Option(None, help="Token budget for the rendered demos (tiktoken cl100k_base)."),
-    render: Optional[str] = typer.Option(None, help="Print every finished prompt with this template (a bundled template name or a .toml path)."),
-    template: str = typer.Option("classification", help="Template whose demo format sets the token costs."),
+    max_tokens: Optional[int] = typer.Option(None, help="Token budget for the rendered demos of one prompt (tiktoken cl100k_base)."),
+    render: Optional[str] = typer.Option(None, help="Print every finished prompt with this template (a bundled template name or a .toml path); it also sets the token costs and SAL's prompts."),
+    template: Optional[str] = typer.Option(None, help="Template whose demo format sets the token costs and SAL's prompts (default classification; with --render, give only one of the two)."),
     label_balance: bool = typer.Option(False, "--label-balance", help="At most ceil(k / #labels) demos per label (needs labels)."),
     param: list[str] = typer.Option([], "--param", "-p", help="Method parameter KEY=VALUE, repeatable (see `fewshot methods`)."),
     embeddings: Optional[Path] = typer.Option(None, help="Precomputed pool embeddings (.npy, one row per pool example)."),
@@ -118,124 +142,82 @@ def select(
     api_key: Optional[str] = typer.Option(None, help="SAL: API key (default $OPENAI_API_KEY)."),
     api: str = typer.Option("completions", help="SAL: 'completions' (llama.cpp, vLLM) or 'chat' (hosted chat models)."),
     local_model: str = typer.Option("gemma3-270m", help="SAL: local model when no endpoint is set (gemma3-270m, smollm2-135m or a .gguf)."),
-    labels: Optional[str] = typer.Option(None, help="SAL: comma-separated label set (default: the labels in the pool)."),
+    labels: Optional[str] = typer.Option(None, help="SAL: comma-separated label set (default: the labels in the pool and labels file)."),
     calibration: str = typer.Option("none", help="SAL: calibrate the LLM's label probabilities: none, batch or contextual."),
-    labels_file: Optional[Path] = typer.Option(None, help="SAL oracle: JSONL of {id, label} for pool examples SAL asks about."),
-    label_budget: Optional[int] = typer.Option(None, help="Annotate then retrieve: --method picks this many examples to label, then --retriever picks k of them (per query with --per-query)."),
+    labels_file: Optional[Path] = typer.Option(None, help="SAL oracle: JSONL of {id, label} for pool examples SAL asks about. Labels typed at the prompt are kept in OUT.labels.jsonl (without --out: in the cache folder), and a re-run asks only the rest."),
+    label_budget: Optional[int] = typer.Option(None, help="Annotate then retrieve: --method picks this many examples to label (B), then --retriever picks k of them for each prompt (per query by default)."),
     retriever: str = typer.Option("knn", help="With --label-budget: the method that picks k demos from the labeled ones (knn, go, mmr, ...)."),
 ) -> None:
     """Choose k demonstrations from a pool for a set of queries."""
-    # built before any work, so a bad method or parameter costs nothing; SAL gets its LLM and oracle below
-    selector = registry.make_selector(method, seed=seed, label_balance=label_balance, **parse_params(param))
-    second = registry.make_selector(retriever, seed=seed, label_balance=label_balance) if label_budget else None
-    if calibration not in CALIBRATIONS:
-        raise InputError(f"unknown calibration {calibration!r} (use one of: {', '.join(CALIBRATIONS)})",
-                         field="--calibration")
+    request = Request(method=method, k=k, per_query=per_query, seed=seed, max_tokens=max_tokens,
+                      label_balance=label_balance, params=parse_params(param), prune_to=prune_to,
+                      prune_policy=prune_policy, label_budget=label_budget, retriever=retriever)
+    request.check()  # bad numbers, methods and parameters cost nothing
+    demo_template = _template(render, template)
     if out is not None:
         _prepare_output(out)
     pool_examples = load_examples(pool, text_field=text_field, label_field=label_field, id_field=id_field)
     query_examples = load_examples(queries, text_field=text_field, label_field=None)
-    if k > len(pool_examples):
-        raise InputError(f"k={k} is larger than the pool ({len(pool_examples)} examples)", path=str(pool))
+    request.fits(len(pool_examples), path=str(pool))
     if render and method != "sal" and not labels and all(e.label is None for e in pool_examples):
         raise InputError("--render needs labels for the demos, and the pool has none: label the chosen "
                          "examples first (run without --render), or use --method sal with --labels-file",
                          field="--render")
-    demo_template = load_template(render or template)
     pool_vectors = load_embeddings(embeddings, len(pool_examples), what="pool") if embeddings else None
     query_vectors = load_embeddings(query_embeddings, len(query_examples), what="queries") if query_embeddings else None
     embedder = None
     if pool_vectors is None or query_vectors is None:
         embedder = make_embedder(embedding_model, cache=not no_cache, cache_dir=cache_dir)
-    problem = build_problem(pool_examples, query_examples, embedder=embedder, pool_vectors=pool_vectors,
-                            query_vectors=query_vectors, template=demo_template, max_tokens=max_tokens)
-    if max_tokens is not None and problem.token_costs is not None and problem.token_costs.min() > max_tokens:
-        shortest = int(problem.token_costs.argmin())
-        raise InputError(f"every demo alone exceeds --max-tokens {max_tokens} (shortest is id "
-                         f"{pool_examples[shortest].id}, {int(problem.token_costs[shortest])} tokens)", field="--max-tokens")
-    llm_stats: dict[str, Any] = {}
-    label_set: list[str] = []
-    with ExitStack() as stack:
-        if method == "sal":
-            client = stack.enter_context(llm_endpoint(base_url, model, api_key, api=api, local_model=local_model,
-                                                      cache_dir=cache_dir))
-            from_file = _read_labels_file(labels_file) if labels_file else {}
-            label_set = _label_set(labels, pool_examples, from_file)
-            selector.model = LLMPredictor(client, demo_template, label_set, calibration=calibration)
-            selector.oracle = make_oracle(pool_examples, from_file, label_set)
-            llm_stats = {"base_url": client.base_url, "model": client.model, "stats": client.stats}
-        run = run_selection(selector, problem, k, per_query=per_query, prune_to=prune_to,
-                            prune_policy=prune_policy, seed=seed, label_budget=label_budget, retriever=second)
-    if llm_stats:
-        calls = sum(s.info.get("llm_calls", 0) for s in run.selections)
-        naive = len(pool_examples) * (1 + len(label_set) * (1 if per_query else len(query_examples))) * k
-        llm_stats.update(simulated_calls=calls, naive_calls=naive * (len(query_examples) if per_query else 1),
-                         stats=dict(llm_stats["stats"]))
+    run = select_examples(pool_examples, query_examples, request, template=demo_template, embedder=embedder,
+                          pool_vectors=pool_vectors, query_vectors=query_vectors, llm=base_url,
+                          endpoint={"model": model, "api_key": api_key, "api": api, "local_model": local_model,
+                                    "cache_dir": cache_dir},
+                          labels=_listed(labels), labels_file=labels_file,
+                          journal=journal_path(pool_examples, out=out, cache_dir=cache_dir), calibration=calibration)
     records = demo_records(run, pool_examples, query_examples)
-    meta = {"method": method, "params": selector.get_params(), "k": k, "seed": seed, "per_query": per_query,
-            "embedding_model": "precomputed" if embedder is None else embedder.model_id,
-            "embeddings_computed": getattr(embedder, "computed", None),
-            "selection_seconds": round(run.seconds, 4), "pool_size": len(pool_examples),
-            "queries": len(query_examples), "max_tokens": max_tokens,
-            "ids": {"pool": pool_examples.id_source, "queries": query_examples.id_source}, "pruned_to": run.pruned_to,
-            "stopped": sorted({s.stopped for s in run.selections if s.stopped}),
-            "label_budget": label_budget, "retriever": retriever if label_budget else None,
-            "to_label": run.to_label(pool_examples),
-            "trace": [list(s.trace) for s in run.selections[:1]], **({"llm": llm_stats} if llm_stats else {})}
+    meta = run_meta(run, request, pool_examples, query_examples, embedder=embedder, template=demo_template)
     if out:
         write_jsonl(out, records)
         Path(f"{out}.meta.json").write_text(json.dumps(meta, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     elif not render:
         for record in records:
             print(json.dumps(record, ensure_ascii=False, sort_keys=True))
-    known = _known_labels(labels, pool_examples, records, label_set)
+    known = run.label_set or _listed(labels) or sorted({e.label for e in pool_examples if e.label is not None}
+                                                       | {r["label"] for r in records if r["label"]})
     if render:
         _print_prompts(records, run, query_examples, demo_template, known)
     _show_summary(records, run, query_examples, demo_template, known, show_prompt=not render)
+    _report(run, meta, len(pool_examples), out)
+
+
+def _template(render: str | None, template: str | None) -> Template:
+    """One template renders the printed prompts, SAL's prompts and the token costs: a budget on a
+    format other than the one printed would bound nothing that is shown."""
+    chosen = load_template(render or template or "classification")
+    if render and template and load_template(template) != chosen:
+        raise InputError(f"--render {render} and --template {template} name different templates; the token "
+                         "costs, SAL's prompts and the printed prompts come from one: give only --render",
+                         field="--template")
+    return chosen
+
+
+def _report(run: SelectionRun, meta: dict[str, Any], pool_size: int, out: Path | None) -> None:
+    """The summary lines on stderr: what was chosen, SAL's cost, why anything is short, what to label."""
     counts = sorted({len(s.indices) for s in run.selections})
     chosen = str(counts[0]) if len(counts) == 1 else f"{counts[0]}-{counts[-1]}"
-    _say(f"{method}: chose {chosen} demo(s){' per query' if per_query else ''} from {len(pool_examples)} "
+    _say(f"{meta['method']}: chose {chosen} demo(s){' per query' if run.per_query else ''} from {pool_size} "
          f"in {run.seconds:.3f} s" + (f" -> {out}" if out else ""))
-    if llm_stats:
-        _say(f"LLM: {llm_stats['simulated_calls']} simulated prompts ({llm_stats['stats'].get('calls', 0)} calls, "
-             f"{llm_stats['stats'].get('cached', 0)} from cache); naive SAL: {llm_stats['naive_calls']}")
+    if run.llm:
+        stats = run.llm.get("stats", {})
+        _say(f"LLM: {run.llm['simulated_calls']} simulated prompts ({stats.get('calls', 0)} calls, "
+             f"{stats.get('cached', 0)} from cache); naive SAL: {run.llm['naive_calls']}")
+    if meta["annotation_stopped"]:
+        _say(f"note: fewer than label_budget={meta['label_budget']} examples picked to label: {meta['annotation_stopped']}")
     for reason in meta["stopped"]:
-        _say(f"note: fewer than k={k} demos for some selections: {reason}")
+        _say(f"note: fewer than k={meta['k']} demos for some selections: {reason}")
     if meta["to_label"]:
         _say(f"the pool is unlabeled: label these {len(meta['to_label'])} examples: {', '.join(meta['to_label'][:20])}"
              + (" ..." if len(meta["to_label"]) > 20 else ""))
-
-
-def _label_set(labels: str | None, pool: list[Example], from_file: dict[str, str]) -> list[str]:
-    if labels:
-        return [label.strip() for label in labels.split(",") if label.strip()]
-    found = {e.label for e in pool if e.label is not None} | set(from_file.values())
-    if not found:
-        raise InputError("SAL needs the label set: pass --labels a,b,c (the pool has no labels)", field="--labels")
-    return sorted(found)
-
-
-def _read_labels_file(path: Path) -> dict[str, str]:
-    rows = load_examples(path, text_field="label", label_field=None, id_field="id")
-    return {row.id: row.text for row in rows}
-
-
-def make_oracle(pool: list[Example], from_file: dict[str, str], label_set: list[str]) -> Callable[[int], str]:
-    """Reveal a chosen demo's label: the pool's label, else the labels file, else ask on the terminal."""
-
-    def oracle(index: int) -> str:
-        example = pool[index]
-        if example.label is not None:
-            return example.label
-        if example.id in from_file:
-            return from_file[example.id]
-        if sys.stdin.isatty():
-            return typer.prompt(f"Label for example {example.id}: {example.text!r}\n({' / '.join(label_set)})",
-                                type=typer.Choice(label_set), err=True)
-        raise InputError(f"SAL chose pool example id {example.id!r}, which has no label: add it to --labels-file "
-                         "or run on a terminal to label it interactively", field="--labels-file")
-
-    return oracle
 
 
 def _prepare_output(out: Path) -> None:
@@ -249,21 +231,10 @@ def _prepare_output(out: Path) -> None:
                          field="--out") from None
 
 
-def _known_labels(labels: str | None, pool: list[Example], records: list[dict[str, Any]],
-                  label_set: list[str]) -> list[str]:
-    """The label set for the instruction: --labels (or SAL's label set), else the labels of the pool
-    and of SAL's reveals."""
-    if labels or label_set:
-        return label_set or [label.strip() for label in labels.split(",") if label.strip()]
-    return sorted({e.label for e in pool if e.label is not None} | {r["label"] for r in records if r["label"]})
-
-
 def _demos_for(records: list[dict[str, Any]], query_id: str | None) -> list[Example]:
-    """The demos of one selection as the prompt shows them: most important last, nearest the query
-    (small LLMs weigh the demo nearest the query most)."""
-    chosen = [r for r in records if r.get("query_id") == query_id]
-    chosen.sort(key=lambda r: r["rank"], reverse=True)
-    return [Example(str(r["id"]), r["text"], r["label"]) for r in chosen]
+    """The demos of one selection as the prompt shows them (:func:`fewshot.prompts.prompt_order`)."""
+    chosen = sorted((r for r in records if r.get("query_id") == query_id), key=lambda r: r["rank"])
+    return [Example(str(r["id"]), r["text"], r["label"]) for r in prompt_order(chosen)]
 
 
 def _print_prompts(records, run: SelectionRun, queries: list[Example], template, labels: list[str]) -> None:
@@ -442,8 +413,10 @@ def serve(model: str = typer.Option("gemma3-270m", help=f"One of {', '.join(MODE
             print(f"serving {model} at {server.base_url}  (export OPENAI_BASE_URL={server.base_url} "
                   f"FEWSHOT_MODEL={model})", flush=True)
             server.process.wait()
-        except KeyboardInterrupt:
+        except KeyboardInterrupt as err:
             _say("stopping the server")
+            if isinstance(err, Interrupted):  # SIGTERM, SIGHUP: the exit code names the signal
+                raise typer.Exit(err.exit_code) from None
 
 
 if __name__ == "__main__":  # pragma: no cover

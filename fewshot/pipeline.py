@@ -1,14 +1,20 @@
-"""From examples to a selection: embed, optionally prune, cost the demos in tokens, select.
+"""From examples to a selection: embed, cost the demos in tokens, optionally prune, select, and
+describe what was chosen.
 
-The CLI and the eval harness are thin layers over :func:`build_problem` and :func:`run_selection`.
+``fewshot select`` and :func:`fewshot.select` are argument parsing over :class:`Request` (the plain
+parameters, checked before any file is read or model loaded) and :func:`select_examples` (which
+also connects SAL to its LLM and labeling oracle); :func:`demo_records` and :func:`run_meta` give
+the CLI's output. The eval harness uses :func:`build_problem` and :func:`run_selection`.
 """
 
 from __future__ import annotations
 
+import functools
 import time
-from dataclasses import dataclass, field
+from contextlib import ExitStack
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 
@@ -16,19 +22,27 @@ from .clustering import prune
 from .data import Example
 from .embedding import CachedEmbedder, Embedder, OpenAIEmbedder, SentenceTransformerEmbedder
 from .errors import InputError
+from .oracle import Ask, Oracle, ask_on_terminal, journal_path, make_oracle
 from .prompts import Template
-from .selection import Problem, Selection, Selector
+from .selection import KNN, PER_QUERY_METHODS, SAL, Problem, Selection, Selector, make_selector
 from .tokens import count_tokens
+
+
+@functools.lru_cache(maxsize=1)
+def _bundled_model() -> SentenceTransformerEmbedder:
+    """The bundled model, loaded once per process (loading costs seconds, embedding milliseconds)."""
+    return SentenceTransformerEmbedder()
 
 
 def make_embedder(model: str | None = None, *, cache: bool = True, cache_dir: str | Path | None = None,
                   base_url: str | None = None, api_key: str | None = None) -> Embedder:
-    """``model``: None (bundled all-MiniLM-L6-v2), a local sentence-transformers folder, or
-    ``openai:NAME`` for an OpenAI-compatible embeddings endpoint. Cached on disk unless ``cache=False``."""
+    """``model``: None (bundled all-MiniLM-L6-v2, loaded once per process), a local
+    sentence-transformers folder, or ``openai:NAME`` for an OpenAI-compatible embeddings endpoint.
+    Cached on disk (``cache_dir``, default ``$FEWSHOT_CACHE_DIR``) unless ``cache=False``."""
     if model and model.startswith("openai:"):
         embedder: Embedder = OpenAIEmbedder(model.split(":", 1)[1], base_url=base_url, api_key=api_key)
     else:
-        embedder = SentenceTransformerEmbedder(model)
+        embedder = SentenceTransformerEmbedder(model) if model else _bundled_model()
     if not cache:
         return embedder
     return CachedEmbedder(embedder, Path(cache_dir) / "embeddings.sqlite" if cache_dir else None)
@@ -42,11 +56,23 @@ def demo_costs(pool: Sequence[Example], template: Template) -> np.ndarray:
 def build_problem(pool: Sequence[Example], queries: Sequence[Example], *, embedder: Embedder | None = None,
                   pool_vectors: np.ndarray | None = None, query_vectors: np.ndarray | None = None,
                   template: Template | None = None, max_tokens: int | None = None) -> Problem:
-    """Embed what was not given as vectors and attach token costs when a token budget is set."""
+    """Token costs when a token budget is set (checked before anything is embedded), then embed what
+    was not given as vectors."""
     if not pool:
         raise InputError("the pool is empty")
     if not queries:
         raise InputError("there are no queries")
+    costs = None
+    if max_tokens is not None:
+        if max_tokens < 1:
+            raise InputError(f"max_tokens={max_tokens} must be positive", field="--max-tokens")
+        if template is None:
+            raise InputError("a token budget needs the template that renders the demos")
+        costs = demo_costs(pool, template)
+        if costs.min() > max_tokens:
+            shortest = int(costs.argmin())
+            raise InputError(f"every demo alone exceeds --max-tokens {max_tokens} (shortest is id "
+                             f"{pool[shortest].id}, {int(costs[shortest])} tokens)", field="--max-tokens")
     if pool_vectors is None or query_vectors is None:
         if embedder is None:
             raise InputError("give an embedder, or vectors for both the pool and the queries")
@@ -56,13 +82,6 @@ def build_problem(pool: Sequence[Example], queries: Sequence[Example], *, embedd
             query_vectors = embedder.embed([e.text for e in queries])
     if pool_vectors.shape[1] != query_vectors.shape[1]:
         raise InputError(f"pool vectors have {pool_vectors.shape[1]} dimensions, query vectors {query_vectors.shape[1]}")
-    costs = None
-    if max_tokens is not None:
-        if max_tokens < 1:
-            raise InputError(f"max_tokens={max_tokens} must be positive")
-        if template is None:
-            raise InputError("a token budget needs the template that renders the demos")
-        costs = demo_costs(pool, template)
     return Problem(pool=pool_vectors, queries=query_vectors, pool_texts=tuple(e.text for e in pool),
                    query_texts=tuple(e.text for e in queries), labels=[e.label for e in pool],
                    token_costs=costs, max_tokens=max_tokens)
@@ -78,27 +97,114 @@ def restrict(problem: Problem, keep: np.ndarray) -> Problem:
                    max_tokens=problem.max_tokens)
 
 
+@dataclass(frozen=True)
+class Request:
+    """The plain parameters of one selection; :meth:`check` refuses bad ones before any work.
+
+    ``per_query=None`` takes the default mode of the method that picks the demos shown
+    (``retriever`` under a ``label_budget``, else ``method``): per query for the methods whose
+    picks follow the query (knn, mmr, bm25, dpp), one shared set for the others (go, random,
+    kmeans, votek, sal). The CLI (``--per-query/--shared``), :func:`fewshot.select` and the eval
+    (``knn`` = ``knn:q``) share this rule.
+
+    >>> Request("knn", k=4).per_query_mode, Request("go", k=4).per_query_mode
+    (True, False)
+    >>> Request("go", k=4, label_budget=16).per_query_mode  # the retriever (knn) shows the demos
+    True
+    >>> Request("go", k=0).check()
+    Traceback (most recent call last):
+    ...
+    fewshot.errors.InputError: field '--k': k=0 must be at least 1
+    """
+
+    method: str = "go"
+    k: int = 8
+    per_query: bool | None = None
+    seed: int = 0
+    max_tokens: int | None = None
+    label_balance: bool = False
+    params: Mapping[str, Any] = field(default_factory=dict)
+    prune_to: int | None = None
+    prune_policy: str = "hard"
+    label_budget: int | None = None
+    retriever: str = "knn"
+
+    @property
+    def per_query_mode(self) -> bool:
+        if self.per_query is not None:
+            return self.per_query
+        return (self.retriever if self.label_budget is not None else self.method) in PER_QUERY_METHODS
+
+    def check(self) -> None:
+        """Refuse bad numbers, methods and parameters (nothing is read, embedded or started)."""
+        self.selectors()
+
+    def selectors(self) -> tuple[Selector, Selector | None]:
+        """Fresh (selector, retriever) after checking every plain parameter; the retriever is None
+        without a label budget."""
+        if self.k < 1:
+            raise InputError(f"k={self.k} must be at least 1", field="--k")
+        if self.label_budget is not None and self.label_budget < self.k:
+            raise InputError(f"label_budget={self.label_budget} is smaller than k={self.k}", field="--label-budget")
+        if self.max_tokens is not None and self.max_tokens < 1:
+            raise InputError(f"max_tokens={self.max_tokens} must be positive", field="--max-tokens")
+        picks = self.label_budget or self.k
+        if self.prune_to is not None and self.prune_to < picks:
+            raise InputError(f"prune_to={self.prune_to} is smaller than "
+                             + (f"label_budget={picks}" if self.label_budget else f"k={picks}"), field="--prune-to")
+        if self.prune_policy not in ("hard", "easy"):
+            raise InputError(f"unknown pruning policy {self.prune_policy!r}: use 'hard' or 'easy'", field="--prune-policy")
+        selector = make_selector(self.method, seed=self.seed, label_balance=self.label_balance, **self.params)
+        retriever = None
+        if self.label_budget is not None:
+            retriever = make_selector(self.retriever, seed=self.seed, label_balance=self.label_balance)
+        return selector, retriever
+
+    def fits(self, pool_size: int, path: str | None = None) -> None:
+        """Refuse more picks than the pool holds."""
+        for name, value in (("k", self.k), ("label_budget", self.label_budget)):
+            if value is not None and value > pool_size:
+                raise InputError(f"{name}={value} is larger than the pool ({pool_size} examples)", path=path)
+
+
 @dataclass
 class SelectionRun:
-    """Selections with the pool indices of the original pool, and what it cost."""
+    """Selections with the pool indices of the original pool, and what it cost.
+
+    ``selections`` hold the demos shown (one shared set, or one per query); under a label budget
+    ``annotated`` holds the examples the method picked to label. :func:`select_examples` also fills
+    ``params`` (the selector's), ``label_set`` (SAL's) and ``llm`` (SAL's endpoint and costs).
+    """
 
     selections: list[Selection]
     seconds: float
     per_query: bool
     pruned_to: int | None = None
     info: dict[str, Any] = field(default_factory=dict)
+    params: dict[str, Any] = field(default_factory=dict)
+    label_set: list[str] = field(default_factory=list)
+    llm: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def annotated(self) -> Selection | None:
+        """The label budget's picks (pool indices, pick order), None without a label budget."""
+        return self.info.get("annotated")
+
+    @property
+    def by_method(self) -> list[Selection]:
+        """What the method itself chose: the annotated set under a label budget, else the demos."""
+        return [self.annotated] if self.annotated is not None else self.selections
 
     def revealed_labels(self) -> dict[int, str]:
         """Labels SAL's oracle revealed as it picked (they are in its trace), by pool index."""
-        selections = self.selections + ([self.info["annotated"]] if "annotated" in self.info else [])
+        selections = self.selections + ([self.annotated] if self.annotated is not None else [])
         return {t["index"]: t["label"] for s in selections for t in s.trace if t.get("label") is not None}
 
     def to_label(self, pool: Sequence[Example]) -> list[str]:
         """Ids a person should label, in pick order: the annotated examples (label budget), else every
         chosen demo, that have no label in ``pool`` and none revealed by an oracle."""
-        chosen = [self.info["annotated"]] if "annotated" in self.info else self.selections
         revealed = self.revealed_labels()
-        return list(dict.fromkeys(pool[i].id for s in chosen for i in s.indices
+        return list(dict.fromkeys(pool[i].id for s in self.by_method for i in s.indices
                                   if pool[i].label is None and i not in revealed))
 
 
@@ -109,7 +215,8 @@ def run_selection(selector: Selector, problem: Problem, k: int, *, per_query: bo
 
     With ``label_budget=B`` it is two-stage ("annotate then retrieve"): ``selector`` picks the B
     examples to label, then ``retriever`` (default kNN) picks k demos from those B, per query when
-    ``per_query``. ``info["annotated"]`` holds the B picks (pool indices, pick order).
+    ``per_query``. ``info["annotated"]`` holds the B picks (pool indices, pick order). A token
+    budget bounds one prompt's demos, so it applies to the retriever's k, not to the B labels.
     """
     start = time.perf_counter()
     keep = None
@@ -133,13 +240,10 @@ def run_selection(selector: Selector, problem: Problem, k: int, *, per_query: bo
 
 def _annotate_then_retrieve(selector: Selector, retriever: Selector | None, problem: Problem, k: int,
                             label_budget: int, per_query: bool) -> tuple[list[Selection], Selection]:
-    from dataclasses import replace
-
-    from .selection import KNN
-
     if label_budget < k:
         raise InputError(f"label_budget={label_budget} is smaller than k={k}", field="--label-budget")
-    annotated = selector.select(problem, label_budget)
+    # the B labels are not one prompt: the token budget is the retriever's, on each prompt's k demos
+    annotated = selector.select(replace(problem, max_tokens=None), label_budget)
     labeled = np.array(annotated.indices, dtype=int)
     revealed = {t["index"]: t["label"] for t in annotated.trace if t.get("label") is not None}  # SAL's oracle
     labels = None if problem.labels is None else [revealed.get(i, problem.labels[i]) for i in labeled]
@@ -152,20 +256,145 @@ def _annotate_then_retrieve(selector: Selector, retriever: Selector | None, prob
 def _oracle_on_original_pool(selector: Selector, keep: np.ndarray) -> Selector:
     """A copy of the selector whose oracle (SAL's) is asked about the original pool's examples:
     the selector sees indices into the pruned pool, the oracle was built for the whole one."""
-    import copy
-
     oracle = getattr(selector, "oracle", None)
     if oracle is None:
         return selector
-    selector = copy.copy(selector)
-    selector.oracle = lambda index: oracle(int(keep[index]))
-    return selector
+    return selector.clone(oracle=lambda index: oracle(int(keep[index])))
 
 
 def _remap(selection: Selection, keep: np.ndarray) -> Selection:
-    from dataclasses import replace
-
     trace = tuple({**t, "index": int(keep[t["index"]]),
                    "runner_up": None if t.get("runner_up") is None else int(keep[t["runner_up"]])}
                   for t in selection.trace)
     return replace(selection, indices=tuple(int(keep[i]) for i in selection.indices), trace=trace)
+
+
+def select_examples(pool: Sequence[Example], queries: Sequence[Example], request: Request, *,
+                    template: Template, embedder: Embedder | None = None,
+                    pool_vectors: np.ndarray | None = None, query_vectors: np.ndarray | None = None,
+                    llm: Any = None, endpoint: Mapping[str, Any] | None = None,
+                    labels: Sequence[str] | None = None, labels_file: str | Path | Mapping[str, str] | None = None,
+                    journal: Path | None = None, ask: Ask | None = ask_on_terminal,
+                    calibration: str = "none") -> SelectionRun:
+    """Select demos for ``queries`` from ``pool`` as ``request`` says; ``template`` renders the
+    demos (token costs, and SAL's prompts).
+
+    SAL gets what it was not given (``params`` ``model=``/``oracle=``): an LLM, ``llm`` (an
+    :class:`~fewshot.llm.LLMClient`, a model with ``predict_many``, or a base URL; None: the
+    configured endpoint, else a local llama-server started here and stopped after), opened with
+    ``endpoint`` (``model``, ``api_key``, ``api``, ``local_model``, ``cache_dir``), answering over
+    ``labels`` (default: every label the pool, the labels file and the journal hold) with
+    ``calibration``; and an oracle (:func:`fewshot.oracle.make_oracle`: the pool's label, else
+    ``labels_file``, else earlier typed answers in ``journal`` (default: in the cache folder, keyed
+    by the pool), else ``ask``, whose answers are appended to ``journal`` as they come).
+    """
+    selector, retriever = request.selectors()
+    request.fits(len(pool))
+    _check_llm_options(calibration, endpoint)
+    oracle = None
+    if isinstance(selector, SAL):  # its label set and labels file are checked before anything is embedded
+        oracle = make_oracle(pool, labels_file=labels_file, journal=journal or journal_path(pool), labels=labels,
+                             ask=ask)
+        if selector.model is None and not oracle.labels:
+            raise InputError("SAL needs the label set: pass --labels a,b,c (the pool has no labels)", field="--labels")
+    problem = build_problem(pool, queries, embedder=embedder, pool_vectors=pool_vectors,
+                            query_vectors=query_vectors, template=template, max_tokens=request.max_tokens)
+    with ExitStack() as stack:
+        if oracle is not None:
+            _connect_sal(selector, stack, oracle, template, llm, endpoint, calibration)
+        run = run_selection(selector, problem, request.k, per_query=request.per_query_mode,
+                            prune_to=request.prune_to, prune_policy=request.prune_policy, seed=request.seed,
+                            label_budget=request.label_budget, retriever=retriever)
+    run.params = selector.get_params()
+    if oracle is not None:
+        run.label_set = list(getattr(selector.model, "labels", None) or oracle.labels)
+        run.llm = _llm_report(selector.model, run, request, len(pool), len(queries))
+    return run
+
+
+def _check_llm_options(calibration: str, endpoint: Mapping[str, Any] | None) -> None:
+    from .calibration import METHODS
+
+    if calibration not in METHODS:
+        raise InputError(f"unknown calibration {calibration!r} (use one of: {', '.join(METHODS)})",
+                         field="--calibration")
+    api = (endpoint or {}).get("api", "completions")
+    if api not in ("completions", "chat"):
+        raise InputError(f"unknown API {api!r} (use 'completions' or 'chat')", field="--api")
+
+
+def _connect_sal(selector: SAL, stack: ExitStack, oracle: Oracle, template: Template, llm: Any,
+                 endpoint: Mapping[str, Any] | None, calibration: str) -> None:
+    """Give SAL the oracle and an LLM predictor over its label set, unless it has its own."""
+    if selector.oracle is None:
+        selector.set_params(oracle=oracle)
+    if selector.model is not None:
+        return
+    if llm is None or isinstance(llm, str):
+        from .llm.server import llm_endpoint
+
+        llm = stack.enter_context(llm_endpoint(llm, **dict(endpoint or {})))
+    if not hasattr(llm, "predict_many"):  # a client: ask it through the template, over the label set
+        from .llm.predictor import LLMPredictor
+
+        llm = LLMPredictor(llm, template, oracle.labels, calibration=calibration)
+    selector.set_params(model=llm)
+
+
+def _llm_report(model: Any, run: SelectionRun, request: Request, n: int, m: int) -> dict[str, Any]:
+    """SAL's endpoint and costs: the prompts it simulated (summed over every SAL selection, the
+    label budget's included) and what naive SAL would send (every pool example a candidate in each
+    round, each kept label simulated on every query of the selection)."""
+    client = model if hasattr(model, "base_url") else getattr(model, "client", None)
+    report: dict[str, Any] = {}
+    if client is not None:
+        report = {"base_url": getattr(client, "base_url", None), "model": getattr(client, "model", None),
+                  "stats": dict(getattr(client, "stats", {}))}
+    labels = len(run.label_set)
+    rounds = request.label_budget or request.k
+    simulated = naive = 0
+    for selection in run.by_method:
+        simulated += selection.info.get("prompts", selection.info.get("llm_calls", 0))
+        naive += n * (1 + labels * (1 if selection.query is not None else m)) * rounds
+    return {**report, "simulated_calls": simulated, "naive_calls": naive}
+
+
+def demo_records(run: SelectionRun, pool: Sequence[Example], queries: Sequence[Example]) -> list[dict[str, Any]]:
+    """One record per chosen demo, in pick order (``rank`` 1 = picked first); a label an oracle
+    revealed fills an unlabeled example's; ``query_id`` per query."""
+    records = []
+    revealed = run.revealed_labels()
+    for selection in run.selections:
+        for rank, (index, score) in enumerate(zip(selection.indices, selection.scores), start=1):
+            example = pool[index]
+            label = example.label if example.label is not None else revealed.get(index)
+            record = {"id": example.id, "text": example.text, "label": label, "rank": rank,
+                      "score": round(score, 6), "pool_index": index, "needs_label": label is None}
+            if run.per_query:
+                record["query_id"] = queries[selection.query].id
+            records.append(record)
+    return records
+
+
+def run_meta(run: SelectionRun, request: Request, pool: Sequence[Example], queries: Sequence[Example], *,
+             embedder: Embedder | None, template: Template) -> dict[str, Any]:
+    """What ``OUT.meta.json`` holds. ``trace`` is the method's own (the label budget's picks, where
+    SAL's oracle labels show), ``retriever_trace`` the retriever's first selection; ``stopped``
+    the reasons some demo lists are short, ``annotation_stopped`` why fewer than B were annotated."""
+    annotated = run.annotated
+    meta = {"method": request.method, "params": run.params, "k": request.k, "seed": request.seed,
+            "per_query": run.per_query,
+            "embedding_model": "precomputed" if embedder is None else embedder.model_id,
+            "embeddings_computed": getattr(embedder, "computed", None),
+            "selection_seconds": round(run.seconds, 4), "pool_size": len(pool), "queries": len(queries),
+            "max_tokens": request.max_tokens, "template": template.name,
+            "ids": {"pool": getattr(pool, "id_source", None), "queries": getattr(queries, "id_source", None)},
+            "pruned_to": run.pruned_to, "stopped": sorted({s.stopped for s in run.selections if s.stopped}),
+            "label_budget": request.label_budget, "retriever": request.retriever if request.label_budget else None,
+            "annotation_stopped": None if annotated is None else annotated.stopped,
+            "to_label": run.to_label(pool), "trace": [list(s.trace) for s in run.by_method[:1]]}
+    if annotated is not None:
+        meta["retriever_trace"] = [list(s.trace) for s in run.selections[:1]]
+    if run.llm:
+        meta["llm"] = run.llm
+    return meta

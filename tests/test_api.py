@@ -119,3 +119,60 @@ def test_label_budget_lists_the_examples_to_label():
     result = select(rows, ["a dull film", "a lovely film"], method="kmeans", k=2, label_budget=6, per_query=True)
     assert len(result.to_label) == 6
     assert all(d["id"] in result.to_label for demos in result.demos for d in demos)
+
+
+class Letters:
+    """A toy embedder: one axis per distinct first letter (moved here from fewshot/api.py)."""
+
+    model_id = "letters"
+
+    def embed(self, texts):
+        vectors = np.zeros((len(texts), 26), dtype=np.float32)
+        vectors[np.arange(len(texts)), [ord(t[0].lower()) % 26 for t in texts]] = 1.0
+        return vectors
+
+
+def test_demo_pool_grows_and_picks_by_first_letter():
+    pool = DemoPool(method="knn", k=1, embedder=Letters())
+    pool.add(["apple", "banana"])
+    pool.add(["cherry"])
+    assert pool.choose(["cake"]) == [[2]]
+
+
+def test_plain_parameters_are_refused_before_anything_is_embedded():
+    class Refuses:
+        model_id = "refuses"
+
+        def embed(self, texts):
+            raise AssertionError("embedded before the parameters were checked")
+
+    for bad, message in [({"k": 0}, "k=0 must be at least 1"), ({"max_tokens": 0}, "max_tokens=0 must be positive"),
+                         ({"label_budget": 1, "k": 2}, "label_budget=1 is smaller than k=2")]:
+        with pytest.raises(InputError, match=message):
+            select(["a", "b", "c"], ["a"], **{"method": "go", **bad}, embedder=Refuses())
+
+
+def test_under_a_label_budget_the_retriever_sets_the_default_mode():
+    """R14: one rule on every surface: the mode of the method that picks the demos shown."""
+    texts = [f"{c}{i}" for i, c in enumerate("abcdefgh")]
+    result = select(texts, ["a", "b"], method="go", k=2, label_budget=4, embedder=Letters())
+    assert result.per_query and len(result.demos) == 2
+    assert not select(texts, ["a", "b"], method="go", k=2, label_budget=4, retriever="go", embedder=Letters()).per_query
+
+
+def test_sal_from_python_with_a_model_and_a_labels_file():
+    """fewshot.select wires SAL as the CLI does: an LLM (here a stand-in), and an oracle that reads
+    the labels file; revealed labels fill the returned dicts."""
+    from fewshot.models import Prediction
+
+    class Stub:
+        labels = ("neg", "pos")
+
+        def predict_many(self, jobs):
+            return [Prediction(probs={"neg": 0.4, "pos": 0.6}) for _ in jobs]
+
+    texts = [f"{c}{i}" for i, c in enumerate("abcdef")]
+    labels = {str(i): "neg" if i % 2 else "pos" for i in range(6)}
+    result = select(texts, ["a", "b"], method="sal", k=2, llm=Stub(), labels_file=labels, embedder=Letters())
+    assert not result.per_query and result.to_label == []
+    assert all(d["label"] == labels[d["id"]] for d in result.shared)

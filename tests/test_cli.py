@@ -184,3 +184,144 @@ def test_bad_calibration_fails_before_the_llm(tmp_path):
     result = runner.invoke(app, ["select", "--pool", str(pool), "--queries", str(pool), "--method", "sal",
                                  "--k", "2", "--calibration", "bath", "--base-url", "http://127.0.0.1:9/v1"])
     assert result.exit_code == 2 and "unknown calibration 'bath'" in result.output
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--k", "0"], "k=0 must be at least 1"),
+    (["--k", "-1"], "k=-1 must be at least 1"),
+    (["--max-tokens", "0"], "max_tokens=0 must be positive"),
+    (["--label-budget", "2", "--k", "4"], "label_budget=2 is smaller than k=4"),
+    (["--prune-to", "2", "--k", "4"], "prune_to=2 is smaller than k=4"),
+    (["--prune-policy", "middle"], "unknown pruning policy 'middle'"),
+    (["--retriever", "nope", "--label-budget", "16"], "unknown method 'nope'"),
+    (["--render", "classification", "--template", "regression"], "name different templates"),
+])
+def test_plain_parameters_are_refused_before_any_embedding(tmp_path, monkeypatch, extra, message):
+    """Issue 20: `--k 0` was refused only after the pool was embedded."""
+    import fewshot.cli as cli
+
+    def no_embedding(*args, **kwargs):
+        raise AssertionError("an embedder was made before the parameters were checked")
+
+    monkeypatch.setattr(cli, "make_embedder", no_embedding)
+    result = run("select", "--pool", EXAMPLES / "pool.jsonl", "--queries", EXAMPLES / "queries.jsonl", *extra)
+    assert result.exit_code == 2 and message in result.output, result.output
+
+
+def test_render_and_template_naming_one_template_are_fine(tmp_path, vectors):
+    result = select(tmp_path, vectors, "--k", "2", "--render", "classification", "--template", "classification")
+    assert result.exit_code == 0 and "### query" in result.output
+    assert json.loads((tmp_path / "sel.jsonl.meta.json").read_text())["template"] == "classification"
+
+
+def test_default_mode_follows_the_method_and_flags_override_it(tmp_path, vectors):
+    """R14: `--method knn` is per query, as in fewshot.select and the eval; `--shared` and
+    `--per-query` override; under a label budget the retriever's mode is the default."""
+    def mode(*extra):
+        assert select(tmp_path, vectors, "--k", "2", *extra).exit_code == 0
+        return json.loads((tmp_path / "sel.jsonl.meta.json").read_text())["per_query"]
+
+    assert mode("--method", "knn") is True and mode("--method", "knn", "--shared") is False
+    assert mode("--method", "go") is False and mode("--method", "go", "--per-query") is True
+    assert mode("--method", "go", "--label-budget", "8") is True
+    assert mode("--method", "go", "--label-budget", "8", "--retriever", "go") is False
+
+
+def test_label_budget_is_not_cut_by_the_token_budget(tmp_path, vectors):
+    """R1: --max-tokens bounds each prompt's k demos, not the B examples to label."""
+    rows = [{"id": f"u{i}", "text": json.loads(line)["text"]}
+            for i, line in enumerate((EXAMPLES / "pool.jsonl").read_text().splitlines())]
+    pool = write_jsonl(tmp_path / "unlabeled.jsonl", rows)
+    result = run("select", "--pool", pool, "--queries", EXAMPLES / "queries.jsonl", *vectors, "--method", "random",
+                 "--label-budget", "16", "--k", "2", "--max-tokens", "60", "--out", tmp_path / "s.jsonl")
+    assert result.exit_code == 0, result.output
+    meta = json.loads((tmp_path / "s.jsonl.meta.json").read_text())
+    assert len(meta["to_label"]) == 16 and meta["annotation_stopped"] is None
+    assert "label these 16 examples" in result.output
+
+
+def test_render_shows_the_first_pick_nearest_the_query(tmp_path, vectors):
+    result = select(tmp_path, vectors, "--method", "go", "--k", "3", "--render", "classification")
+    assert result.exit_code == 0
+    records = [json.loads(line) for line in (tmp_path / "sel.jsonl").read_text().splitlines()]
+    first_prompt = result.stdout.split("### query")[1]
+    positions = [first_prompt.index(r["text"]) for r in records]
+    assert positions == sorted(positions, reverse=True)  # rank 1 last, just before the query
+
+
+@pytest.fixture
+def llm_server():
+    from tests.llm.fake_server import FakeServer, completion
+
+    server = FakeServer([(200, completion({" positive": -0.4, " negative": -1.1}), 0)])
+    yield server
+    server.close()
+
+
+def sal(tmp_path, llm_server, pool, *extra):
+    return run("select", "--pool", pool, "--queries", EXAMPLES / "queries.jsonl", "--method", "sal",
+               "--base-url", llm_server.url, "--model", "fake", "--cache-dir", tmp_path / "cache",
+               "-p", "query_sample=2", "--embeddings", tmp_path / "p.npy",
+               "--query-embeddings", tmp_path / "q.npy", *extra)
+
+
+def small_pool(tmp_path, n=12, labeled=True):
+    rows = [json.loads(line) for line in (EXAMPLES / "pool.jsonl").read_text().splitlines()[:n]]
+    rows = rows if labeled else [{"id": r["id"], "text": r["text"]} for r in rows]
+    rng = np.random.default_rng(0)
+    np.save(tmp_path / "p.npy", unit_rows(rng, n, 16))
+    np.save(tmp_path / "q.npy", unit_rows(rng, 40, 16))
+    return write_jsonl(tmp_path / "pool.jsonl", rows), rows
+
+
+def test_sal_cost_report_and_trace_under_a_label_budget(tmp_path, llm_server):
+    """R16: with --label-budget, SAL's simulated prompts were reported as 0 and meta["trace"] was the
+    retriever's."""
+    pool, rows = small_pool(tmp_path)
+    result = sal(tmp_path, llm_server, pool, "--label-budget", "4", "--k", "2", "--out", tmp_path / "s.jsonl")
+    assert result.exit_code == 0, result.output
+    meta = json.loads((tmp_path / "s.jsonl.meta.json").read_text())
+    assert 0 < meta["llm"]["simulated_calls"] < meta["llm"]["naive_calls"]
+    assert len(meta["trace"][0]) == 4 and all("label" in t for t in meta["trace"][0])
+    assert f"LLM: {meta['llm']['simulated_calls']} simulated prompts" in result.output
+
+
+def test_sal_resumes_from_labels_typed_in_an_earlier_run(tmp_path, llm_server):
+    """R10: answers typed at the prompt are kept in OUT.labels.jsonl; the same command, re-run off a
+    terminal, takes them instead of asking (before: "has no label" and exit 2)."""
+    pool, rows = small_pool(tmp_path, labeled=False)
+    typed = [{"id": r["id"], "label": "positive" if i % 2 else "negative", "text": r["text"]} for i, r in enumerate(rows)]
+    write_jsonl(tmp_path / "s.jsonl.labels.jsonl", typed)
+    result = sal(tmp_path, llm_server, pool, "--k", "2", "--out", tmp_path / "s.jsonl")
+    assert result.exit_code == 0, result.output
+    records = [json.loads(line) for line in (tmp_path / "s.jsonl").read_text().splitlines()]
+    by_id = {t["id"]: t["label"] for t in typed}
+    assert len(records) == 2 and all(r["label"] == by_id[r["id"]] for r in records)
+    without = sal(tmp_path, llm_server, pool, "--k", "2", "--labels", "negative,positive", "--out", tmp_path / "o.jsonl")
+    assert without.exit_code == 2 and "which has no label" in without.output
+
+
+@pytest.mark.parametrize("stop, code, message", [
+    ("sigterm", 143, "terminated (SIGTERM): finished work is kept; re-run the same command to resume"),
+    ("ctrl-c", 130, "interrupted: finished work is kept; re-run the same command to resume"),
+])
+def test_stop_signals_say_what_is_kept(tmp_path, vectors, monkeypatch, stop, code, message):
+    """Issue 20: SIGTERM exited 143 without a word; the CLI's own handler turns it into Interrupted."""
+    import os
+    import signal
+    import time
+
+    import fewshot.cli as cli
+
+    def stopped(*args, **kwargs):
+        if stop == "ctrl-c":
+            raise KeyboardInterrupt
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(5)  # the handler raises in this thread before the sleep ends
+        raise AssertionError("SIGTERM did not stop the command")
+
+    before = signal.getsignal(signal.SIGTERM)
+    monkeypatch.setattr(cli, "select_examples", stopped)
+    result = select(tmp_path, vectors, "--k", "2")
+    assert result.exit_code == code and message in result.output
+    assert signal.getsignal(signal.SIGTERM) is before  # the command's handler is gone after it

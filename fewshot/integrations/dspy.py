@@ -10,6 +10,7 @@ from . import require
 dspy = require("dspy", "dspy")
 
 from ..api import DemoPool  # noqa: E402
+from ..prompts import prompt_order  # noqa: E402
 
 
 def _text(example: Any) -> str:
@@ -23,7 +24,9 @@ class FewshotSelect(dspy.teleprompt.Teleprompter):
 
     ``compile(student, trainset=..., valset=None)``: the queries are the valset's inputs when given,
     else the trainset's. ``per_input=True``: demos are chosen for each call's inputs at forward time
-    (as KNNFewShot, without a compile per call; the pool's vectors are computed once).
+    (as KNNFewShot, without a compile per call; the pool's vectors are computed once); each call
+    runs on its own copy of the program, so parallel calls never see each other's demos. Demos are
+    in prompt order (:func:`fewshot.prompts.prompt_order`: the first pick last, nearest the input).
     """
 
     def __init__(self, k: int = 4, method: str = "go", *, per_input: bool = False, seed: int = 0,
@@ -41,16 +44,17 @@ class FewshotSelect(dspy.teleprompt.Teleprompter):
         if not self.per_input:
             chosen = [trainset[i] for i in pool.choose([_text(e) for e in (valset or trainset)], per_query=False)[0]]
             for predictor in program.predictors():
-                predictor.demos = list(chosen)
+                predictor.demos = prompt_order(chosen)
             program._compiled = True
             return program
-        forward = program.forward
+        forward = type(program).forward
 
         def forward_with_demos(self_: Any, **inputs: Any) -> Any:
             chosen = [trainset[i] for i in pool.choose([_text(inputs)], per_query=True)[0]]
-            for predictor in self_.predictors():
-                predictor.demos = list(chosen)
-            return forward(**inputs)
+            call = self_.deepcopy()  # this call's demos live on its own copy, never on the shared program
+            for predictor in call.predictors():
+                predictor.demos = prompt_order(chosen)
+            return forward(call, **inputs)
 
         program.forward = types.MethodType(forward_with_demos, program)
         program._compiled = True

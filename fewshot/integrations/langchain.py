@@ -18,6 +18,7 @@ from langchain_core.example_selectors import BaseExampleSelector  # noqa: E402
 
 from ..api import DemoPool  # noqa: E402
 from ..embedding import Embedder  # noqa: E402
+from ..prompts import prompt_order  # noqa: E402
 from ..tokens import count_tokens  # noqa: E402
 
 
@@ -92,7 +93,9 @@ class FewshotExampleSelector(BaseExampleSelector):
         return self
 
     def select_examples(self, input_variables: dict[str, Any]) -> list[dict[str, Any]]:
-        """The chosen example dicts, in pick order. An unfitted shared method selects for this input alone."""
+        """The chosen example dicts in the order the prompt shows them (:func:`fewshot.prompts.prompt_order`:
+        the first pick last, nearest the input, as SAL scores them). An unfitted shared method
+        selects for this input alone."""
         # the input's keys among ``input_keys``; none of them (a prompt variable named otherwise): all keys
         keys = [k for k in self.input_keys or () if k in input_variables] or None
         text = _joined(input_variables, keys)
@@ -102,7 +105,7 @@ class FewshotExampleSelector(BaseExampleSelector):
             if self._shared is None:
                 self._shared = self.pool.choose(self._fitted, per_query=False)[0]
             indices = self._shared
-        return [dict(self.examples[i]) for i in indices]
+        return [dict(self.examples[i]) for i in prompt_order(indices)]
 
 
 __all__ = ["FewshotExampleSelector"]

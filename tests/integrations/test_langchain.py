@@ -75,7 +75,19 @@ def test_chat_message_template():
         example_selector=selector, input_variables=["input"],
         example_prompt=ChatPromptTemplate.from_messages([("human", "{input}"), ("ai", "{output}")]))
     messages = few_shot.format_messages(input="sunny")
-    assert len(messages) == 4 and messages[0].content == "sunny" and messages[1].content == "gloomy"
+    assert len(messages) == 4 and messages[2].content == "sunny" and messages[3].content == "gloomy"
+
+
+def test_demos_in_prompt_order_first_pick_nearest_the_input():
+    """R12: select_examples returned pick order, so FewShotPromptTemplate put the most relevant demo
+    farthest from the input, the opposite of the CLI and of the order SAL scores."""
+    selector = FewshotExampleSelector(EXAMPLES, method="knn", k=3, input_keys=["input"], embedder=Axes())
+    prompt = FewShotPromptTemplate(example_selector=selector, example_prompt=PromptTemplate.from_template("{input}"),
+                                   suffix="Input: {input}", input_variables=["input"])
+    text = prompt.format(input="windy")
+    assert text.split("\n\n")[-2:] == ["windy", "Input: windy"]  # the nearest example just before the input
+    picks = selector.pool.choose(["windy"])[0]
+    assert selector.select_examples({"input": "windy"}) == [EXAMPLES[i] for i in reversed(picks)]
 
 
 def test_token_budget_skips_what_does_not_fit_instead_of_truncating():
@@ -85,7 +97,7 @@ def test_token_budget_skips_what_does_not_fit_instead_of_truncating():
     selector = FewshotExampleSelector(examples, method="knn", k=2, input_keys=["input"], max_tokens=15,
                                       example_prompt=prompt, embedder=Axes())
     chosen = selector.select_examples({"input": "happy"})
-    assert chosen == [examples[1], examples[2]]  # the long, most similar one does not fit; no cut text
+    assert chosen == [examples[2], examples[1]]  # the long, most similar one does not fit; no cut text
 
 
 def test_bad_method_parameter_is_an_input_error():

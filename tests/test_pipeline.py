@@ -1,0 +1,149 @@
+"""fewshot.pipeline: the plain-parameter checks, one default mode per method, annotate-then-retrieve
+under a token budget (R1), SAL's wiring and cost report (R16), records and metadata."""
+
+import numpy as np
+import pytest
+
+from fewshot.data import Example
+from fewshot.errors import InputError
+from fewshot.models import Prediction
+from fewshot.pipeline import Request, build_problem, demo_records, run_meta, run_selection, select_examples
+from fewshot.prompts import load_template
+from fewshot.selection import KNN, Problem, Random
+from tests.conftest import unit_rows
+
+TEMPLATE = load_template("classification")
+
+
+def examples(n, labeled=True):
+    return [Example(f"p{i}", f"example text {i}", ("neg", "pos")[i % 2] if labeled else None) for i in range(n)]
+
+
+def vectors(n, m, seed=0):
+    rng = np.random.default_rng(seed)
+    return unit_rows(rng, n, 8), unit_rows(rng, m, 8)
+
+
+class Stub:
+    """A PredictiveModel that answers every prompt the same and counts them."""
+
+    labels = ("neg", "pos")
+
+    def __init__(self):
+        self.prompts = 0
+
+    def predict_many(self, jobs):
+        self.prompts += len(jobs)
+        return [Prediction(probs={"neg": 0.3, "pos": 0.7}) for _ in jobs]
+
+
+@pytest.mark.parametrize("request_, message", [
+    (Request("go", k=0), "k=0 must be at least 1"),
+    (Request("go", k=-1), "k=-1 must be at least 1"),
+    (Request("go", k=4, label_budget=3), "label_budget=3 is smaller than k=4"),
+    (Request("go", k=4, max_tokens=0), "max_tokens=0 must be positive"),
+    (Request("go", k=4, prune_to=3), "prune_to=3 is smaller than k=4"),
+    (Request("go", k=4, prune_to=10, label_budget=16), "prune_to=10 is smaller than label_budget=16"),
+    (Request("go", k=4, prune_policy="middle"), "unknown pruning policy 'middle'"),
+    (Request("nope", k=4), "unknown method 'nope'"),
+    (Request("go", k=4, label_budget=8, retriever="nope"), "unknown method 'nope'"),
+    (Request("go", k=4, params={"nosie": 0.1}), "unknown parameter 'nosie'"),
+])
+def test_plain_parameters_are_checked_before_any_work(request_, message):
+    with pytest.raises(InputError, match=message):
+        request_.check()
+
+
+def test_one_default_mode_per_method_name():
+    for method in ("knn", "mmr", "bm25", "dpp"):
+        assert Request(method).per_query_mode
+    for method in ("go", "random", "kmeans", "votek", "sal"):
+        assert not Request(method).per_query_mode
+    assert Request("go", label_budget=16).per_query_mode  # knn retrieves the demos shown
+    assert not Request("go", label_budget=16, retriever="go").per_query_mode
+    assert not Request("knn", per_query=False).per_query_mode and Request("go", per_query=True).per_query_mode
+
+
+def test_label_budget_is_not_shrunk_by_the_token_budget():
+    """R1: a token budget for one prompt's demos must not cut the B examples to label."""
+    pool = examples(30)
+    pool_vectors, query_vectors = vectors(30, 3)
+    problem = build_problem(pool, [Example("q", "q")] * 3, pool_vectors=pool_vectors, query_vectors=query_vectors,
+                            template=TEMPLATE, max_tokens=25)
+    assert problem.token_costs.max() <= 12  # so 2 demos fit one prompt, 3 do not
+    run = run_selection(Random(seed=1), problem, 2, per_query=True, label_budget=10, retriever=KNN())
+    assert len(run.annotated.indices) == 10 and run.annotated.stopped is None
+    for selection in run.selections:
+        assert set(selection.indices) <= set(run.annotated.indices)
+        assert problem.token_costs[list(selection.indices)].sum() <= 25
+
+
+def test_token_budget_still_bounds_each_prompt_under_a_label_budget():
+    pool = examples(30)
+    pool_vectors, query_vectors = vectors(30, 2)
+    problem = build_problem(pool, [Example("q", "q")] * 2, pool_vectors=pool_vectors, query_vectors=query_vectors,
+                            template=TEMPLATE, max_tokens=25)
+    run = run_selection(Random(seed=1), problem, 4, per_query=True, label_budget=10, retriever=KNN())
+    assert all(len(s.indices) == 2 and s.stopped == "token budget exhausted" for s in run.selections)
+
+
+def test_a_too_small_token_budget_is_refused_before_embedding():
+    class Refuses:
+        model_id = "refuses"
+
+        def embed(self, texts):
+            raise AssertionError("embedded before the token budget was checked")
+
+    with pytest.raises(InputError, match="every demo alone exceeds --max-tokens 3 .shortest is id p"):
+        build_problem(examples(4), [Example("q", "q")], embedder=Refuses(), template=TEMPLATE, max_tokens=3)
+
+
+def test_sal_cost_and_trace_under_a_label_budget():
+    """R16: SAL's prompts are counted where its selection is (the label budget's picks), and the
+    trace in the metadata is SAL's, with the labels its oracle revealed."""
+    pool, queries = examples(12), [Example(f"q{j}", f"query {j}") for j in range(3)]
+    pool_vectors, query_vectors = vectors(12, 3)
+    model = Stub()
+    request = Request("sal", k=2, label_budget=4)
+    run = select_examples(pool, queries, request, template=TEMPLATE, pool_vectors=pool_vectors,
+                          query_vectors=query_vectors, llm=model)
+    assert run.llm["simulated_calls"] == model.prompts > 0
+    assert run.llm["naive_calls"] == 12 * (1 + 2 * 3) * 4
+    meta = run_meta(run, request, pool, queries, embedder=None, template=TEMPLATE)
+    assert [t["index"] for t in meta["trace"][0]] == list(run.annotated.indices)
+    assert all(t["label"] == pool[t["index"]].label for t in meta["trace"][0])
+    assert meta["retriever_trace"] and meta["per_query"] is True and meta["llm"] == run.llm
+    assert run.label_set == ["neg", "pos"] and meta["annotation_stopped"] is None
+
+
+def test_sal_on_an_unlabeled_pool_asks_the_oracle_and_records_show_the_answers(tmp_path):
+    pool, queries = examples(8, labeled=False), [Example("q0", "query")]
+    pool_vectors, query_vectors = vectors(8, 1)
+    asked = []
+
+    def person(example, labels):
+        asked.append(example.id)
+        return "pos"
+
+    run = select_examples(pool, queries, Request("sal", k=2), template=TEMPLATE, pool_vectors=pool_vectors,
+                          query_vectors=query_vectors, llm=Stub(), labels=["neg", "pos"],
+                          journal=tmp_path / "typed.jsonl", ask=person)
+    records = demo_records(run, pool, queries)
+    assert [r["id"] for r in records] == asked and all(r["label"] == "pos" and not r["needs_label"] for r in records)
+    assert run.to_label(pool) == []
+
+
+def test_sal_without_a_label_set_fails_before_embedding():
+    with pytest.raises(InputError, match="SAL needs the label set"):
+        select_examples(examples(4, labeled=False), [Example("q", "q")], Request("sal", k=2), template=TEMPLATE,
+                        embedder=None)
+
+
+def test_records_are_in_pick_order_with_ranks():
+    pool = examples(6)
+    pool_vectors, query_vectors = vectors(6, 2)
+    problem = Problem(pool=pool_vectors, queries=query_vectors)
+    run = run_selection(KNN(), problem, 3, per_query=True)
+    records = demo_records(run, pool, [Example("a", "a"), Example("b", "b")])
+    assert [r["rank"] for r in records] == [1, 2, 3, 1, 2, 3] and [r["query_id"] for r in records[:3]] == ["a"] * 3
+    assert [r["pool_index"] for r in records[:3]] == list(run.selections[0].indices)
