@@ -4,7 +4,7 @@ Both methods divide each prediction's label distribution by an estimate of the m
 renormalise; they differ in where the estimate comes from:
 
 - batch calibration (Zhou et al. 2023, arXiv 2309.17249): the mean label distribution over the
-  batch of test prompts, free when all test queries are answered together;
+  batch of test prompts that share the demo set, free when they are answered together;
 - contextual calibration (Zhao et al. 2021, arXiv 2102.09690): the mean label distribution for
   content-free inputs ("N/A", "", "[MASK]") given the same demos; it costs one prompt per input
   and distinct demo set.
@@ -14,7 +14,7 @@ Rows are label distributions in a fixed label order (``probs[i, j]`` = p(label j
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Hashable, Literal, Sequence
 
 import numpy as np
 
@@ -42,23 +42,40 @@ def _divide(probs: np.ndarray, prior: np.ndarray) -> np.ndarray:
     return np.divide(q, totals, out=np.full_like(q, 1.0 / q.shape[1]), where=totals > 0)
 
 
-def batch_calibrate(probs: np.ndarray, scored: np.ndarray | None = None) -> np.ndarray:
-    """Batch calibration: p(y | x_i) / mean_j p(y | x_j), renormalised per row.
+def batch_calibrate(probs: np.ndarray, scored: np.ndarray | None = None, *,
+                    groups: Sequence[Hashable] | None = None) -> np.ndarray:
+    """Batch calibration, the one definition (the predictor, SAL and the eval report use it): each
+    prompt's label distribution divided by the mean distribution of the prompts that share its
+    demo set, renormalised per row.
 
-    ``scored``: which rows estimate the mean (a prompt the scorer could not score carries only
-    bounds); every row is returned calibrated.
+    ``groups``: one id per row naming its demo set (None: every row shares one). ``scored``: which
+    rows estimate the means (a prompt the scorer could not score carries only bounds). A row whose
+    demo set has fewer than two scored prompts is left as it is (renormalised): one prompt is its
+    own mean, and dividing by it would erase its answer.
 
     >>> batch_calibrate(np.array([[0.9, 0.1], [0.6, 0.4]])).round(4)  # mean (0.75, 0.25)
     array([[0.75  , 0.25  ],
            [0.3333, 0.6667]])
+    >>> batch_calibrate(np.array([[0.9, 0.1], [0.6, 0.4], [0.6, 0.4]]), groups=["x", "x", "y"]).round(4)
+    array([[0.75  , 0.25  ],
+           [0.3333, 0.6667],
+           [0.6   , 0.4   ]])
     """
     p = _rows(probs)
     use = np.ones(len(p), dtype=bool) if scored is None else np.asarray(scored, dtype=bool)
     if use.shape != (len(p),):
         raise InputError(f"scored: expected {len(p)} flags, got shape {use.shape}")
-    if not use.any():
-        return p
-    return _divide(p, p[use].mean(axis=0))
+    ids: dict[Hashable, int] = {}
+    group = np.zeros(len(p), dtype=int) if groups is None else np.array([ids.setdefault(g, len(ids)) for g in groups], dtype=int)
+    if group.shape != (len(p),):
+        raise InputError(f"groups: expected {len(p)} demo-set ids, got {len(group)}")
+    size = np.bincount(group, weights=use, minlength=group.max(initial=0) + 1)
+    sums = np.zeros((len(size), p.shape[1]))
+    np.add.at(sums, group[use], p[use])
+    calibrated = size[group] >= 2
+    out = p.copy()
+    out[calibrated] = _divide(p[calibrated], sums[group[calibrated]] / size[group[calibrated], None])
+    return out
 
 
 def content_free_prior(content_free: np.ndarray) -> np.ndarray:
@@ -94,8 +111,9 @@ def divide_by_prior(probs: np.ndarray, prior: np.ndarray) -> np.ndarray:
 
 
 def calibrate(probs: np.ndarray, method: Method = "batch", *, content_free: np.ndarray | None = None,
-              scored: np.ndarray | None = None) -> np.ndarray:
-    """Calibrate by name: ``"none"`` (rows only renormalised), ``"batch"`` or ``"contextual"``.
+              scored: np.ndarray | None = None, groups: Sequence[Hashable] | None = None) -> np.ndarray:
+    """Calibrate by name: ``"none"`` (rows only renormalised), ``"batch"`` (over the rows that share
+    a demo set: ``groups``, see :func:`batch_calibrate`) or ``"contextual"``.
 
     >>> calibrate(np.array([[2.0, 2.0], [3.0, 1.0]]), "none")
     array([[0.5 , 0.5 ],
@@ -104,7 +122,7 @@ def calibrate(probs: np.ndarray, method: Method = "batch", *, content_free: np.n
     if method == "none":
         return _rows(probs)
     if method == "batch":
-        return batch_calibrate(probs, scored)
+        return batch_calibrate(probs, scored, groups=groups)
     if method == "contextual":
         if content_free is None:
             raise InputError("contextual calibration needs the content-free label distributions")

@@ -70,3 +70,20 @@ def test_calibrate_by_name_and_bad_input():
         calibrate(p, "platt")
     with pytest.raises(InputError, match="non-negative"):
         batch_calibrate(np.array([[0.5, -0.1]]))
+
+
+def test_batch_calibration_divides_by_each_demo_sets_own_mean():
+    p = np.array([[0.9, 0.1], [0.7, 0.3], [0.2, 0.8], [0.4, 0.6], [0.6, 0.4]])
+    q = batch_calibrate(p, groups=["x", "x", "y", "y", "z"])
+    assert q[:2] == pytest.approx(batch_calibrate(p[:2])) and q[2:4] == pytest.approx(batch_calibrate(p[2:4]))
+    assert q[4] == pytest.approx(p[4])  # a demo set asked once is its own mean: left alone, not erased
+    assert batch_calibrate(p, groups=[0] * 5) == pytest.approx(batch_calibrate(p))  # one group = no groups
+    with pytest.raises(InputError, match="groups"):
+        batch_calibrate(p, groups=["x"])
+
+
+def test_a_group_needs_two_scored_prompts():
+    p = np.array([[0.9, 0.1], [0.7, 0.3], [0.3, 0.7]])
+    q = batch_calibrate(p, scored=[True, False, True], groups=["x", "x", "y"])
+    assert q == pytest.approx(p)  # x has one scored prompt, y one prompt: nothing to divide by
+    assert calibrate(p, "batch", groups=["x", "x", "y"])[:2] == pytest.approx(batch_calibrate(p[:2]))

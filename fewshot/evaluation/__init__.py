@@ -1,6 +1,6 @@
-"""Evaluation: the eval harness (settings, cells, resume), its report (scores, paired comparisons,
-plots) and the statistics they share."""
+"""Evaluation: the eval harness (settings, cells, resume), its run folder, the metrics, the report
+(summaries, paired comparisons, plots, the results page) and the statistics they share."""
 
-from .stats import PairedDifference, holm, macro_f1, mean_interval, paired_difference, win_rate
+from .stats import PairedDifference, holm, macro_f1, paired_difference
 
-__all__ = ["PairedDifference", "holm", "macro_f1", "mean_interval", "paired_difference", "win_rate"]
+__all__ = ["PairedDifference", "holm", "macro_f1", "paired_difference"]

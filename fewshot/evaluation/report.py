@@ -1,5 +1,7 @@
-"""What an eval run found: per-query scores (raw and calibrated) from predictions.jsonl, a summary
-per cell group, and paired comparisons of every method with the reference of its setting.
+"""What an eval run found: a summary per cell group and paired comparisons of every method with
+the reference of its setting, every number from the per-query scores of
+:mod:`fewshot.evaluation.metrics` (from predictions.jsonl; records give only what a cell was and
+what it cost).
 
 Statistics (see :mod:`fewshot.evaluation.stats`): the unit is (data set, seed); within a unit the
 methods answered the same queries, so differences are paired per query. A difference's interval
@@ -10,7 +12,7 @@ comparisons of one metric pooled over data sets (and, separately, within each da
 from __future__ import annotations
 
 import csv
-import json
+import io
 import math
 from collections import defaultdict
 from pathlib import Path
@@ -18,16 +20,14 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from ..calibration import batch_calibrate, divide_by_prior
-from .harness import read_jsonl
-from .stats import holm, macro_f1, paired_difference
+from ..errors import InputError
+from .metrics import HEADLINE, cell_scores, mean_score, whole_cell_batch
+from .runfolder import RunFolder, cost, write_atomic
+from .stats import holm, paired_difference
 
-# Batch calibration is the headline: on the quick suite it raised accuracy by 5.3 points [2.1, 8.7]
-# over 30 method x data set cells (README, "Scores"); raw accuracy stays in every table.
-HEADLINE = {"classification": "accuracy@batch", "regression": "mse"}
 SUMMARY_COLUMNS = ["data", "setting", "method", "labels", "k", "seeds", "queries", "metric", "mean", "ci_low",
                    "ci_high", "accuracy", "accuracy@batch", "accuracy@contextual", "macro_f1", "macro_f1@batch", "mae",
-                   "unscored", "labels_used", "gap_closed", "selection_s", "answer_s", "llm_calls",
+                   "unscored", "unparsed", "labels_used", "gap_closed", "selection_s", "answer_s", "http_requests",
                    "prompt_tokens", "cached_share"]
 GOAL_COLUMNS = ["setting", "labels", "k", "metric", "ours", "ours_mean", "baseline", "baseline_mean", "diff", "ci_low",
                 "ci_high", "p", "units", "queries", "mdd", "margin", "met", "ours_tried", "baselines_tried", "waiting"]
@@ -37,45 +37,21 @@ COMPARISON_COLUMNS = ["metric", "setting", "method", "reference", "data", "label
                       "ci_high", "p", "p_holm", "units", "queries", "wins", "losses", "ties", "mdd"]
 
 
-def cell_scores(prediction: dict[str, Any], task: str) -> tuple[dict[str, dict[str, float]], dict[str, float]]:
-    """Per-query scores by metric ({metric: {query id: score}}) and whole-cell metrics of one
-    cell's predictions. Classification: ``accuracy`` (raw), ``accuracy@batch`` (divided by the
-    mean label distribution over the cell's test batch), ``accuracy@contextual`` (divided by the
-    content-free prior of each query's demo set, when recorded); unscored prompts are wrong in all.
-    Regression: ``mse`` per query (squared error; lower is better) and ``mae``."""
-    rows = prediction["rows"]
-    ids = [r["id"] for r in rows]
-    if task == "regression":
-        per_query = {"mse": dict(zip(ids, (float(r["error"]) for r in rows)))}
-        return per_query, {"mae": float(np.mean([r["abs_error"] for r in rows]))}
-    labels = prediction["labels"]
-    gold = [r["gold"] for r in rows]
-    scored = np.array([not r["unscored"] for r in rows])
-    probs = np.array([r["probs"] for r in rows], dtype=float)
-    variants = {"": probs, "@batch": batch_calibrate(probs, scored)}
-    if all("prior" in r for r in rows):
-        variants["@contextual"] = divide_by_prior(probs, np.array([r["prior"] for r in rows], dtype=float))
-    per_query, whole = {}, {}
-    for suffix, p in variants.items():
-        predicted = [labels[j] if ok else None for j, ok in zip(p.argmax(axis=1), scored)]
-        per_query[f"accuracy{suffix}"] = {i: float(y == g) for i, y, g in zip(ids, predicted, gold)}
-        whole[f"macro_f1{suffix}"] = macro_f1(gold, predicted, labels)
-    return per_query, whole
-
-
 def load_run(out: Path) -> tuple[list[dict[str, Any]], dict[str, dict[str, Any]]]:
-    """The records of a run folder and the predictions of each recorded cell."""
-    records = read_jsonl(out / "records.jsonl")
-    predictions = {p["cell"]: p for p in read_jsonl(out / "predictions.jsonl")}
-    return records, predictions
+    """The records of a run folder and the predictions of each recorded cell (nothing is changed)."""
+    folder = RunFolder(out)
+    return folder.records(), folder.predictions()
 
 
 Scores = dict[str, tuple[dict[str, dict[str, float]], dict[str, float]]]
 
 
 def score_cells(records: Sequence[dict[str, Any]], predictions: dict[str, dict[str, Any]]) -> Scores:
-    """:func:`cell_scores` of every recorded cell that has predictions, once, by cell key."""
-    return {r["cell"]: cell_scores(predictions[r["cell"]], r["task"]) for r in records if r["cell"] in predictions}
+    """:func:`cell_scores` of every recorded cell that has predictions, once, by cell key; with one
+    batch-calibration definition for all (see :func:`batch_note`)."""
+    by_demo_set = not any(map(whole_cell_batch, records))
+    return {r["cell"]: cell_scores(predictions[r["cell"]], r["task"], by_demo_set=by_demo_set)
+            for r in records if r["cell"] in predictions}
 
 
 def _key(record: dict[str, Any]) -> tuple:
@@ -100,36 +76,38 @@ def summarize(records: Sequence[dict[str, Any]], scores: Scores, references: dic
             interval = paired_difference(vectors, [np.zeros_like(v) for v in vectors])
             row.update(mean=interval.diff, ci_low=interval.ci_low, ci_high=interval.ci_high)
         for name in ("accuracy", "accuracy@batch", "accuracy@contextual"):
-            values = [np.mean(list(per_query[name].values())) for per_query, _ in scored if name in per_query]
+            values = [mean_score(per_query, name) for per_query, _ in scored if name in per_query]
             row[name] = float(np.mean(values)) if values else math.nan
         for name in ("macro_f1", "macro_f1@batch", "mae"):
             values = [whole[name] for _, whole in scored if name in whole]
             row[name] = float(np.mean(values)) if values else math.nan
+        for name in ("unscored", "unparsed"):  # answers counted over the group's cells, where the task has them
+            counts = [whole[name] for _, whole in scored if name in whole]
+            row[name] = int(sum(counts)) if counts else ""
         cached = sum(r.get("cached_prompt_tokens", 0) for r in group)
         fresh = sum(r.get("uncached_prompt_tokens", 0) for r in group)
-        row.update(unscored=sum(r["unscored"] for r in group),
-                   labels_used=float(np.mean([r["labels"] for r in group])),
-                   gap_closed=gap_closed(records, data, setting, budget, k, method, references),
+        row.update(labels_used=float(np.mean([r["labels"] for r in group])),
+                   gap_closed=gap_closed(records, scores, data, setting, budget, k, method, references),
                    selection_s=float(np.mean([r["selection_seconds"] for r in group])),
                    answer_s=float(np.mean([r["answer_seconds"] for r in group])),
-                   llm_calls=float(np.mean([r["llm_calls"] for r in group])),
+                   http_requests=float(np.mean([cost(r, "http_requests") for r in group])),
                    prompt_tokens=float(np.mean([r["prompt_tokens"] for r in group])),
                    cached_share=cached / (cached + fresh) if cached + fresh else math.nan)
         rows.append(row)
     return rows
 
 
-def gap_closed(records: Sequence[dict[str, Any]], data: str, setting: str, budget: int, k: int, method: str,
-               references: dict[str, str]) -> float:
-    """Shared setting: (mean(method) - mean(random)) / (mean(best-of-N random) - mean(random)) over
-    the seeds all three ran: a ratio of means, not a mean of ratios."""
+def gap_closed(records: Sequence[dict[str, Any]], scores: Scores, data: str, setting: str, budget: int, k: int,
+               method: str, references: dict[str, str]) -> float:
+    """Shared setting: (mean(method) - mean(random)) / (mean(best-of-N random) - mean(random)) under
+    the headline metric, over the seeds all three ran: a ratio of means, not a mean of ratios."""
     if setting != "shared":
         return math.nan
     by_seed: dict[str, dict[int, float]] = defaultdict(dict)
     for r in records:
-        if r["data"] == data and r["setting"] == "shared" and r["k"] == k:
+        if r["data"] == data and r["setting"] == "shared" and r["k"] == k and r["cell"] in scores:
             name = "best" if r.get("peeks") else r["method"]
-            by_seed[name][r["seed"]] = r["score"]
+            by_seed[name][r["seed"]] = mean_score(scores[r["cell"]][0], HEADLINE[r["task"]])
     mine, base, best = by_seed.get(method, {}), by_seed.get(references["shared"], {}), by_seed.get("best", {})
     seeds = sorted(set(mine) & set(base) & set(best))
     if not seeds or method == references["shared"]:
@@ -141,15 +119,16 @@ def gap_closed(records: Sequence[dict[str, Any]], data: str, setting: str, budge
 def compare(records: Sequence[dict[str, Any]], scores: Scores, references: dict[str, str], *,
             seed: int = 0) -> list[dict[str, Any]]:
     """Every method against its setting's reference at the same labels and k, per data set and
-    pooled over the data sets of one task ("all"), for every per-query metric."""
+    pooled over the data sets of one task ("all"), for every per-query metric. ``seed``: the
+    bootstrap's."""
     cells = {(r["data"], r["seed"], *_key(r)): r for r in records if not r.get("peeks")}
     per_query = {cell: found[0] for cell, found in scores.items()}
     tasks = {r["data"]: r["task"] for r in records}
     grouped: dict[tuple, list] = defaultdict(list)  # (metric, setting, method, reference, scope, labels, k) -> pairs
-    for (data, seed_, setting, budget, k, method), r in sorted(cells.items()):
+    for (data, data_seed, setting, budget, k, method), r in sorted(cells.items()):
         if setting not in references or method == references[setting]:
             continue
-        other = cells.get((data, seed_, setting, budget, k, references[setting]))
+        other = cells.get((data, data_seed, setting, budget, k, references[setting]))
         if other is None or r["cell"] not in per_query or other["cell"] not in per_query:
             continue
         for metric, mine in per_query[r["cell"]].items():
@@ -220,7 +199,7 @@ def goal_check(records: Sequence[dict[str, Any]], scores: Scores, variants: dict
         common_units = set.intersection(*(set(methods[m]) for m in ranked))
 
         def mean(method: str) -> float:
-            units = common_units or methods[method]  # no unit that all ran: each method's own
+            units = sorted(common_units or methods[method])  # no unit that all ran: each method's own; sorted: the same sum every run
             return float(np.mean([np.mean(list(methods[method][u].values())) for u in units]))
 
         best_ours, best_base = max(ours, key=mean), max(baselines, key=mean)  # ties: the first listed
@@ -254,10 +233,11 @@ def _markdown(rows: Sequence[dict[str, Any]], columns: Sequence[str]) -> str:
 
 
 def _write_csv(rows: Sequence[dict[str, Any]], columns: Sequence[str], path: Path) -> None:
-    with open(path, "w", newline="", encoding="utf-8") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(columns), extrasaction="ignore")
-        writer.writeheader()
-        writer.writerows(rows)
+    text = io.StringIO(newline="")
+    writer = csv.DictWriter(text, fieldnames=list(columns), extrasaction="ignore")
+    writer.writeheader()
+    writer.writerows(rows)
+    write_atomic(path, text.getvalue())
 
 
 def pivot(rows: Sequence[dict[str, Any]]) -> str:
@@ -278,32 +258,53 @@ def pivot(rows: Sequence[dict[str, Any]]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_report(out: Path, references: dict[str, str], records: Sequence[dict[str, Any]] | None = None,
+def batch_note(records: Sequence[dict[str, Any]]) -> str:
+    """What ``accuracy@batch`` means in this report. One definition for every cell: by demo set,
+    unless a per-query cell was recorded before demo-set ids (then the whole cell, as it was)."""
+    older = sum(map(whole_cell_batch, records))
+    if older:
+        return (f"@batch: each prompt's label probabilities divided by their mean over the whole cell, in every cell "
+                f"(the definition of the {older} per-query cell(s) recorded before demo-set ids; one definition "
+                "keeps the comparisons paired)")
+    return ("@batch: each prompt's label probabilities divided by their mean over the cell's prompts with the same "
+            "demo set (a prompt whose demo set is its own stays raw)")
+
+
+def write_report(out: Path, references: dict[str, str] | None = None, records: Sequence[dict[str, Any]] | None = None,
                  headline: str = HEADLINE["classification"], variants: dict[str, dict[str, Any]] | None = None) -> list[Path]:
-    """summary.csv/.md, pivot.md, comparisons.csv/.md, goal.csv and the plots, from the run folder's files."""
+    """summary.csv/.md, pivot.md, comparisons.csv/.md, goal.csv and the plots, from the run folder's
+    files (changed: none of them). ``records``: a subset to report (default: the planned cells'
+    records); ``references`` and ``variants`` default to run.json's. No record is an error."""
     from .plots import budget_plot, forest_plot
 
-    all_records, predictions = load_run(out)
-    records = all_records if records is None else records
-    scores = score_cells(records, predictions)
+    folder = RunFolder(out)
+    records = folder.planned_records() if records is None else records
+    if not records:
+        raise InputError("no finished cell to report: run (or resume) the eval first", path=str(folder.records_file))
+    references = load_references(out) if references is None else references
+    variants = load_variants(out) if variants is None else variants
+    scores = score_cells(records, folder.predictions())
     rows = summarize(records, scores, references)
     comparisons = compare(records, scores, references)
     _write_csv(rows, SUMMARY_COLUMNS, out / "summary.csv")
     _write_csv(comparisons, COMPARISON_COLUMNS, out / "comparisons.csv")
-    _write_csv(goal_check(records, scores, variants or {}), GOAL_COLUMNS, out / "goal.csv")
-    (out / "summary.md").write_text(
+    _write_csv(goal_check(records, scores, variants), GOAL_COLUMNS, out / "goal.csv")
+    write_atomic(out / "summary.md",
         "mean: batch-calibrated accuracy (classification; `accuracy` is raw) or mean squared error (regression, "
-        "lower is better) with a 95% two-level bootstrap interval over seeds and queries; @batch/@contextual: calibrated; labels: B (labels bought; the "
-        "pool size in the full-labels setting); labels_used: distinct labels the demos used; gap_closed: "
-        "(mean(method) - mean(random)) / (mean(best-of-N random) - mean(random)), shared setting only.\n\n"
-        + _markdown(rows, SUMMARY_COLUMNS), encoding="utf-8")
-    (out / "pivot.md").write_text(pivot(rows), encoding="utf-8")
+        "lower is better) with a 95% two-level bootstrap interval over seeds and queries; " + batch_note(records)
+        + "; @contextual: divided by each demo set's content-free prior; labels: B (labels bought; the "
+        "pool size in the full-labels setting); labels_used: distinct labels the demos used; unscored: prompts "
+        "the scorer reached no label for (counted wrong); unparsed: regression answers with no number (the "
+        "fallback answered); gap_closed: (mean(method) - mean(random)) / (mean(best-of-N random) - mean(random)) "
+        "under the headline metric, shared setting only; http_requests: requests sent to the LLM endpoint.\n\n"
+        + _markdown(rows, SUMMARY_COLUMNS))
+    write_atomic(out / "pivot.md", pivot(rows))
     pooled = [c for c in comparisons if c["data"] == "all"]
-    (out / "comparisons.md").write_text(
+    write_atomic(out / "comparisons.md",
         "Paired differences against each setting's reference (method - reference; for mse lower is better), "
         "pooled over data sets: 95% two-level bootstrap CI over (data set, seed) units and queries, Holm-corrected "
         "p over each metric's comparisons, wins/losses over units, mdd = minimum detectable difference.\n\n"
-        + _markdown(pooled, COMPARISON_COLUMNS), encoding="utf-8")
+        + _markdown(pooled, COMPARISON_COLUMNS))
     written = [out / "summary.csv", out / "comparisons.csv", out / "goal.csv"]
     forest_rows = [c for c in comparisons if c["metric"] == headline]
     if forest_rows:
@@ -316,20 +317,15 @@ def write_report(out: Path, references: dict[str, str], records: Sequence[dict[s
 
 def load_variants(out: Path) -> dict[str, dict[str, Any]]:
     """The suite variants a run folder was planned with (run.json), so labels map to selectors."""
-    run_file = out / "run.json"
-    if not run_file.is_file():
-        return {}
-    return json.loads(run_file.read_text(encoding="utf-8")).get("suite", {}).get("variants", {})
+    return RunFolder(out).read_run().get("suite", {}).get("variants", {})
 
 
 def load_references(out: Path) -> dict[str, str]:
     """The references a run folder was compared with (run.json), else the defaults."""
+    saved = RunFolder(out).read_run()
+    if "references" in saved:
+        return saved["references"]
     from .harness import references
     from .suites import Suite
 
-    run_file = out / "run.json"
-    if run_file.is_file():
-        saved = json.loads(run_file.read_text(encoding="utf-8"))
-        if "references" in saved:
-            return saved["references"]
     return references(Suite())

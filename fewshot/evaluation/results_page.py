@@ -11,11 +11,12 @@ pooled paired comparisons with 95% intervals for the headline and raw metrics, a
 from __future__ import annotations
 
 import csv
-import json
 from pathlib import Path
 
-from .harness import read_jsonl
-from .report import HEADLINE
+from ..errors import InputError
+from .metrics import HEADLINE
+from .report import batch_note
+from .runfolder import CellKey, RunFolder
 
 SETTINGS = {"shared": "one demo set for all queries (B = k)",
             "annotate": "label B examples, retrieve k of them per query",
@@ -96,9 +97,9 @@ def _progress(planned: list[str], done: set[str]) -> list[str]:
         return []
     seeds: dict[str, dict[str, bool]] = {}  # data set -> seed -> every planned cell done
     for cell in planned:
-        name, seed = cell.split("|")[:2]
-        row = seeds.setdefault(name, {})
-        row[seed] = row.get(seed, True) and cell in done
+        key = CellKey.parse(cell)
+        row = seeds.setdefault(key.data, {})
+        row[key.seed] = row.get(key.seed, True) and cell in done
     finished = ", ".join(f"{name} {sum(ok.values())} of {len(ok)}" for name, ok in sorted(seeds.items()))
     return [f"- **Unfinished run:** {len(done)} of {len(planned)} planned cells; seeds finished per data set: "
             f"{finished}. The same command resumes it."]
@@ -108,11 +109,16 @@ def results_page(folder: Path, command: str, title: str = "Results", page: str =
                  notes: Path | None = None) -> str:
     """Markdown for a run folder whose report (comparisons.csv, goal.csv, pivot.md) is written;
     ``notes``, a markdown file (what was tried, how to read the run), is placed after the goal check."""
-    run = json.loads((folder / "run.json").read_text())
+    run_folder = RunFolder(folder)
+    run = run_folder.read_run()
+    if not run:
+        raise InputError("no run.json here: the page needs the folder's configuration", path=str(run_folder.run_file))
     config, suite = run["configuration"], run["suite"]
     planned = run.get("cells", [])
-    done = {r["cell"] for r in read_jsonl(folder / "records.jsonl")} & set(planned)
-    data = sorted({cell.split("|")[0] for cell in done}) or sorted(config["data"])
+    records = [r for r in run_folder.records() if not planned or r["cell"] in set(planned)]
+    done = {r["cell"] for r in records} & set(planned)
+    data = sorted({CellKey.parse(cell).data for cell in done}) or sorted(config["data"])
+    budget = f"; demos within {config['max_tokens']} tokens per prompt" if config.get("max_tokens") else ""
     every_comparison = list(csv.DictReader((folder / "comparisons.csv").read_text(encoding="utf-8").splitlines()))
     comparisons = [r for r in every_comparison if r["data"] == "all"]
     again = (f'fewshot report {folder} --page {page} --command "{command}"' + (f' --title "{title}"' if title != "Results" else "")
@@ -122,10 +128,11 @@ def results_page(folder: Path, command: str, title: str = "Results", page: str =
     out = [f"# {title}", "", f"**Command:** `{command}`; this file: `{again}`.",
            "", f"- Data: {', '.join(data)}; pool {config['pool_size']}, {config['test_size']} test queries "
            f"per data set and seed, {suite['seeds']} seed(s); k = {', '.join(map(str, suite['k']))}; "
-           f"label budgets {suite['label_budgets'] or 'none'}.",
+           f"label budgets {suite['label_budgets'] or 'none'}{budget}.",
            *_progress(planned, done),
            f"- LLM: {config['model']} ({config['api']} API); embeddings: all-MiniLM-L6-v2.",
-           f"- Headline metric: {HEADLINE['classification']} (batch-calibrated accuracy); raw accuracy beside it.",
+           f"- Headline metric: {HEADLINE['classification']} (batch-calibrated accuracy); raw accuracy beside it; "
+           f"{batch_note(records)}.",
            "- Each difference is method - reference on the same queries, pooled over data sets of one task: a 95% "
            "two-level bootstrap interval over (data set, seed) units and queries, Holm-corrected p over each "
            "metric's pooled comparisons, wins-losses over units, and mdd, the smallest difference this run could detect.", ""]

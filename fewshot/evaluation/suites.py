@@ -6,7 +6,7 @@ or a variant the suite names with parameters::
 
     [variants.go-v]
     method = "go"        # a selector name, optionally with :q or :s
-    objective = "V"      # any other key is a parameter of that selector
+    objective = "v"      # any other key is a parameter of that selector
 
 Unknown parameters and wrong types are errors that name the suite file and the variant.
 """
@@ -20,9 +20,6 @@ from typing import Any
 from ..data import bundled_folder, read_named_toml
 from ..errors import InputError
 from ..selection import PER_QUERY_METHODS, SELECTORS, make_selector
-
-SETTINGS = ("shared", "annotate", "full")
-
 
 @dataclass(frozen=True)
 class MethodSpec:

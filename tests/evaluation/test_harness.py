@@ -19,6 +19,7 @@ from fewshot.datasets import Dataset, load_dataset
 from fewshot.data import Example
 from fewshot.errors import InputError
 from fewshot.evaluation.harness import plan_cells, plan_splits, run_suite, split, validate
+from fewshot.evaluation.metrics import cell_scores, mean_score
 from fewshot.llm.client import LabelScores
 from fewshot.llm.predictor import LLMPredictor
 from fewshot.pipeline import build_problem
@@ -91,10 +92,11 @@ def test_end_to_end_with_the_local_llm_and_resume(tmp_path):
         ("shared", "go:s"), ("shared", "random-best-of-2"), ("shared", "random:s"), ("zero-shot", "zero-shot")]
     predictions = {p["cell"]: p for p in map(json.loads, (out / "predictions.jsonl").read_text().splitlines())}
     assert set(predictions) == {r["cell"] for r in records}
-    for record in records:  # each score is recomputed from the predictions it was made of
+    for record in records:  # each score is computed from the predictions it was made of
         rows = predictions[record["cell"]]["rows"]
-        assert record["score"] == pytest.approx(sum(row["correct"] for row in rows) / len(rows))
-        assert record["unscored"] == sum(row["prediction"] is None for row in rows)
+        per_query, whole = cell_scores(predictions[record["cell"]], "classification")
+        assert mean_score(per_query, "accuracy") == pytest.approx(sum(row["correct"] for row in rows) / len(rows))
+        assert whole["unscored"] == sum(row["prediction"] is None for row in rows)
         assert all(len(row["probs"]) == 2 for row in rows)
     comparisons = list(csv.DictReader(open(out / "comparisons.csv")))
     assert {(c["setting"], c["method"], c["reference"]) for c in comparisons if c["data"] == "all"
@@ -138,12 +140,13 @@ def small_data(n=60):
                          for i in range(n)])
 
 
-def run(tmp_path, **changes):
+def run(tmp_path, allow_code_change=False, **changes):
     suite = Suite(**{"methods": ["random", "knn", "go"], "k": [2], "label_budgets": [6],
                      "annotators": ["random", "kmeans"], "pool_size": 30, "test_size": 8, "oracle_sets": 2,
                      **changes})
     templates = {"classification": load_template("classification"), "regression": load_template("regression")}
-    return run_suite(suite, [small_data()], FakeClient(), templates, HashEmbedder(), tmp_path / "run")
+    return run_suite(suite, [small_data()], FakeClient(), templates, HashEmbedder(), tmp_path / "run",
+                     allow_code_change=allow_code_change)
 
 
 def test_every_setting_records_its_labels_and_budget(tmp_path):
@@ -227,13 +230,15 @@ def test_a_dropped_variant_stays_named_in_run_json(tmp_path):
 def test_a_crash_between_the_two_lines_duplicates_nothing(tmp_path):
     records = run(tmp_path)
     out = tmp_path / "run"
+    first = {p["cell"]: p for p in map(json.loads, (out / "predictions.jsonl").read_text().splitlines())}
     lines = (out / "records.jsonl").read_text().splitlines()
     (out / "records.jsonl").write_text("\n".join(lines[:-1]) + "\n" + lines[-1][:20])  # last record torn
     again = run(tmp_path)
     assert [r["cell"] for r in again] == [r["cell"] for r in records]
-    predictions = [json.loads(line)["cell"] for line in (out / "predictions.jsonl").read_text().splitlines()]
-    assert sorted(predictions) == sorted(r["cell"] for r in records)  # the redone cell's answers once
-    assert again[-1]["score"] == records[-1]["score"]
+    predictions = [json.loads(line) for line in (out / "predictions.jsonl").read_text().splitlines()]
+    assert sorted(p["cell"] for p in predictions) == sorted(r["cell"] for r in records)  # the redone cell's answers once
+    redone = next(p for p in predictions if p["cell"] == records[-1]["cell"])
+    assert [row["probs"] for row in redone["rows"]] == [row["probs"] for row in first[records[-1]["cell"]]["rows"]]
 
 
 def test_files_with_the_same_name_get_distinct_data_names(tmp_path):
@@ -247,22 +252,180 @@ def test_files_with_the_same_name_get_distinct_data_names(tmp_path):
     assert [d.name for d in load_datasets(sources)] == ["a-train", "b-train", "other"]
 
 
-def test_one_eval_at_a_time_per_run_folder(tmp_path):
-    from fewshot.evaluation.harness import run_lock
+# -- one source of metrics, resume checks, budgets, seeds -------------------------------------------
 
-    script = f"import time; from pathlib import Path; from fewshot.evaluation.harness import run_lock\n" \
-             f"with run_lock(Path({str(tmp_path / 'run')!r})):\n    print('held', flush=True); time.sleep(30)"
-    holder = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
-    try:
-        assert holder.stdout.readline().strip() == "held"
-        with pytest.raises(InputError, match=rf"pid {holder.pid}.*another --out"):  # another process: refused
-            with run_lock(tmp_path / "run"):
-                pass
-        with run_lock(tmp_path / "other"):  # another folder is free
-            pass
-    finally:
-        holder.kill()
-        holder.wait()
-    with run_lock(tmp_path / "run"):  # released when its process ended
-        with run_lock(tmp_path / "run"):  # and re-entrant in one process (the CLI holds it around run_suite)
-            pass
+def test_records_keep_costs_and_demo_sets_not_scores(tmp_path):
+    records = {(r["setting"], r["method"]): r for r in run(tmp_path)}
+    predictions = {p["cell"]: p for p in map(json.loads, (tmp_path / "run" / "predictions.jsonl").read_text().splitlines())}
+    for record in records.values():
+        assert "score" not in record and "llm_calls" not in record and record["http_requests"] >= 0
+        assert record["demo_sets"] == len({row["demo_set"] for row in predictions[record["cell"]]["rows"]})
+    assert records["shared", "go:s"]["demo_sets"] == 1 and records["full", "knn:q"]["demo_sets"] > 1
+
+
+def test_a_refused_resume_leaves_run_json_as_it_was(tmp_path):
+    variants = {"go-x": {"method": "go", "noise": 0.1}}
+    run(tmp_path, methods=["go-x"], variants=variants)
+    run_json = tmp_path / "run" / "run.json"
+    before = run_json.read_bytes()
+    with pytest.raises(InputError, match="was run with parameters"):
+        run(tmp_path, methods=["go-x", "knn"], variants={"go-x": {"method": "go", "noise": 0.5}})
+    with pytest.raises(InputError, match="test_size: 8 then, 9 now"):
+        run(tmp_path, test_size=9)
+    assert run_json.read_bytes() == before  # no new cells planned, no variant overridden
+
+
+def test_a_resume_across_scoring_code_is_refused_or_recorded(tmp_path, monkeypatch, caplog):
+    from fewshot.evaluation import harness
+
+    run(tmp_path)
+    run_json = tmp_path / "run" / "run.json"
+    recorded = json.loads(run_json.read_text())["code"]
+    assert recorded == harness.code_version()
+    before = run_json.read_bytes()
+    other = {"fewshot": recorded["fewshot"], "scoring": "0123456789abcdef"}
+    monkeypatch.setattr(harness, "code_version", lambda: other)
+    with pytest.raises(InputError, match=r"run.json: this folder's cells were scored by .*another --out"):
+        run(tmp_path)
+    assert run_json.read_bytes() == before
+    run(tmp_path, allow_code_change=True)
+    saved = json.loads(run_json.read_text())
+    assert saved["code"] == other and saved["earlier_code"] == [recorded]
+    # a folder from before versions were recorded (the committed evals/runs/*) resumes, with a warning
+    del saved["code"], saved["earlier_code"]
+    run_json.write_text(json.dumps(saved))
+    with caplog.at_level("WARNING"):
+        run(tmp_path)
+    assert "no code version recorded" in caplog.text
+    assert json.loads(run_json.read_text())["earlier_code"] == [{"fewshot": "unknown", "scoring": "unknown"}]
+
+
+class LookupPredictor:
+    """Fixed label probabilities per (first demo's id, query id)."""
+
+    labels = ("a", "b")
+
+    def __init__(self, table):
+        self.table, self.jobs = table, []
+
+    def predict_many(self, jobs):
+        from fewshot.llm.predictor import LabelPrediction
+
+        self.jobs += jobs
+        out = []
+        for demos, text in jobs:
+            p = self.table[demos[0].id, text]
+            out.append(LabelPrediction(probs=dict(zip("ab", p)), label="ab"[int(p[1] > p[0])]))
+        return out
+
+
+def test_best_of_n_picks_its_set_under_the_headline_metric(tmp_path):
+    from fewshot.evaluation.harness import Cell, _Job, _run_cell
+    from fewshot.evaluation.runfolder import RunFolder
+
+    pool = [Example("p0", "first demo", "a"), Example("p1", "second demo", "b")]
+    test = [Example(f"q{i}", f"query {i}", gold) for i, gold in enumerate("aabb")]
+    # set p0: raw says "a" every time (accuracy 0.5), batch-calibrated it is right 4 of 4;
+    # set p1: raw accuracy 0.75, batch-calibrated 0.75. Raw accuracy would keep p1.
+    table = {**{("p0", f"query {i}"): p for i, p in enumerate([(0.9, 0.1), (0.9, 0.1), (0.8, 0.2), (0.8, 0.2)])},
+             **{("p1", f"query {i}"): p for i, p in enumerate([(0.7, 0.3), (0.7, 0.3), (0.3, 0.7), (0.6, 0.4)])}}
+    cell = Cell("d", 0, "shared", "random-best-of-2", 1, 1, {}, lambda: (0.0, [[pool[0]], [pool[1]]], 2), peeks=True)
+    folder = RunFolder(tmp_path / "run")
+    with folder.lock():
+        _run_cell(_Job(Dataset("d", pool + test), LookupPredictor(table), test, None, cell), FakeClient(), Suite(), folder)
+    (saved,) = folder.predictions().values()
+    assert [row["probs"] for row in saved["rows"]] == [list(table["p0", f"query {i}"]) for i in range(4)]
+
+
+def test_demos_are_shown_in_the_one_prompt_order_and_named_by_demo_set():
+    from fewshot.evaluation.harness import answer
+    from fewshot.prompts import prompt_order
+
+    a, b, c = (Example(f"p{i}", f"demo {i}", "ab"[i % 2]) for i in range(3))
+    test = [Example("q0", "query 0", "a"), Example("q1", "query 1", "b"), Example("q2", "query 2", "a")]
+    predictor = LookupPredictor({(first, f"query {i}"): (0.6, 0.4) for first in ("p0", "p1", "p2") for i in range(3)})
+    rows = answer(Dataset("d", [a, b, c, *test]), predictor, [[a, b], [c, a], [a, b]], test)
+    assert [demos for demos, _ in predictor.jobs] == [prompt_order([a, b]), prompt_order([c, a]), prompt_order([a, b])]
+    assert [row["demo_set"] for row in rows] == [0, 1, 0]
+
+
+class NumberClient(FakeClient):
+    """A regression stand-in: every sampled answer is ``value`` (None: no number in it)."""
+
+    def __init__(self, value):
+        super().__init__()
+        self.value, self.seeds = value, set()
+
+    def sample_numbers(self, prompt, n=5, *, seed=0, max_tokens=8):
+        self.seeds.add(seed)
+        self.stats["calls"] += n
+        return [] if self.value is None else [self.value] * n
+
+
+def regression_data():
+    """Pool labels 0..29 and test labels 100.. (split only depends on the size and seed)."""
+    examples = [Example(f"r-{i}", f"house {i}", "0") for i in range(38)]
+    pool, test = split(Dataset("r", examples, task="regression"), 30, 8, seed=0)
+    labels = {e.id: str(float(j)) for j, e in enumerate(pool)} | {e.id: str(100.0 + j) for j, e in enumerate(test)}
+    return Dataset("r", [replace(e, label=labels[e.id]) for e in examples], task="regression")
+
+
+def run_regression(tmp_path, client, **changes):
+    suite = Suite(**{"methods": ["random"], "k": [2], "label_budgets": [], "annotators": [], "pool_size": 30,
+                     "test_size": 8, "oracle_sets": 0, "regression_samples": 2, **changes})
+    templates = {"regression": load_template("regression")}
+    return run_suite(suite, [regression_data()], client, templates, HashEmbedder(), tmp_path / "run")
+
+
+def test_regression_clips_to_the_pool_range_never_the_test_labels(tmp_path):
+    run_regression(tmp_path, NumberClient(1e6))
+    for line in (tmp_path / "run" / "predictions.jsonl").read_text().splitlines():
+        assert {row["prediction"] for row in json.loads(line)["rows"]} == {29.0}  # the pool's max; the test's is 107
+
+
+def test_regression_answers_without_a_number_are_counted_and_fall_back_within_the_pool(tmp_path):
+    from fewshot.evaluation.report import write_report
+
+    records = run_regression(tmp_path, NumberClient(None))
+    predictions = {p["cell"]: p for p in map(json.loads, (tmp_path / "run" / "predictions.jsonl").read_text().splitlines())}
+    zero_shot = next(r for r in records if r["setting"] == "zero-shot")
+    assert {row["prediction"] for row in predictions[zero_shot["cell"]]["rows"]} == {14.5}  # the middle of 0..29
+    write_report(tmp_path / "run")
+    summary = list(csv.DictReader(open(tmp_path / "run" / "summary.csv")))
+    assert [row["unparsed"] for row in summary] == ["8", "8"] and all(row["unscored"] == "" for row in summary)
+
+
+def test_each_eval_seed_samples_with_its_own_seeds(tmp_path):
+    client = NumberClient(5.0)
+    run_regression(tmp_path, client, seeds=2)
+    assert client.seeds == {0, 2}  # seed s samples with s * regression_samples + 0, 1
+
+
+def test_a_token_budget_limits_the_demos_and_is_part_of_the_configuration(tmp_path):
+    from fewshot.pipeline import demo_costs
+
+    data, template = small_data(), load_template("classification")
+    costs = demo_costs(data.examples, template)
+    budget = int(costs.max())  # one demo always fits, two never do
+    assert 2 * costs.min() > budget
+    suite = Suite(methods=["random", "knn"], k=[2], label_budgets=[], annotators=[], pool_size=30, test_size=8,
+                  oracle_sets=0, zero_shot=False)
+    go = lambda tokens: run_suite(suite, [data], FakeClient(), {"classification": template}, HashEmbedder(),  # noqa: E731
+                                  tmp_path / "run", max_tokens=tokens)
+    records = {r["method"]: r for r in go(budget)}
+    assert records["random:s"]["labels"] == 1  # k = 2, but the second demo would break the budget
+    assert json.loads((tmp_path / "run" / "run.json").read_text())["configuration"]["max_tokens"] == budget
+    with pytest.raises(InputError, match=f"max_tokens: {budget} then, None now"):
+        go(None)
+
+
+def test_given_splits_are_not_planned_again(tmp_path, monkeypatch):
+    from fewshot.evaluation import harness
+
+    suite = Suite(methods=["random"], k=[2], label_budgets=[], annotators=[], pool_size=30, test_size=8,
+                  oracle_sets=0, zero_shot=False)
+    splits = plan_splits(suite, [small_data()])
+    monkeypatch.setattr(harness, "plan_splits", lambda *_: pytest.fail("planned twice"))
+    records = run_suite(suite, [small_data()], FakeClient(), {"classification": load_template("classification")},
+                        HashEmbedder(), tmp_path / "run", splits=splits)
+    assert len(records) == 1

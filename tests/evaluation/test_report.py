@@ -8,7 +8,8 @@ import pytest
 from typer.testing import CliRunner
 
 from fewshot.cli import app
-from fewshot.evaluation.report import cell_scores, compare, gap_closed, score_cells, summarize
+from fewshot.errors import InputError
+from fewshot.evaluation.report import compare, gap_closed, score_cells, summarize, write_report
 
 REFERENCES = {"shared": "random:s", "annotate": "random:s>knn:q", "full": "knn:q"}
 
@@ -35,28 +36,6 @@ SHARED = run(cell("random:s", 0, [1, 0, 0, 1]), cell("random:s", 1, [0, 0, 1, 1]
              cell("random-best-of-3", 0, [1, 1, 1, 1], peeks=True), cell("random-best-of-3", 1, [1, 1, 1, 0], peeks=True))
 
 
-def test_batch_calibration_and_macro_f1_by_hand():
-    prediction = {"labels": ["a", "b"], "rows": [
-        {"id": "1", "gold": "a", "unscored": False, "probs": [0.9, 0.1]},
-        {"id": "2", "gold": "b", "unscored": False, "probs": [0.6, 0.4]},
-        {"id": "3", "gold": "b", "unscored": True, "probs": [0.5, 0.5]}]}
-    per_query, whole = cell_scores(prediction, "classification")
-    # raw: a, a, unscored (wrong). batch: mean of scored rows (0.75, 0.25) -> (0.75, 0.25): a; (0.33, 0.67): b
-    assert per_query["accuracy"] == {"1": 1.0, "2": 0.0, "3": 0.0}
-    assert per_query["accuracy@batch"] == {"1": 1.0, "2": 1.0, "3": 0.0}
-    # raw macro-F1: a: P 1/2, R 1 -> 2/3; b: no hit -> 0; mean 1/3. batch: a 1; b: P 1, R 1/2 -> 2/3
-    assert whole["macro_f1"] == pytest.approx(1 / 3) and whole["macro_f1@batch"] == pytest.approx(5 / 6)
-    assert "accuracy@contextual" not in per_query
-
-
-def test_contextual_calibration_uses_each_rows_prior():
-    prediction = {"labels": ["a", "b"], "rows": [
-        {"id": "1", "gold": "b", "unscored": False, "probs": [0.6, 0.4], "prior": [0.8, 0.2]},
-        {"id": "2", "gold": "a", "unscored": False, "probs": [0.6, 0.4], "prior": [0.5, 0.5]}]}
-    per_query, _ = cell_scores(prediction, "classification")
-    assert per_query["accuracy@contextual"] == {"1": 1.0, "2": 1.0} and per_query["accuracy"] == {"1": 0.0, "2": 1.0}
-
-
 def test_paired_comparison_by_hand():
     records, predictions = SHARED
     rows = compare(records, score_cells(records, predictions), REFERENCES)
@@ -70,10 +49,14 @@ def test_paired_comparison_by_hand():
     assert not any(r["method"].startswith("random-best") for r in rows)  # it peeks: never compared
 
 
-def test_gap_closed_is_a_ratio_of_means():
-    records, _ = SHARED
+def test_gap_closed_is_a_ratio_of_means_under_the_headline_metric():
+    records, predictions = SHARED
+    scores = score_cells(records, predictions)
     # means: random 0.5, go 0.75, best-of 0.875 -> 0.25 / 0.375 (a mean of per-seed ratios would be 0.75)
-    assert gap_closed(records, "d", "shared", 4, 4, "go:s", REFERENCES) == pytest.approx(2 / 3)
+    assert gap_closed(records, scores, "d", "shared", 4, 4, "go:s", REFERENCES) == pytest.approx(2 / 3)
+    # from the per-query scores the tables use, never a score a record carries (old folders have one)
+    stale = [{**r, "score": 0.0} for r in records]
+    assert gap_closed(stale, scores, "d", "shared", 4, 4, "go:s", REFERENCES) == pytest.approx(2 / 3)
 
 
 def test_summary_rows():
@@ -157,3 +140,73 @@ def test_goal_met_needs_the_margin_and_an_interval_above_zero():
     variants = {"go-v-c": {"method": "go:s", "objective": "v", "center": True}}
     (row,) = goal_check(records, score_cells(records, predictions), variants, metrics=("accuracy",))
     assert (row["ours"], row["baseline"]) == ("go-v-c>knn:q", "votek:s>knn:q")
+
+
+def folder_with(tmp_path, records, predictions, tail=""):
+    (tmp_path / "records.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records) + tail)
+    (tmp_path / "predictions.jsonl").write_text("".join(json.dumps(p) + "\n" for p in predictions.values()))
+    return tmp_path
+
+
+def test_report_on_a_torn_last_line_changes_no_run_file(tmp_path, caplog):
+    import hashlib
+
+    records, predictions = SHARED
+    out = folder_with(tmp_path, records, predictions, tail='{"cell": "d|2|shared|go:s|B4|k4", "da')
+    digest = lambda name: hashlib.md5((out / name).read_bytes()).hexdigest()  # noqa: E731
+    before = {name: digest(name) for name in ("records.jsonl", "predictions.jsonl")}
+    with caplog.at_level("WARNING"):
+        write_report(out)
+    assert {name: digest(name) for name in before} == before
+    assert "records.jsonl: line 7 is torn" in caplog.text  # said, and named
+    assert "| shared | go:s | 4 | 4 | 0.750 [" in (out / "pivot.md").read_text()  # the 6 whole records
+
+
+def test_an_empty_records_file_is_an_error_not_empty_tables(tmp_path):
+    out = folder_with(tmp_path, [], {})
+    with pytest.raises(InputError, match="no finished cell") as err:
+        write_report(out)
+    assert str(out / "records.jsonl") in str(err.value) and not (out / "summary.csv").exists()
+    with pytest.raises(InputError, match="no finished cell"):
+        write_report(out, REFERENCES, [])
+    result = CliRunner().invoke(app, ["report", str(out)])
+    assert result.exit_code == 2 and "records.jsonl" in result.output
+
+
+def test_regression_cells_count_unparsed_answers():
+    rows = [{"id": f"q{i}", "gold": 1.0, "prediction": 2.0, "parsed": i > 0, "error": 1.0, "abs_error": 1.0}
+            for i in range(3)]
+    record = {"cell": "r|0|shared|random:s|B4|k4", "data": "r", "task": "regression", "seed": 0,
+              "setting": "shared", "method": "random:s", "label_budget": 4, "labels": 4, "k": 4,
+              "unscored": 0, "selection_seconds": 0.1, "answer_seconds": 1.0, "llm_calls": 6, "prompt_tokens": 10}
+    (row,) = summarize([record], score_cells([record], {record["cell"]: {"labels": [], "rows": rows}}), REFERENCES)
+    assert row["unparsed"] == 1 and row["unscored"] == "" and row["mean"] == pytest.approx(1.0)
+    assert row["http_requests"] == 6  # an old record's llm_calls, under its new name
+
+
+def per_query_cell(method, correct, ids):
+    record, prediction = cell(method, 0, correct, setting="full", budget=40)
+    if ids:  # recorded with demo-set ids: every query its own demo set
+        record["demo_sets"] = len(correct)
+        prediction["rows"] = [{**row, "demo_set": i} for i, row in enumerate(prediction["rows"])]
+    # raw: every answer is "a"; over the whole cell, calibration turns the last two into "b" (wrong)
+    prediction["rows"] = [{**row, "correct": True, "probs": p} for row, p in
+                          zip(prediction["rows"], ([0.9, 0.1], [0.8, 0.2], [0.6, 0.4], [0.55, 0.45]))]
+    return record, prediction
+
+
+def test_one_batch_definition_per_report_and_the_summary_says_which(tmp_path):
+    new = run(per_query_cell("knn:q", [1] * 4, ids=True), per_query_cell("go:q", [1] * 4, ids=True))
+    scores = score_cells(*new)
+    assert all(s[0]["accuracy@batch"] == s[0]["accuracy"] for s in scores.values())  # by demo set: raw
+    (tmp_path / "new").mkdir()
+    out = folder_with(tmp_path / "new", *new)
+    write_report(out, REFERENCES)
+    assert "with the same demo set" in (out / "summary.md").read_text()
+    # beside a cell recorded before demo-set ids, every cell is calibrated over the whole cell
+    mixed = run(per_query_cell("knn:q", [1] * 4, ids=False), per_query_cell("go:q", [1] * 4, ids=True))
+    scores = score_cells(*mixed)
+    assert [list(s[0]["accuracy@batch"].values()) for s in scores.values()] == [[1.0, 1.0, 0.0, 0.0]] * 2
+    out = folder_with(tmp_path, *mixed)
+    write_report(out, REFERENCES)
+    assert "over the whole cell, in every cell (the definition of the 1 per-query cell(s)" in (out / "summary.md").read_text()

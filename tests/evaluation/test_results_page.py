@@ -12,7 +12,7 @@ def test_results_page_from_a_run_folder(tmp_path):
     records, predictions = SHARED
     (tmp_path / "records.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
     (tmp_path / "predictions.jsonl").write_text("".join(json.dumps(p) + "\n" for p in predictions.values()))
-    config = {"data": {"d": "x"}, "pool_size": 30, "test_size": 4, "model": "m", "api": "completions"}
+    config = {"data": {"d": "x"}, "pool_size": 30, "test_size": 4, "model": "m", "api": "completions", "max_tokens": 300}
     (tmp_path / "run.json").write_text(json.dumps({"configuration": config, "suite": {"seeds": 2, "k": [4], "label_budgets": []},
                                                    "references": {"shared": "random:s", "annotate": "random:s>knn:q", "full": "knn:q"}}))
     (tmp_path / "notes.md").write_text("## What was tried\n\nEverything.\n")
@@ -21,6 +21,8 @@ def test_results_page_from_a_run_folder(tmp_path):
     assert result.exit_code == 0, result.output
     page = (tmp_path / "RESULTS.md").read_text()
     assert page.startswith("# Results") and "`fewshot eval --suite x`" in page
+    assert "label budgets none; demos within 300 tokens per prompt." in page
+    assert "@batch: each prompt's label probabilities divided by their mean over the cell's prompts with the same demo set" in page
     # go:s beats random:s by 0.25 on both seeds (see test_report): the row carries that difference
     assert "| go:s | random:s | 4 | 4 | +0.250 |" in page and "## shared" in page
     # the goal check pairs go:s with the only baseline; 0.25 >= 2 points, met only if the CI is above 0
@@ -35,8 +37,10 @@ def test_results_page_from_a_run_folder(tmp_path):
 def test_an_unfinished_run_says_how_many_seeds_each_data_set_has():
     from fewshot.evaluation.results_page import _progress
 
-    planned = ["a|0|shared|x", "a|0|full|y", "a|1|shared|x", "a|1|full|y", "b|0|shared|x"]
-    (line,) = _progress(planned, {"a|0|shared|x", "a|0|full|y", "a|1|shared|x"})
+    key = lambda data, seed, setting, method: f"{data}|{seed}|{setting}|{method}|B4|k4"  # noqa: E731
+    planned = [key("a", 0, "shared", "x"), key("a", 0, "full", "y"), key("a", 1, "shared", "x"),
+               key("a", 1, "full", "y"), key("b", 0, "shared", "x")]
+    (line,) = _progress(planned, set(planned[:3]))
     assert "3 of 5 planned cells" in line and "a 1 of 2, b 0 of 1" in line
     assert _progress(planned, set(planned)) == []  # a finished run says nothing
 
