@@ -7,7 +7,9 @@ Several processes (pipeline workers, two ``fewshot select`` runs) may share one 
 runs in WAL mode (readers never block the writer), every write is one short ``BEGIN IMMEDIATE``
 transaction, and a locked database is waited for, never an error. A cache file that is damaged
 or not a database at all is set aside (``NAME.corrupt-<time>``) with a warning and rebuilt: a
-cache only saves work, it must never stop a run.
+cache only saves work, it must never stop a run: a cache that cannot be opened or written (full
+disk, read-only file system, no such folder) gives one warning naming its path and the reason, and
+the run goes on without it (reads go on while they work; writes stop).
 """
 
 from __future__ import annotations
@@ -15,11 +17,13 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import shutil
 import sqlite3
 import threading
 import time
 from pathlib import Path
 from typing import Callable, Iterable, Iterator, TypeVar
+from urllib.parse import quote
 
 try:  # POSIX: serialises setting a damaged file aside between processes
     import fcntl
@@ -49,6 +53,25 @@ def _is_damaged(err: sqlite3.Error) -> bool:
     if code is not None:
         return code & 0xFF in (_SQLITE_CORRUPT, _SQLITE_NOTADB)
     return "not a database" in str(err) or "malformed" in str(err)
+
+
+def _unusable(err: BaseException) -> bool:
+    """An error of the disk or the file rather than of the code: full, read-only, cannot open, I/O,
+    a lock held past the timeout, a file still damaged after one rebuild."""
+    return isinstance(err, (OSError, sqlite3.OperationalError)) or (
+        isinstance(err, sqlite3.DatabaseError) and _is_damaged(err))
+
+
+_warned: set[Path] = set()  # one warning per cache file and process, however many stores open it
+_warned_lock = threading.Lock()
+
+
+def _warn_once(path: Path, message: str) -> None:
+    with _warned_lock:
+        if path in _warned:
+            return
+        _warned.add(path)
+    log.warning("%s", message)
 
 
 def _inode(path: Path) -> int | None:
@@ -84,11 +107,24 @@ class SqliteStore:
 
     def __init__(self, path: str | Path, table: str, *, timeout: float = 60.0) -> None:
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
         self._table, self.timeout = table, timeout
         self._lock = threading.Lock()
         self._inode: int | None = None
-        self._db = self._retry(self._connect, reopen=False)
+        self._db: sqlite3.Connection | None = None
+        self.writable = True  # False once a write failed for good: later writes are skipped
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._db = self._retry(self._connect, reopen=False)
+        except Exception as err:  # noqa: BLE001 - _unusable decides
+            if not _unusable(err):
+                raise
+            self._db, self.writable = self._read_only(), False
+            self._warn(err, "cannot be opened for writing" if self._db else "cannot be used")
+
+    @property
+    def usable(self) -> bool:
+        """False once the cache could not even be read: every lookup misses."""
+        return self._db is not None
 
     # -- connection -------------------------------------------------------------------------------
     def _connect(self) -> sqlite3.Connection:
@@ -107,6 +143,43 @@ class SqliteStore:
             self._inode = _inode(self.path)
         return db
 
+    def _read_only(self) -> sqlite3.Connection | None:
+        """A read-only connection to an existing cache (a full or read-only disk), else None. On a
+        full disk sqlite cannot even make its WAL side files: ``immutable`` reads the file as it is
+        (no locks, no WAL), which is safe only because nobody can write there either."""
+        if not self.path.is_file():
+            return None
+        for mode in ("mode=ro", "immutable=1"):
+            try:
+                db = sqlite3.connect(f"file:{quote(str(self.path))}?{mode}", uri=True, timeout=self.timeout,
+                                     isolation_level=None, check_same_thread=False)
+            except sqlite3.Error:
+                continue
+            try:
+                db.execute(f"SELECT 1 FROM {self._table} LIMIT 1").fetchall()
+                return db
+            except sqlite3.Error:
+                db.close()
+        return None
+
+    def _warn(self, err: BaseException, what: str) -> None:
+        reason = err.strerror if isinstance(err, OSError) and err.strerror else str(err)
+        with contextlib.suppress(OSError):  # sqlite says "disk I/O error" when it cannot map its side files
+            if "full" not in reason and shutil.disk_usage(self.path.parent).free == 0:
+                reason += "; the disk is full"
+        going_on = "reads go on, nothing new is saved" if self._db is not None else "running without it"
+        _warn_once(self.path, f"cache {self.path} {what} ({reason}): {going_on}; free space there or "
+                              "point --cache-dir / FEWSHOT_CACHE_DIR elsewhere to keep results")
+
+    def _give_up(self, err: BaseException, *, reads: bool) -> None:
+        """After an unusable-cache error: stop writing, and stop reading too when a read failed."""
+        self.writable = False
+        if reads and self._db is not None:
+            with contextlib.suppress(sqlite3.Error):
+                self._db.close()
+            self._db = None
+        self._warn(err, "cannot be read" if reads else "cannot be written")
+
     def _retry(self, work: Callable[[], T], *, reopen: bool = True) -> T:
         """Run ``work``, waiting out locks sqlite's busy handler does not cover and rebuilding a
         damaged file once."""
@@ -118,6 +191,7 @@ class SqliteStore:
                 if _is_damaged(err) and not rebuilt:
                     self._set_aside(err, close=reopen)
                     if reopen:
+                        self._db = None  # stays None if the new file cannot be made either
                         self._db = self._retry(self._connect, reopen=False)
                     rebuilt = True
                 elif _is_busy(err) and time.monotonic() < deadline:
@@ -155,15 +229,25 @@ class SqliteStore:
             return found
 
         with self._lock:
-            return self._retry(read)
+            if self._db is None:
+                return {}
+            try:
+                return self._retry(read)
+            except Exception as err:  # noqa: BLE001 - _unusable decides
+                if not _unusable(err):
+                    raise
+                self._give_up(err, reads=True)
+                return {}
 
     def get(self, key: str) -> bytes | None:
         return self.get_many([key]).get(key)
 
     def put_many(self, items: Iterable[tuple[str, bytes]]) -> None:
+        """Save ``items``; when the cache cannot take them, warn once and go on (nothing raised)."""
         items = list(items)
 
         def write() -> None:
+            assert self._db is not None
             # IMMEDIATE takes the write lock up front, where the busy timeout applies; a deferred
             # transaction that upgrades from read to write fails at once instead of waiting
             self._db.execute("BEGIN IMMEDIATE")
@@ -177,11 +261,22 @@ class SqliteStore:
 
         if items:
             with self._lock:
-                self._retry(write)
+                if self._db is None or not self.writable:
+                    return
+                try:
+                    self._retry(write)
+                except Exception as err:  # noqa: BLE001 - _unusable decides
+                    if not _unusable(err):
+                        raise
+                    self._give_up(err, reads=False)
 
     def __len__(self) -> int:
         with self._lock:
+            if self._db is None:
+                return 0
             return self._retry(lambda: self._db.execute(f"SELECT COUNT(*) FROM {self._table}").fetchone()[0])
 
     def close(self) -> None:
-        self._db.close()
+        if self._db is not None:
+            with contextlib.suppress(sqlite3.Error):
+                self._db.close()

@@ -9,7 +9,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Callable, Literal, Sequence
 
-from .data import Example, load_examples
+from .data import Example, load_examples, place_of
 from .errors import InputError
 
 
@@ -19,15 +19,19 @@ class Dataset:
     examples: list[Example]
     task: Literal["classification", "regression"] = "classification"
     id_field: str | None = None  # the file's field the ids came from; None: generated ids
-
-    @property
-    def id_source(self) -> str:
-        """For metadata: ``"field 'id'"`` or how the ids were made."""
-        return "row number" if self.id_field is None else f"field {self.id_field!r}"
+    source: str | None = None  # the file read, None for a built-in set
+    lines: tuple[int, ...] | None = None  # each example's line in that file, parallel to examples
 
     @property
     def labels(self) -> list[str]:
         return sorted({e.label for e in self.examples if e.label is not None})
+
+    def where(self, i: int) -> str:
+        """Where example ``i`` came from, for a message: ``"d.jsonl, line 7, id 'r6'"``, or
+        ``"sst2, id 'sst2-12'"`` for a built-in set."""
+        if self.lines is None:
+            return place_of(self.name, None, self.examples[i].id)
+        return place_of(self.source, self.lines[i], self.examples[i].id)
 
 
 class _NoGlobals(pickle.Unpickler):
@@ -46,16 +50,18 @@ def _staicc_rows(file: str) -> list[tuple[list[str], int]]:
         return _NoGlobals(handle).load()
 
 
-def _dedupe(rows: list[tuple[str, str]], name: str, ids: list[str] | None = None) -> list[Example]:
-    """Drop repeated texts (the first occurrence wins); ids are the given ones, else stable row numbers."""
+def _dedupe(rows: list[tuple[str, str]], name: str, ids: list[str] | None = None) -> tuple[list[Example], list[int]]:
+    """Drop repeated texts (the first occurrence wins); ids are the given ones, else stable row
+    numbers. Also the kept rows' positions."""
     seen: set[str] = set()
-    out = []
+    out, kept = [], []
     for i, (text, label) in enumerate(rows):
         key = " ".join(text.split()).lower()
         if key and key not in seen:
             seen.add(key)
             out.append(Example(id=ids[i] if ids else f"{name}-{i}", text=text.strip(), label=label))
-    return out
+            kept.append(i)
+    return out, kept
 
 
 def _staicc(file: str, names: list[str], keep: Callable[[int], str | None] | None = None) -> list[tuple[str, str]]:
@@ -101,26 +107,28 @@ def load_dataset(name_or_path: str, *, text_field: str = "text", label_field: st
     """A built-in set by name (``sst2``, ``trec``, ``iris``, ``diabetes`` ...) or any JSONL/CSV file
     with a text and a label field. Rows are deduplicated by text. A file's ids are read as
     :func:`fewshot.data.load_examples` reads them (its ``id`` field when it has one); the result's
-    ``id_field`` says which field, None for ids made from the set's name and row number.
+    ``id_field`` says which field, None for ids made from the set's name and row number. A file's
+    labels are checked as ``load_examples`` checks them (one JSON type); ``where(i)`` names an
+    example's file, line and id.
 
     >>> load_dataset("iris").examples[0].text[:30]
     'sepal length (cm): 5.1, sepal '
     """
     if name_or_path in STAICC:
-        return Dataset(name_or_path, _dedupe(STAICC[name_or_path](), name_or_path), "classification")
+        return Dataset(name_or_path, _dedupe(STAICC[name_or_path](), name_or_path)[0], "classification")
     if name_or_path in TABULAR:
         rows, kind = _tabular(name_or_path)
-        return Dataset(name_or_path, _dedupe(rows, name_or_path), kind)
+        return Dataset(name_or_path, _dedupe(rows, name_or_path)[0], kind)
     path = Path(name_or_path)
     if not path.suffix:
         raise InputError(f"unknown data set {name_or_path!r} (built-in: {', '.join(BUILTIN)}; or a .jsonl/.csv path)")
     examples = load_examples(path, text_field=text_field, label_field=label_field, id_field=id_field,
                              require_labels=True)
     ids = [e.id for e in examples] if examples.id_field else None
-    rows = _dedupe([(e.text, e.label) for e in examples], path.stem, ids)
+    rows, kept = _dedupe([(e.text, e.label) for e in examples], path.stem, ids)
     if task is None:
         task = "regression" if all(_is_number(e.label) for e in rows) and len({e.label for e in rows}) > 20 else "classification"
-    return Dataset(path.stem, rows, task, examples.id_field)
+    return Dataset(path.stem, rows, task, examples.id_field, str(path), tuple(examples.lines[i] for i in kept))
 
 
 def _is_number(text: str | None) -> bool:

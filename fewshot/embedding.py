@@ -142,27 +142,32 @@ def text_key(model_id: str, text: str) -> str:
 class CachedEmbedder:
     """Wraps an embedder with a sqlite cache: texts embedded once are never embedded again.
 
-    ``computed`` counts the texts this instance had to embed (the rest came from the cache).
+    New texts are embedded and saved ``chunk_size`` at a time, so a run killed midway keeps every
+    finished chunk. The cache is best-effort (see :mod:`fewshot.cache`): when it cannot be written,
+    the vectors are still returned. ``computed`` counts the texts this instance had to embed (the
+    rest came from the cache).
     """
 
-    def __init__(self, embedder: Embedder, path: str | Path | None = None) -> None:
+    def __init__(self, embedder: Embedder, path: str | Path | None = None, *, chunk_size: int = 1024) -> None:
         self.inner = embedder
         self.model_id = embedder.model_id
         self.store = SqliteStore(path or default_cache_dir() / "embeddings.sqlite", table="embeddings")
+        self.chunk_size = chunk_size
         self.computed = 0
 
     def embed(self, texts: Sequence[str]) -> np.ndarray:
+        if not texts:
+            return np.zeros((0, 0), dtype=np.float32)
         keys = [text_key(self.model_id, t) for t in texts]
         found = self.store.get_many(keys)
         missing = list(dict.fromkeys(t for t, k in zip(texts, keys) if k not in found))
-        if missing:
-            vectors = self.inner.embed(missing)
-            fresh = {text_key(self.model_id, t): v.astype(np.float32).tobytes() for t, v in zip(missing, vectors)}
+        for start in range(0, len(missing), self.chunk_size):
+            chunk = missing[start:start + self.chunk_size]
+            vectors = np.asarray(self.inner.embed(chunk), dtype=np.float32)
+            fresh = {text_key(self.model_id, t): v.tobytes() for t, v in zip(chunk, vectors)}
             self.store.put_many(fresh.items())
             found.update(fresh)
-            self.computed += len(missing)
-        if not texts:
-            return np.zeros((0, 0), dtype=np.float32)
+            self.computed += len(chunk)
         return np.stack([np.frombuffer(found[k], dtype=np.float32) for k in keys])
 
 

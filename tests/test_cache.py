@@ -3,6 +3,7 @@
 import logging
 import multiprocessing
 import os
+import sqlite3
 import subprocess
 import sys
 import threading
@@ -14,6 +15,7 @@ import pytest
 from fewshot.cache import SqliteStore
 from fewshot.embedding import CachedEmbedder
 from tests.conftest import EXAMPLES, ROOT
+from tests.test_data import _fill, _read_only, mounted  # noqa: F401 - a fixture
 
 WORKERS, ENTRIES = 4, 6
 
@@ -159,3 +161,110 @@ def test_cli_run_goes_on_past_a_damaged_cache(tmp_path):
     run = _select(tmp_path, "a")
     assert run.wait(timeout=300) == 0
     assert "damaged" in run.stderr.read()
+
+
+# -- a cache that cannot be written or read never stops a run ------------------------------------------
+
+class Vectors:
+    """Embedder double: records the texts it embeds."""
+
+    model_id = "vectors"
+
+    def __init__(self):
+        self.seen = []
+
+    def embed(self, texts):
+        self.seen.extend(texts)
+        return np.array([[len(t), 1.0] for t in texts], dtype=np.float32)
+
+
+class _Failing:
+    """A sqlite connection whose statements starting with ``fails_on`` raise ``message``."""
+
+    def __init__(self, db, fails_on, message):
+        self._db, self._fails_on, self._message = db, fails_on, message
+
+    def execute(self, sql, *args):
+        if sql.startswith(self._fails_on):
+            raise sqlite3.OperationalError(self._message)
+        return self._db.execute(sql, *args)
+
+    def __getattr__(self, name):
+        return getattr(self._db, name)
+
+
+def _failing_connections(monkeypatch, fails_on, message):
+    real = sqlite3.connect
+    monkeypatch.setattr(sqlite3, "connect", lambda *a, **k: _Failing(real(*a, **k), fails_on, message))
+
+
+def _warnings(caplog):
+    return [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+
+
+def test_a_full_cache_warns_once_keeps_reading_and_returns_what_it_computed(tmp_path, monkeypatch, caplog):
+    path = tmp_path / "e.sqlite"
+    CachedEmbedder(Vectors(), path).embed(["a"])
+    _failing_connections(monkeypatch, "BEGIN IMMEDIATE", "database or disk is full")
+    inner = Vectors()
+    embedder = CachedEmbedder(inner, path, chunk_size=2)
+    with caplog.at_level(logging.WARNING, logger="fewshot.cache"):
+        vectors = embedder.embed(["a", "bb", "ccc", "dddd", "eeeee"])
+        assert embedder.embed(["ffffff"]).tolist() == [[6.0, 1.0]]
+        SqliteStore(path, "responses").put_many([("k", b"v")])  # the LLM cache on the same file
+    assert vectors[:, 0].tolist() == [1, 2, 3, 4, 5]
+    assert inner.seen == ["bb", "ccc", "dddd", "eeeee", "ffffff"]  # "a" still read from the cache
+    (warning,) = _warnings(caplog)
+    assert str(path) in warning and "database or disk is full" in warning
+
+
+def test_a_cache_folder_that_cannot_be_created_is_skipped_with_one_warning(tmp_path, caplog):
+    (tmp_path / "file").write_text("")
+    path = tmp_path / "file" / "cache" / "e.sqlite"
+    with caplog.at_level(logging.WARNING, logger="fewshot.cache"):
+        embedder = CachedEmbedder(Vectors(), path)
+        assert embedder.embed(["a", "bb"]).shape == (2, 2) and embedder.embed(["a"]).shape == (1, 2)
+    assert embedder.computed == 3 and not embedder.store.usable
+    (warning,) = _warnings(caplog)
+    assert str(path) in warning and "cannot be used" in warning
+
+
+def test_a_cache_that_cannot_be_read_is_dropped_with_one_warning(tmp_path, monkeypatch, caplog):
+    path = tmp_path / "e.sqlite"
+    CachedEmbedder(Vectors(), path).embed(["a"])
+    _failing_connections(monkeypatch, "SELECT key", "disk I/O error")
+    embedder = CachedEmbedder(Vectors(), path)
+    with caplog.at_level(logging.WARNING, logger="fewshot.cache"):
+        assert embedder.embed(["a", "bb"]).shape == (2, 2) and embedder.embed(["a"]).shape == (1, 2)
+    assert embedder.inner.seen == ["a", "bb", "a"]
+    (warning,) = _warnings(caplog)
+    assert str(path) in warning and "disk I/O error" in warning
+
+
+def test_a_cache_on_a_full_file_system(mounted, caplog):
+    path = mounted / "cache" / "e.sqlite"
+    CachedEmbedder(Vectors(), path).embed(["old"])
+    _fill(mounted)
+    inner = Vectors()
+    with caplog.at_level(logging.WARNING, logger="fewshot.cache"):
+        embedder = CachedEmbedder(inner, path, chunk_size=100)
+        vectors = embedder.embed(["old"] + [f"new text {i} " * 40 for i in range(1000)])
+        fresh = CachedEmbedder(Vectors(), mounted / "other" / "e.sqlite")  # a new cache on the full disk
+        assert fresh.embed(["x"]).shape == (1, 2)
+    assert vectors.shape == (1001, 2) and "old" not in inner.seen
+    warnings = _warnings(caplog)
+    assert len(warnings) == 2 and all("disk is full" in w for w in warnings)
+    assert str(path) in warnings[0] and str(mounted / "other" / "e.sqlite") in warnings[1]
+
+
+def test_a_cache_on_a_read_only_file_system(mounted, caplog):
+    path = mounted / "e.sqlite"
+    writer = CachedEmbedder(Vectors(), path)
+    writer.embed(["old"])
+    writer.store.close()
+    _read_only(mounted)
+    inner = Vectors()
+    with caplog.at_level(logging.WARNING, logger="fewshot.cache"):
+        assert CachedEmbedder(inner, path).embed(["old", "new"]).shape == (2, 2)
+    (warning,) = _warnings(caplog)
+    assert str(path) in warning and inner.seen in (["new"], ["old", "new"])

@@ -30,6 +30,29 @@ def test_cache_embeds_each_text_once(tmp_path):
     assert np.array_equal(first[[1, 0]], second)
 
 
+class DiesAfter(CountingEmbedder):
+    """Test double: embeds ``chunks`` calls' worth, then dies as a killed encode would."""
+
+    def __init__(self, chunks):
+        super().__init__()
+        self.left = chunks
+
+    def embed(self, texts):
+        if not self.left:
+            raise RuntimeError("killed")
+        self.left -= 1
+        return super().embed(texts)
+
+
+def test_finished_chunks_stay_cached_when_embedding_dies(tmp_path):
+    texts = [f"text {i}" for i in range(7)]
+    with pytest.raises(RuntimeError, match="killed"):
+        CachedEmbedder(DiesAfter(2), tmp_path / "e.sqlite", chunk_size=3).embed(texts)
+    resumed = CachedEmbedder(CountingEmbedder(), tmp_path / "e.sqlite", chunk_size=3)
+    assert resumed.embed(texts).shape == (7, 2)
+    assert resumed.inner.seen == texts[6:] and resumed.computed == 1
+
+
 def test_real_model_offline_and_cached(tmp_path):
     embedder = CachedEmbedder(SentenceTransformerEmbedder(progress=False), tmp_path / "e.sqlite")
     vectors = embedder.embed(["a wonderful film", "a terrible film", "stock prices fell"])
