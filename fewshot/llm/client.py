@@ -1,188 +1,113 @@
-"""One client for every OpenAI-compatible endpoint: label scoring from next-token logprobs,
-sampling, retries, bounded concurrency, a persistent response cache and counters."""
+"""One client for every OpenAI-compatible endpoint: the transport (a timeout per attempt, a total
+deadline, retries, progress while waiting, interruptible bounded concurrency, a local server
+started again when it dies), a persistent response cache and counters. What the answers mean is
+elsewhere: label scoring in :mod:`fewshot.llm.scoring`, slot choice in :mod:`fewshot.llm.slots`."""
 
 from __future__ import annotations
 
+import email.utils
 import hashlib
+import itertools
 import json
-import math
 import os
+import random
 import re
+import sys
 import threading
+import time
+import urllib.request
 from collections import Counter
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator, Literal, Sequence, TypeVar, Union
-
-import numpy as np
+from typing import Any, Callable, Iterable, Iterator, Literal, Mapping, Sequence, TypeVar, Union
 
 from ..cache import SqliteStore, default_cache_dir
 from ..errors import InputError, LLMError
 from .responses import Token, completion_text, top_tokens
+from .scoring import LabelScores, check_labels, label_key, walk
+from .slots import SlotPool
+
+__all__ = ["LLMClient", "LabelScores", "Prompt", "SlotPool", "check_labels", "endpoint_from_env", "label_key",
+           "say"]
 
 T = TypeVar("T")
 R = TypeVar("R")
 _NUMBER = re.compile(r"[-+]?\d*\.?\d+(?:[eE][-+]?\d+)?")
 
-
 Prompt = Union[str, list[dict[str, str]]]  # text (completions) or chat messages (chat)
 _TOP_CAPS = {"chat": 20, "completions": 5}  # OpenAI's maxima, used when a server refuses more
+_RETRY_AFTER_MAX = 60.0  # a longer Retry-After is a quota reset, not a transient error: give up
+_POLL = 0.25  # seconds between looks at a stop flag while waiting
 
 
-@dataclass(frozen=True)
-class LabelScores:
-    """Probability of each label, normalised over the label set.
+def say(message: str) -> None:
+    """The default ``notify`` of :class:`LLMClient`: one line on stderr."""
+    print(f"fewshot: {message}", file=sys.stderr, flush=True)
 
-    ``missing``: labels no followed token path reached; their entry is an upper bound on the
-    mass of any single unexplored path to them (see :meth:`LLMClient.label_probs`), counted as a
-    fallback. ``reached``: the model's probability mass on the labels it did reach, before
-    normalising (small values mean the model answered off the label set).
+
+class _Failure(Exception):
+    """One attempt failed in a way another attempt may fix. ``kind``: "timeout", "connection" or
+    "status" (429, 5xx); ``detail``: what happened, in words."""
+
+    def __init__(self, kind: str, detail: str, retry_after: float | None = None) -> None:
+        super().__init__(detail)
+        self.kind, self.detail, self.retry_after = kind, detail, retry_after
+
+
+class _Rejected(LLMError):
+    """The endpoint refused the request itself (HTTP 400): a caller may ask differently."""
+
+
+class _Stopped(LLMError):
+    """The client was closed or its batch interrupted: no new request is sent."""
+
+
+def _retry_after(headers: Mapping[str, str]) -> float | None:
+    """Seconds a 429/503 answer asks to wait (``retry-after-ms``; ``retry-after`` in seconds or as
+    an HTTP date); None when it does not say.
+
+    >>> _retry_after({"retry-after": "2"}), _retry_after({"retry-after-ms": "1500"}), _retry_after({})
+    (2.0, 1.5, None)
     """
-
-    labels: tuple[str, ...]
-    probs: np.ndarray
-    missing: tuple[str, ...] = ()
-    reached: float = 1.0
-
-    @property
-    def unscored(self) -> bool:
-        """True when no label was reached at all: the probabilities are only bounds."""
-        return len(self.missing) == len(self.labels)
-
-    @property
-    def prediction(self) -> str | None:
-        """The most likely label, or None when no label was reached at all (never a silent guess)."""
-        return None if self.unscored else self.labels[int(np.argmax(self.probs))]
+    try:
+        if headers.get("retry-after-ms"):
+            return float(headers["retry-after-ms"]) / 1000
+        value = headers.get("retry-after")
+        if not value:
+            return None
+        try:
+            return float(value)
+        except ValueError:
+            return email.utils.parsedate_to_datetime(value).timestamp() - time.time()
+    except (TypeError, ValueError, OverflowError):
+        return None
 
 
-def label_key(label: str) -> str:
-    """How labels are compared with the model's tokens: case- and surrounding-whitespace-insensitive.
+def _backoff(retry: int) -> float:
+    """Seconds before retry number ``retry`` (1, 2, ...): 0.5, 1, 2, 4, 8, 8, ... less up to 25%."""
+    return min(8.0, 0.5 * 2 ** (retry - 1)) * (1 - 0.25 * random.random())
 
-    >>> label_key("  Positive ") == label_key("positive")
-    True
+
+def _connection_problem(err: BaseException) -> str:
+    """A failed connection in words ("connection refused", ...), from the chain of causes.
+
+    >>> err = ConnectionError("x"); err.__cause__ = ConnectionRefusedError(111, "Connection refused")
+    >>> _connection_problem(err)
+    'connection refused'
     """
-    return label.strip().casefold()
-
-
-def check_labels(labels: Sequence[str]) -> tuple[str, ...]:
-    labels = tuple(labels)
-    if any(not str(label).strip() for label in labels):
-        raise InputError("a label is empty: every label needs visible text the LLM can produce")
-    if len(set(labels)) < 2:
-        raise InputError(f"label scoring needs at least two distinct labels, got {sorted(set(labels))}")
-    seen: dict[str, str] = {}
-    for label in labels:
-        if (other := seen.setdefault(label_key(label), label)) != label:
-            raise InputError(f"labels {other!r} and {label!r} differ only in case or surrounding whitespace, "
-                             "which label scoring ignores: rename one")
-    return labels
-
-
-def _match(text: str, rests: dict[str, str], keys: dict[str, str], depth: int) -> tuple[str | None, dict[str, str]]:
-    r"""What one candidate token does to the labels still open at a node.
-
-    ``rests[label]`` is the label text still to come ("" = complete, waiting for a terminator).
-    Returns (the label the token completes, or None; the open labels after the token, to follow).
-
-    >>> keys = {"sci": "sci", "sci-fi": "sci-fi"}
-    >>> _match(" Sci", keys, keys, 0)  # a prefix of both: follow, "sci" needs a terminator next
-    (None, {'sci-fi': '-fi', 'sci': ''})
-    >>> _match("\n", {"sci": "", "sci-fi": "-fi"}, keys, 1)  # a terminator after "sci"
-    ('sci', {})
-    >>> _match("-", {"sci": "", "sci-fi": "-fi"}, keys, 1)  # goes on to "sci-fi": not a terminator
-    (None, {'sci-fi': 'fi'})
-    """
-    t = text.casefold()
-    follow: dict[str, str] = {}
-    complete: list[tuple[str, bool]] = []
-    waiting = None
-    for label, rest in rests.items():
-        started = rest != keys[label]
-        s = t if started else t.lstrip()  # whitespace may precede a label
-        if not rest:
-            waiting = label
-        elif not started and t and not s and depth < 2:
-            follow[label] = rest  # a lone space/newline token first
-        elif s == rest:
-            complete.append((label, True))
-        elif s.startswith(rest) and not s[len(rest)].isalnum():
-            complete.append((label, False))  # the label and a terminator in one token ("positive.")
-        elif s and rest.startswith(s):
-            follow[label] = rest[len(s):]
-    if follow:
-        # a longer label goes on: a label this token completes exactly needs a terminator next
-        return None, {**follow, **{label: "" for label, exact in complete if exact}}
-    if complete:
-        return max((label for label, _ in complete), key=lambda label: len(keys[label])), {}
-    if waiting is not None and (not t or not t[0].isalnum()):
-        return waiting, {}  # end of text (an empty token), whitespace or punctuation
-    return None, {}
-
-
-def _shared_prefix(a: str, b: str) -> int:
-    r"""Length of the common prefix of two strings.
-
-    >>> _shared_prefix("Text: a\nLabel:", "Text: b\nLabel:")
-    6
-    """
-    n = min(len(a), len(b))
-    if a[:n] == b[:n]:
-        return n
-    lo, hi = 0, n  # a[:lo] == b[:lo], a[:hi] != b[:hi]: bisect in C-speed slice compares
-    while hi - lo > 1:
-        mid = (lo + hi) // 2
-        lo, hi = (mid, hi) if a[:mid] == b[:mid] else (lo, mid)
-    return lo
-
-
-class SlotPool:
-    r"""Which llama-server slot (``id_slot``) a prompt is sent to, so the server's prompt cache is hit.
-
-    Every slot keeps the KV cache of the last prompt it processed. A prompt goes to the free slot
-    whose last prompt shares the longest prefix with it, counted where that is at least half of the
-    slot's prompt (else 0; ties: the least recently used slot), and keeps
-    it until :meth:`release`: a label walk's follow-up requests then find their whole prompt
-    cached, and a shared demo set stays cached in every slot. Letting the server choose races:
-    between two calls of one walk another request may take the slot that holds its prompt.
-
-    >>> pool = SlotPool(2)
-    >>> a = pool.acquire("demos A\nquery 1"); b = pool.acquire("demos B\nquery 1"); (a, b)
-    (0, 1)
-    >>> pool.release(a, "demos A\nquery 1"); pool.release(b, "demos B\nquery 1")
-    >>> pool.acquire("demos B\nquery 2")  # the slot that holds "demos B"
-    1
-    """
-
-    def __init__(self, slots: int) -> None:
-        if slots < 1:
-            raise InputError(f"slots={slots}: a server has at least one slot")
-        self.last = [""] * slots
-        self.used = [0] * slots  # when each slot was last released (a counter)
-        self.free = set(range(slots))
-        self._clock = 0
-        self._cond = threading.Condition()
-
-    def acquire(self, text: str) -> int:
-        with self._cond:
-            self._cond.wait_for(lambda: bool(self.free))
-            slot = max(sorted(self.free), key=lambda s: (self._reuse(s, text), -self.used[s]))
-            self.free.remove(slot)
-            return slot
-
-    def _reuse(self, slot: int, text: str) -> int:
-        """The prefix of ``text`` that ``slot`` holds, counted only when it is at least half of
-        what the slot holds: a slot is not given up to a prompt that would keep little of it."""
-        shared = _shared_prefix(self.last[slot], text)
-        return shared if 2 * shared >= len(self.last[slot]) else 0
-
-    def release(self, slot: int, text: str) -> None:
-        with self._cond:
-            self._clock += 1
-            self.last[slot], self.used[slot] = text, self._clock
-            self.free.add(slot)
-            self._cond.notify()
+    chain: list[BaseException] = []
+    cause: BaseException | None = err
+    while cause is not None and len(chain) < 8:
+        chain.append(cause)
+        cause = cause.__cause__ or cause.__context__
+    text = " ".join(f"{type(e).__name__} {e}" for e in chain).lower()
+    for words, said in (("refused", "connection refused"), ("reset", "connection reset"),
+                        ("disconnect", "the server closed the connection without answering"),
+                        ("name or service", "unknown host name"), ("nodename", "unknown host name")):
+        if words in text:
+            return said
+    last = chain[-1]
+    return f"{type(last).__name__}: {last}" if str(last) else type(last).__name__
 
 
 class LLMClient:
@@ -190,8 +115,25 @@ class LLMClient:
 
     ``api="completions"`` (llama-server, vLLM, legacy OpenAI) or ``"chat"`` (chat models; a prompt
     is then a list of messages, see :func:`fewshot.llm.chat.chat_messages`). Responses are cached in
-    sqlite, keyed by endpoint + model + request, so a re-run repeats no finished call. Retries with
-    exponential backoff on 429, 5xx and connection errors come from the ``openai`` client.
+    sqlite, keyed by ``cache_namespace`` (default: the URL) + model + request, so a re-run repeats
+    no finished call.
+
+    Waiting: one attempt waits at most ``timeout`` seconds for its answer (120: a long prompt on a
+    small CPU server, queued behind a few others, can take tens of seconds). Timeouts, connection
+    errors, 408, 409, 429 and 5xx are tried again, up to ``max_retries`` times, after an exponential
+    backoff (0.5 s, 1 s, 2 s, ...) or the server's Retry-After; one request, retries included, takes
+    at most ``deadline`` seconds (None: 2.5 x ``timeout``, i.e. two full attempts and the waits
+    between them). While a request has waited ``progress_every`` seconds or more, ``notify`` gets a
+    line every ``progress_every`` seconds ("waiting for URL: 4 requests in flight, longest 45 s");
+    it also hears of server restarts. The default, :func:`say`, prints to stderr; None is silent.
+    Errors name the endpoint and what happened (timed out, connection refused, HTTP status, a reply
+    that is not JSON).
+
+    ``restart``: for a server fewshot started (:meth:`LocalServer.client
+    <fewshot.llm.server.LocalServer.client>`). Called when a connection fails; it starts the server
+    again if it died and returns its new base URL (the port may change; the cache namespace stays),
+    returns None when the server still runs, or raises :class:`LLMError` when it will not restart.
+    The request is then sent again, and ``stats["server_restarts"]`` counts the restart.
 
     ``top_logprobs`` alternatives are asked for each next token (100: llama-server and vLLM give
     that many, so a label is rarely missed; a server that refuses is asked again with OpenAI's
@@ -206,36 +148,59 @@ class LLMClient:
 
     ``stats`` counts ``calls`` (HTTP requests), ``cached`` (answered from the response cache),
     ``prompt_tokens``/``completion_tokens`` (usage), ``label_paths``, ``label_fallbacks``,
-    ``unscored_prompts``, ``partial_credits``, ``empty_answers`` and, where the server reports ``timings``
-    (llama-server), ``cached_prompt_tokens`` (prompt tokens it reused from its KV cache,
-    ``cache_n``), ``uncached_prompt_tokens`` (tokens it computed, ``prompt_n``) and
-    ``prompt_ms`` (the time it spent on them).
+    ``unscored_prompts``, ``partial_credits``, ``empty_answers``, ``server_restarts`` and, where the
+    server reports ``timings`` (llama-server), ``cached_prompt_tokens`` (prompt tokens it reused from
+    its KV cache, ``cache_n``), ``uncached_prompt_tokens`` (tokens it computed, ``prompt_n``) and
+    ``prompt_ms`` (the time it spent on them); the server times only the first prompt of a batch
+    (:meth:`request_many`), the others are counted in ``untimed_prompts``.
     """
 
     def __init__(self, base_url: str, model: str, api_key: str | None = None, *,
                  api: Literal["completions", "chat"] = "completions", timeout: float = 120.0,
-                 max_retries: int = 4, concurrency: int = 4, top_logprobs: int = 100,
-                 min_branch_prob: float = 0.02, max_depth: int = 8, token_ids: bool = True,
-                 chat_prefill: bool | None = None, cache: bool = True, cache_dir: str | Path | None = None,
-                 cache_namespace: str | None = None, slots: int | None = None) -> None:
-        from openai import OpenAI
-
+                 deadline: float | None = None, max_retries: int = 4, concurrency: int = 4,
+                 top_logprobs: int = 100, min_branch_prob: float = 0.02, max_depth: int = 8,
+                 token_ids: bool = True, chat_prefill: bool | None = None, cache: bool = True,
+                 cache_dir: str | Path | None = None, cache_namespace: str | None = None,
+                 slots: int | None = None, restart: Callable[[], str | None] | None = None,
+                 notify: Callable[[str], None] | None = say, progress_every: float = 20.0) -> None:
         if api not in ("completions", "chat"):
             raise InputError(f"unknown LLM api {api!r}: use 'completions' or 'chat'")
-        self.base_url, self.model, self.api = base_url.rstrip("/"), model, api
+        if not timeout > 0 or (deadline is not None and not deadline > 0):
+            raise InputError(f"timeout={timeout} and deadline={deadline} must be positive numbers of seconds")
+        self.base_url, self.model, self.api, self.api_key = base_url.rstrip("/"), model, api, api_key
         # what identifies the endpoint in the cache: its URL, or a stable name for a local server
         # whose port changes on every start
         self.cache_namespace = cache_namespace or self.base_url
+        self.timeout, self.deadline = float(timeout), float(deadline if deadline is not None else 2.5 * timeout)
+        self.max_retries = max_retries
         self.top_logprobs, self.concurrency, self.min_branch_prob = top_logprobs, concurrency, min_branch_prob
         self.max_depth, self.token_ids, self.chat_prefill = max_depth, token_ids, chat_prefill
-        self._client = OpenAI(base_url=self.base_url, api_key=api_key or "not-needed", timeout=timeout,
-                              max_retries=max_retries)
+        self.restart, self.notify, self.progress_every = restart, notify, progress_every
+        self._client = self._http_client()
         self._store = SqliteStore(Path(cache_dir or default_cache_dir()) / "llm.sqlite", "responses") if cache else None
         self._lock = threading.Lock()
         self.stats: Counter[str] = Counter()
         self.logprobs_seen = False  # set by the first answer with logprobs (see _top)
         self.slots = SlotPool(slots) if slots else None
         self._held = threading.local()  # the slot this thread's current walk holds
+        self._local = threading.local()  # the stop flag of the batch this thread works for (see map)
+        self._closed = threading.Event()
+        self._restart_lock = threading.Lock()
+        self._waiting: dict[int, float] = {}  # requests in flight: when each started
+        self._ids = itertools.count()
+        self._watcher: threading.Thread | None = None
+
+    def _http_client(self) -> Any:
+        from openai import OpenAI
+
+        # retries are ours (_send_with_retries): a stop flag and the deadline are checked before each
+        return OpenAI(base_url=self.base_url, api_key=self.api_key or "not-needed", timeout=self.timeout,
+                      max_retries=0)
+
+    @property
+    def _where(self) -> str:
+        return (f"the local llama-server fewshot started ({self.base_url})" if self.restart is not None
+                else f"the LLM endpoint {self.base_url}")
 
     # -- raw requests ---------------------------------------------------------------------------
     def request(self, prompt: Prompt | list[str | int], **params: Any) -> dict[str, Any]:
@@ -274,19 +239,25 @@ class LLMClient:
 
     def _ask(self, prompts: list[Any], keys: list[str], params: dict[str, Any]) -> list[dict[str, Any]]:
         """One HTTP request for ``prompts`` (several: llama-server's multi-prompt completions), counted
-        and cached answer by answer. llama-server reports usage and timings for one prompt of a
-        batch: they are counted for each (the prompts of one label walk differ by a token or two)."""
+        and cached answer by answer.
+
+        llama-server answers several prompts with the usage and timings of the first one only
+        (it keeps the first prompt's reply and appends the other choices; checked in
+        tests/llm/test_local_server.py). So a batch counts: ``prompt_tokens`` from the first
+        prompt's count (:func:`_batch_prompt_tokens`), ``completion_tokens`` as the first's for each
+        (one token each: a walk asks for max_tokens=1), and the server timings of the first prompt
+        only; the others are counted in ``untimed_prompts``."""
         response = self._call(prompts[0] if len(prompts) == 1 else prompts, params)
         answers = [response]
         if len(prompts) > 1:
             choices = sorted(response.get("choices") or [], key=lambda c: c.get("index", 0))
             if len(choices) != len(prompts):
-                raise LLMError(f"the endpoint answered {len(choices)} of {len(prompts)} prompts sent together")
+                raise LLMError(f"{self._where} answered {len(choices)} of {len(prompts)} prompts sent together")
             answers = [{**response, "choices": [{**choice, "index": 0}]} for choice in choices]
-        n, usage = len(prompts), response.get("usage") or {}
-        self._count(calls=1, prompt_tokens=n * (usage.get("prompt_tokens") or 0),
-                    completion_tokens=n * (usage.get("completion_tokens") or 0),
-                    **{k: n * v for k, v in _server_timings(response).items()})
+        usage, timings = response.get("usage") or {}, _server_timings(response)
+        self._count(calls=1, prompt_tokens=_batch_prompt_tokens(prompts, usage.get("prompt_tokens") or 0),
+                    completion_tokens=len(prompts) * (usage.get("completion_tokens") or 0), **timings,
+                    **({"untimed_prompts": len(prompts) - 1} if timings and len(prompts) > 1 else {}))
         if self._store is not None:
             self._store.put_many([(key, json.dumps(answer).encode()) for key, answer in zip(keys, answers)])
         return answers
@@ -310,44 +281,210 @@ class LLMClient:
             slot, self._held.slot = self._held.slot, None
             self.slots.release(slot, text)
 
+    # -- transport ------------------------------------------------------------------------------
     def _call(self, prompt: Any, params: dict[str, Any]) -> dict[str, Any]:
-        import openai
-
+        if self.api == "completions" and isinstance(prompt, list) and any(isinstance(p, dict) for p in prompt):
+            raise InputError("the completions API takes a text prompt; chat messages need api='chat'")
         slot = getattr(self._held, "slot", None)
         if slot is not None:
             params = {**params, "extra_body": {"id_slot": slot}}
+        request = self._begin_waiting()
+        try:
+            return self._send_with_retries(prompt, params)
+        finally:
+            with self._lock:
+                del self._waiting[request]
+
+    def _stopping(self) -> bool:
+        cancel = getattr(self._local, "cancel", None)
+        return self._closed.is_set() or (cancel is not None and cancel.is_set())
+
+    def _check_stop(self) -> None:
+        if self._stopping():
+            raise _Stopped(f"stopped: no new request to {self.base_url} (the client was closed or interrupted)")
+
+    def _pause(self, seconds: float) -> None:
+        """Sleep, looking at the stop flag every fraction of a second."""
+        end = time.monotonic() + seconds
+        while (left := end - time.monotonic()) > 0:
+            self._check_stop()
+            time.sleep(min(_POLL, left))
+        self._check_stop()
+
+    def _send_with_retries(self, prompt: Any, params: dict[str, Any]) -> dict[str, Any]:
+        started = time.monotonic()
+        end, tries, last = started + self.deadline, 0, None
+        while True:
+            self._check_stop()  # nothing new is sent once stopped, not even a retry
+            if (left := end - time.monotonic()) <= 0:
+                raise self._gave_up(last, tries, started, deadline_hit=True)
+            url = self.base_url
+            try:
+                answer = self._send(prompt, params, min(self.timeout, left))
+            except _Failure as failure:
+                if failure.kind == "connection" and self._revived(url):
+                    continue  # the server died and was started again: this try does not count
+                tries, last = tries + 1, failure
+                wait = failure.retry_after if failure.retry_after is not None else _backoff(tries)
+                if tries > self.max_retries or wait > _RETRY_AFTER_MAX:
+                    raise self._gave_up(last, tries, started, deadline_hit=False) from None
+                if time.monotonic() + wait >= end:
+                    raise self._gave_up(last, tries, started, deadline_hit=True) from None
+                self._pause(max(0.0, wait))
+                continue
+            self._check_stop()  # an answer that arrives after a stop is dropped, not cached
+            return answer
+
+    def _gave_up(self, last: _Failure | None, tries: int, started: float, *, deadline_hit: bool) -> LLMError:
+        tried = f"{tries} {'try' if tries == 1 else 'tries'} in {time.monotonic() - started:.0f} s"
+        if deadline_hit:
+            tried += f", the deadline of {self.deadline:g} s"
+        if last is None or last.kind == "timeout":
+            return LLMError(f"{self._where} timed out: no answer ({tried}, each try waiting up to "
+                            f"{self.timeout:g} s); set a longer timeout or deadline if it is only slow")
+        if last.kind == "connection":
+            hint = "" if self.restart is not None else "; is a server running at that address?"
+            return LLMError(f"cannot reach {self._where}: {last.detail} ({tried}){hint}")
+        return LLMError(f"{self._where} failed: {last.detail} ({tried})")
+
+    def _send(self, prompt: Any, params: dict[str, Any], timeout: float) -> dict[str, Any]:
+        """One attempt: the answer as a dict, a :class:`_Failure` to retry, or an LLMError."""
+        import openai
+
         try:
             if self.api == "chat":
                 chat = dict(params)
                 if "logprobs" in chat:
                     chat["top_logprobs"], chat["logprobs"] = chat.pop("logprobs"), True
-                response = self._client.chat.completions.create(model=self.model, messages=prompt, **chat)
+                raw = self._client.chat.completions.with_raw_response.create(
+                    model=self.model, messages=prompt, timeout=timeout, **chat)
             else:
-                if isinstance(prompt, list) and any(isinstance(p, dict) for p in prompt):
-                    raise InputError("the completions API takes a text prompt; chat messages need api='chat'")
-                response = self._client.completions.create(model=self.model, prompt=prompt, **params)
+                raw = self._client.completions.with_raw_response.create(
+                    model=self.model, prompt=prompt, timeout=timeout, **params)
+        except openai.APITimeoutError:
+            raise _Failure("timeout", f"no answer within {timeout:g} s") from None
         except openai.APIConnectionError as err:
-            raise LLMError(f"cannot reach the LLM endpoint {self.base_url} ({err.__class__.__name__}); "
-                           "is the server running? (no endpoint set: fewshot starts a local one)") from None
-        except openai.NotFoundError as err:
-            raise LLMError(f"the endpoint {self.base_url} has no model {self.model!r} ({err.message})") from None
-        except openai.BadRequestError as err:
-            text = str(err.message).lower()
-            if "context" in text or "too long" in text or "exceed" in text:
-                raise LLMError(f"the prompt is longer than the model's context ({err.message}); "
-                               "use fewer demos or --max-tokens") from None
-            raise LLMError(f"the endpoint rejected the request: {err.message}") from None
+            raise _Failure("connection", _connection_problem(err)) from None
         except openai.APIStatusError as err:
-            raise LLMError(f"the endpoint failed after retries: HTTP {err.status_code} {err.message}") from None
-        return response.model_dump()
+            status, message = err.status_code, _error_message(err)
+            if status in (408, 409, 429) or status >= 500:
+                raise _Failure("status", f"HTTP {status} {message}", _retry_after(err.response.headers)) from None
+            if status == 404:
+                raise LLMError(f"{self._where} has no model {self.model!r} or no such path "
+                               f"(HTTP 404 {message}); check the model name and that the URL ends in /v1") from None
+            if status == 400 and any(w in message.lower() for w in ("context", "too long", "exceed")):
+                raise LLMError(f"the prompt is longer than the model's context ({message}); "
+                               "use fewer demos or --max-tokens") from None
+            if status == 400:
+                raise _Rejected(f"{self._where} rejected the request: {message}") from None
+            raise LLMError(f"{self._where} refused the request: HTTP {status} {message}") from None
+        text = raw.text
+        try:
+            answer = json.loads(text)
+        except ValueError:
+            answer, what = None, "not valid JSON"
+        else:
+            what = "not a JSON object"
+        if not isinstance(answer, dict):
+            shown = f"{text[:200]!r}{' ...' if len(text) > 200 else ''}"
+            raise LLMError(f"{self._where} sent a reply that is {what}: {shown}")
+        return answer
+
+    def _revived(self, url: str) -> bool:
+        """After a failed connection to ``url``: True when the server is running again there or
+        elsewhere (another thread or ``restart`` started it; the client now points to it)."""
+        if self.restart is None or self._stopping():
+            return False
+        with self._restart_lock:
+            if self.base_url != url:
+                return True  # another request restarted it meanwhile
+            new_url = self.restart()
+            if new_url is None:
+                return False
+            self.base_url = new_url.rstrip("/")
+            self._client = self._http_client()
+            self._count(server_restarts=1)
+        self._notify(f"the local llama-server fewshot started had died; started it again at {self.base_url} "
+                     f"(restart {self.stats['server_restarts']}); the run goes on")
+        return True
+
+    def _notify(self, message: str) -> None:
+        if self.notify is not None:
+            self.notify(message)
+
+    # -- waiting: progress and interrupts ----------------------------------------------------------
+    def _begin_waiting(self) -> int:
+        with self._lock:
+            request = next(self._ids)
+            self._waiting[request] = time.monotonic()
+            if self._watcher is None and self.notify is not None and self.progress_every > 0:
+                self._watcher = threading.Thread(target=self._watch, name="fewshot-llm-progress", daemon=True)
+                self._watcher.start()
+        return request
+
+    def _watch(self) -> None:
+        """Every ``progress_every`` seconds while a request has waited that long: one line to
+        ``notify``. Ends when nothing is in flight (the next request starts another)."""
+        last = time.monotonic()
+        while not self._closed.wait(min(1.0, self.progress_every / 4)):
+            with self._lock:
+                if not self._waiting:
+                    self._watcher = None
+                    return
+                now, n, oldest = time.monotonic(), len(self._waiting), min(self._waiting.values())
+            if now - oldest >= self.progress_every and now - last >= self.progress_every:
+                last = now
+                self._notify(f"waiting for {self.base_url}: {n} request{'s' if n > 1 else ''} in flight, "
+                             f"longest {now - oldest:.0f} s")
+        with self._lock:
+            self._watcher = None
 
     def map(self, fn: Callable[[T], R], items: Iterable[T]) -> list[R]:
-        """``[fn(x) for x in items]`` with at most ``concurrency`` requests in flight."""
+        """``[fn(x) for x in items]`` with at most ``concurrency`` calls at once.
+
+        The first error, or an interrupt (Ctrl-C; a stop signal raised as an exception) stops the
+        batch at once: no worker starts another item or sends another request (retries
+        included), the error is raised without waiting for requests in flight, and their answers
+        are dropped when they come. The workers are daemon threads, so a request that never
+        answers does not hold the process open.
+        """
         items = list(items)
         if self.concurrency <= 1 or len(items) <= 1:
             return [fn(x) for x in items]
-        with ThreadPoolExecutor(self.concurrency) as pool:
-            return list(pool.map(fn, items))
+        cancel, lock = threading.Event(), threading.Lock()
+        todo = iter(range(len(items)))
+        results: list[Any] = [None] * len(items)
+        errors: list[tuple[int, BaseException]] = []
+
+        def work() -> None:
+            self._local.cancel = cancel
+            while not cancel.is_set():
+                with lock:
+                    i = next(todo, None)
+                if i is None:
+                    return
+                try:
+                    results[i] = fn(items[i])
+                except BaseException as err:  # noqa: BLE001 - handed to the caller's thread
+                    with lock:
+                        errors.append((i, err))
+                    cancel.set()
+
+        workers = [threading.Thread(target=work, name=f"fewshot-llm-{n}", daemon=True)
+                   for n in range(min(self.concurrency, len(items)))]
+        try:
+            for worker in workers:
+                worker.start()
+            for worker in workers:
+                while worker.is_alive():
+                    worker.join(_POLL)  # short waits: an interrupt is raised here at once
+        except BaseException:
+            cancel.set()
+            raise
+        if errors:
+            real = [e for e in errors if not isinstance(e[1], _Stopped)] or errors
+            raise min(real, key=lambda e: e[0])[1]
+        return results
 
     # -- what callers use -------------------------------------------------------------------------
     def _path_request(self, prompt: Prompt, path: Sequence[Token]) -> Any:
@@ -368,9 +505,7 @@ class LLMClient:
         requests = [self._path_request(prompt, path) for path in paths]
         try:
             answers = self.request_many(requests, max_tokens=1, temperature=0.0, logprobs=self.top_logprobs)
-        except LLMError as err:
-            if "rejected" not in str(err):
-                raise
+        except _Rejected:
             return [self.next_tokens(prompt, path) for path in paths]  # each adapts to the refusal
         return [self._top(answer) for answer in answers]
 
@@ -393,9 +528,7 @@ class LLMClient:
         request = self._path_request(prompt, path)
         try:
             return self._top(self.request(request, max_tokens=1, temperature=0.0, logprobs=self.top_logprobs))
-        except LLMError as err:
-            if "rejected" not in str(err):
-                raise
+        except _Rejected as err:
             if "logprob" in str(err).lower() and self.top_logprobs > _TOP_CAPS[self.api]:
                 self.top_logprobs = _TOP_CAPS[self.api]  # e.g. OpenAI: at most 20 (chat) or 5
             elif isinstance(request, list) and self.api == "completions" and self.token_ids:
@@ -405,79 +538,21 @@ class LLMClient:
             return self.next_tokens(prompt, path)
 
     def label_probs(self, prompt: Prompt, labels: Sequence[str]) -> LabelScores:
-        """P(label | prompt) for each label, from next-token logprobs.
-
-        A label is scored as its whole continuation, compared case- and whitespace-insensitively
-        (leading whitespace tokens are skipped). From the prompt, every top token that is a prefix
-        of a label's remaining text is followed with one more request (prompt + that token), and
-        the log-probabilities along the path are summed; so labels that share tokens ("sci" in
-        "science" / "sci-fi") or span several are told apart. A label that is a prefix of another
-        ("sci" / "sci-fi") is credited only with the mass of a terminator after it (end of text,
-        whitespace, punctuation); a label no other label extends is credited when complete.
-        Paths less likely than ``min_branch_prob`` are not followed, which bounds the calls
-        (usually one per prompt when every label is one token). The paths waiting to be followed
-        are asked for together (:meth:`next_tokens_many`: one HTTP request with llama-server); the
-        walk's order, and so every sum, is the same as asking for them one by one.
-
-        Chat endpoints that cannot continue an assistant message (``chat_prefill``) cannot follow
-        a path: a first token that begins one or more labels ("Sci" for "Sci/Tech") is credited to
-        them, split evenly. This approximation assumes the model goes on to finish the label; it
-        is counted in ``stats["partial_credits"]``.
-
-        A label no path reaches (``missing``, counted in ``stats["label_fallbacks"]``) gets an
-        upper bound on the mass of any single unexplored path to it: the largest of (a) the
-        probability of each node where its text was still open times the largest probability a
-        token absent from that node's top list can have (the last listed probability, or the
-        unlisted remainder if smaller), and (b) the probability of each branch toward it that was
-        not followed. Several tokenisations of one label could add up to more; they are rare. A
-        prompt where no label is reached is ``unscored`` (``stats["unscored_prompts"]``): its
-        ``prediction`` is None.
-        """
+        """P(label | prompt) for each label: :func:`fewshot.llm.scoring.walk` (which documents the
+        scoring) over this endpoint's next-token logprobs. The walk holds one server slot, so its
+        follow-up requests find their prompt cached; paths are followed where the endpoint can
+        continue an answer (completions; chat with ``chat_prefill``). Counted in ``stats``:
+        ``label_paths``, ``partial_credits``, ``label_fallbacks`` (missing labels) and
+        ``unscored_prompts``."""
         labels = check_labels(labels)
         with self.holding_slot(prompt):  # the walk's follow-ups find their prompt cached
-            return self._walk(prompt, labels)
-
-    def _walk(self, prompt: Prompt, labels: tuple[str, ...]) -> LabelScores:
-        keys = {label: label_key(label) for label in labels}
-        mass, bound = dict.fromkeys(labels, 0.0), dict.fromkeys(labels, 0.0)
-        stack: list[tuple[tuple[Token, ...], float, dict[str, str]]] = [((), 0.0, dict(keys))]
-        tops: dict[tuple[Token, ...], list[Token]] = {}
-        while stack:
-            path, logp, rests = stack.pop()
-            if path not in tops:  # every path on the stack is asked for: ask for them together
-                waiting = [path, *(p for p, _, _ in stack if p not in tops)]
-                tops.update(zip(waiting, self.next_tokens_many(prompt, waiting)))
-            top = tops.pop(path)
-            if path:
-                self._count(label_paths=1)
-            listed = sum(math.exp(t.logprob) for t in top)
-            unlisted = min(math.exp(top[-1].logprob), max(0.0, 1.0 - listed)) if top else 1.0
-            for label in rests:
-                bound[label] = max(bound[label], math.exp(logp) * unlisted)
-            can_follow = len(path) < self.max_depth and (self.api == "completions" or (
-                self.chat_prefill if self.chat_prefill is not None else all(t.id is not None for t in top)))
-            for token in top:
-                p = math.exp(logp + token.logprob)
-                label, child = _match(token.text, rests, keys, len(path))
-                if label is not None:
-                    mass[label] += p
-                elif child and not can_follow:
-                    for open_label in child:  # cannot look further: an approximation, documented above
-                        mass[open_label] += p / len(child)
-                    self._count(partial_credits=1)
-                elif child and p < self.min_branch_prob:
-                    for open_label in child:  # too unlikely to change a decision; bounds a missing label
-                        bound[open_label] = max(bound[open_label], p)
-                elif child:
-                    stack.append(((*path, token), logp + token.logprob, child))
-        missing = tuple(label for label in labels if mass[label] == 0.0)
-        reached = sum(mass.values())
-        if missing:
-            self._count(label_fallbacks=len(missing), **({"unscored_prompts": 1} if len(missing) == len(labels) else {}))
-            for label in missing:
-                mass[label] = max(bound[label], 1e-12)
-        probs = np.array([mass[label] for label in labels])
-        return LabelScores(labels, probs / probs.sum(), missing, reached)
+            scores = walk(lambda paths: self.next_tokens_many(prompt, paths), labels,
+                          min_branch_prob=self.min_branch_prob, max_depth=self.max_depth,
+                          follow=True if self.api == "completions" else self.chat_prefill)
+        counts = {"label_paths": scores.paths, "partial_credits": scores.partial_credits,
+                  "label_fallbacks": len(scores.missing), "unscored_prompts": int(scores.unscored)}
+        self._count(**{key: n for key, n in counts.items() if n})
+        return scores
 
     def sample(self, prompt: Prompt, n: int = 5, *, max_tokens: int = 16, temperature: float = 0.8,
                seed: int = 0) -> list[str]:
@@ -495,9 +570,88 @@ class LLMClient:
                 values.append(float(match.group()))
         return values
 
+    # -- what the endpoint can hold -----------------------------------------------------------------
+    def context_size(self) -> int | None:
+        """Tokens one prompt and its answer may take: llama-server's context per slot (GET /props,
+        ``default_generation_settings.n_ctx``), else vLLM's ``max_model_len`` for this model
+        (GET /v1/models); None when the endpoint cannot tell."""
+        props = self._get_json(self._root + "/props")
+        if isinstance(props, dict) and isinstance(props.get("default_generation_settings"), dict):
+            n_ctx = props["default_generation_settings"].get("n_ctx")
+        else:
+            models = self._get_json(self.base_url + "/models")
+            listed = models.get("data") if isinstance(models, dict) else None
+            n_ctx = next((m.get("max_model_len") for m in listed or [] if isinstance(m, dict)
+                          and m.get("id") == self.model), None)
+        return int(n_ctx) if isinstance(n_ctx, (int, float)) and n_ctx > 0 else None
+
+    def count_tokens(self, texts: Sequence[str]) -> list[int] | None:
+        """The number of tokens of each text in the served model's vocabulary, without special
+        tokens (llama-server: POST /tokenize); None when the endpoint cannot count."""
+        counts = []
+        for text in texts:
+            reply = self._get_json(self._root + "/tokenize", {"content": text, "add_special": False})
+            if not isinstance(reply, dict) or not isinstance(reply.get("tokens"), list):
+                return None
+            counts.append(len(reply["tokens"]))
+        return counts
+
+    @property
+    def _root(self) -> str:
+        """Where llama-server's own API is (/props, /tokenize): the base URL without /v1."""
+        return self.base_url[:-3] if self.base_url.endswith("/v1") else self.base_url
+
+    def _get_json(self, url: str, body: Any = None) -> Any:
+        """GET ``url`` (POST ``body`` as JSON): the parsed reply, or None when the endpoint has no
+        such path, cannot be reached in time or answers with something else."""
+        headers = {"Content-Type": "application/json"}
+        if self.api_key:
+            headers["Authorization"] = f"Bearer {self.api_key}"
+        data = json.dumps(body).encode() if body is not None else None
+        try:
+            with urllib.request.urlopen(urllib.request.Request(url, data=data, headers=headers),
+                                        timeout=min(self.timeout, 30.0)) as reply:
+                return json.loads(reply.read())
+        except (OSError, ValueError):  # HTTP errors, refused, timed out, not JSON
+            return None
+
     def close(self) -> None:
+        """Stop: requests in flight are abandoned, none is sent any more, the cache is closed."""
+        self._closed.set()
+        self._client.close()
         if self._store is not None:
             self._store.close()
+
+
+def _error_message(err: Any) -> str:
+    """The message of an HTTP error answer: the body's ``error.message`` where there is one."""
+    body = getattr(err, "body", None)
+    if isinstance(body, dict):
+        inner = body.get("error", body)
+        if isinstance(inner, dict) and inner.get("message"):
+            return str(inner["message"])
+    return str(getattr(err, "message", err))
+
+
+def _batch_prompt_tokens(prompts: Sequence[Any], first: int) -> int:
+    """The prompt tokens of a batch from ``first``, the count of its first prompt (all llama-server
+    reports). The prompts of one label walk are ``[text, token id, ...]`` with the same text: each
+    counts as the first plus its extra ids. Any other prompt counts as the first.
+
+    >>> _batch_prompt_tokens([["Label:", 7], ["Label:", 8, 9], "Label: x"], 10)
+    31
+    """
+    def ids(prompt: Any) -> int | None:
+        if isinstance(prompt, list) and prompt and isinstance(prompt[0], str) \
+                and all(isinstance(i, int) for i in prompt[1:]):
+            return len(prompt) - 1
+        return None
+
+    base, total = ids(prompts[0]), 0
+    for prompt in prompts:
+        extra = ids(prompt)
+        total += first + (extra - base if extra is not None and base is not None else 0)
+    return total
 
 
 def _server_timings(response: dict[str, Any]) -> dict[str, float]:

@@ -14,7 +14,8 @@ from ..errors import InputError
 from ..prompts import Template
 from ..models import Prediction
 from .chat import chat_messages
-from .client import LLMClient, Prompt, check_labels
+from .client import LLMClient, Prompt
+from .scoring import check_labels
 
 
 @dataclass(frozen=True)

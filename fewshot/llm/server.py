@@ -6,14 +6,17 @@ prompts (prompt cache), and was about 3x faster per call in the offline notes
 (../shared/docs/offline.md); it runs as a separate process, stopped by its pid.
 
 The server never outlives the process that started it: the context manager stops it on exit,
-error or Ctrl-C; SIGTERM and SIGHUP to fewshot unwind through it the same way; and on Linux the
-kernel sends the server SIGTERM when its parent dies in any other way (``kill -9``, a crash).
+error or Ctrl-C; SIGTERM and SIGHUP to fewshot unwind through it the same way (as
+:class:`fewshot.errors.Interrupted`); and on Linux the kernel sends the server SIGTERM when its
+parent dies in any other way (``kill -9``, a crash). A server that dies while fewshot uses it is
+started again (at most ``max_restarts`` times, see :meth:`LocalServer.restart`).
 """
 
 from __future__ import annotations
 
 import atexit
 import ctypes
+import hashlib
 import importlib.util
 import os
 import signal
@@ -27,7 +30,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterator, Sequence
 
-from ..errors import FewshotError, InputError, LLMError
+from ..errors import FewshotError, InputError, Interrupted, LLMError
 
 if TYPE_CHECKING:
     from .client import LLMClient
@@ -57,6 +60,28 @@ def model_path(name: str = DEFAULT_MODEL) -> Path:
     if path.suffix != ".gguf" or not path.is_file():
         raise InputError(f"unknown local model {name!r}: use {', '.join(MODELS)} or a path to a .gguf file")
     return path
+
+
+def gguf_fingerprint(path: str | Path, *, edge: int = 1 << 20) -> str:
+    """A short hash of a model file's size and content at both ends: the head holds a GGUF file's
+    metadata (architecture, tokenizer, quantisation), the tail its last weights. It names what
+    the file holds, not where it lies or when it was written (a bundled model is reassembled
+    into a new file; its name alone says nothing of a fine-tune saved under the same name).
+
+    >>> import tempfile; folder = Path(tempfile.mkdtemp())
+    >>> _ = (folder / "m.gguf").write_bytes(b"GGUF" + bytes(100)); a = gguf_fingerprint(folder / "m.gguf")
+    >>> _ = (folder / "m.gguf").write_bytes(b"GGUF" + bytes(99) + b"x")
+    >>> len(a), a == gguf_fingerprint(folder / "m.gguf")
+    (16, False)
+    """
+    with open(path, "rb") as file:
+        size = os.fstat(file.fileno()).st_size
+        digest = hashlib.sha256(f"{size}\0".encode())
+        digest.update(file.read(edge))
+        if size > edge:
+            file.seek(max(edge, size - edge))
+            digest.update(file.read(edge))
+    return digest.hexdigest()[:16]
 
 
 def server_binary() -> Path:
@@ -115,20 +140,38 @@ def _die_with_parent() -> Callable[[], None] | None:
     return tie_to_parent
 
 
+def _exit_reason(code: int | None) -> str:
+    """How a process ended, in words.
+
+    >>> _exit_reason(-9), _exit_reason(1)
+    ('killed by SIGKILL', 'exit code 1')
+    """
+    if code is not None and code < 0:
+        try:
+            return f"killed by {signal.Signals(-code).name}"
+        except ValueError:
+            pass
+    return f"exit code {code}"
+
+
 class LocalServer:
     """Start ``llama-server`` on 127.0.0.1 and a free port; stop it (by pid) on exit, error, Ctrl-C,
     SIGTERM or SIGHUP; on Linux it also dies with this process.
 
-    While the server runs (from the main thread), SIGTERM and SIGHUP raise ``SystemExit(128 + signal)``
-    so every ``with`` block unwinds and stops its server; the previous handlers come back on stop.
-    A signal the process ignores (SIGHUP under ``nohup``) stays ignored.
+    While the server runs (started from the main thread), SIGTERM and SIGHUP raise
+    :class:`fewshot.errors.Interrupted` (a KeyboardInterrupt that names the signal and its exit
+    code), so every ``with`` block unwinds and stops its server; the previous handlers come back on
+    stop. A signal the process ignores (SIGHUP under ``nohup``) stays ignored.
+
+    A server that dies while in use is started again, on a new port, by :meth:`restart`, which
+    its clients call (:meth:`client`); at most ``max_restarts`` times.
 
     >>> # with LocalServer() as server: LLMClient(server.base_url, server.model)
     """
 
     def __init__(self, model: str = DEFAULT_MODEL, *, context: int = 16384, parallel: int = 4,
                  threads: int | None = None, startup_timeout: float = 180.0, log: Path | None = None,
-                 extra_args: Sequence[str] = ()) -> None:
+                 extra_args: Sequence[str] = (), max_restarts: int = 2) -> None:
         self.model_name, self.context, self.parallel = model, context, parallel
         # every core by default: on an idle 2-core machine -t 2 answered 1.8x faster than -t 1
         # (benchmarks/llm_speed.py). On a machine busy with other work llama.cpp's threads wait for
@@ -136,10 +179,15 @@ class LocalServer:
         self.threads = threads or max(1, os.cpu_count() or 1)
         self.startup_timeout, self.log = startup_timeout, log
         self.extra_args = tuple(extra_args)
+        self.max_restarts, self.restarts = max_restarts, 0
         self.process: subprocess.Popen | None = None
         self.port = 0
         self.command: list[str] = []
         self._previous_handlers: dict[int, Any] = {}
+        self._args = self.extra_args  # what the last start needed (perhaps --no-repack)
+        self._stopped = False
+        self._lock = threading.Lock()  # process and _stopped: stop() may run while a restart starts one
+        self._restarting = threading.Lock()
 
     @property
     def base_url(self) -> str:
@@ -151,62 +199,100 @@ class LocalServer:
 
     def client(self, **options: Any) -> "LLMClient":
         """An :class:`LLMClient` for this server: a cache namespace that survives restarts (the
-        port changes) and one slot per label walk (``slots``), so prompt prefixes stay cached."""
+        port changes) and names the model file's content (:func:`gguf_fingerprint`), one slot per
+        label walk (``slots``), so prompt prefixes stay cached, and :meth:`restart` to call when
+        the server cannot be reached. ``options`` go to the client (``timeout``, ``deadline``,
+        ``notify``, ...)."""
         from .client import LLMClient
 
-        options.setdefault("cache_namespace", f"local-llama-server:{model_path(self.model_name).name}")
+        options.setdefault("cache_namespace", f"local-llama-server:{gguf_fingerprint(model_path(self.model_name))}")
         options.setdefault("slots", self.parallel)
         options.setdefault("concurrency", self.parallel)
+        options.setdefault("restart", self.restart)
         return LLMClient(self.base_url, self.model, **options)
 
     def start(self) -> "LocalServer":
-        try:
-            return self._start(self.extra_args)
-        except _CrashedWhileStarting:
-            if "--no-repack" in self.extra_args:
-                raise
-            # seen: a CPU that lists AMX where the (virtual) machine cannot run its instructions:
-            # llama.cpp's AMX kernels, used for repacked weights, die with SIGILL/SIGSEGV
-            return self._start((*self.extra_args, "--no-repack"))
-
-    def _start(self, extra_args: Sequence[str]) -> "LocalServer":
-        binary, gguf = server_binary(), model_path(self.model_name)
-        self.port = free_port()
-        cmd = [str(binary), "-m", str(gguf), "--host", "127.0.0.1", "--port", str(self.port),
-               "-c", str(self.context), "-np", str(self.parallel), "-t", str(self.threads),
-               "--alias", self.model_name, *SPEED_FLAGS, *extra_args]
-        self.command = cmd
-        log = open(self.log, "ab") if self.log else subprocess.DEVNULL
+        self._stopped = False
         self._catch_stop_signals()
+        atexit.register(self.stop)
         try:
-            # own session: a Ctrl-C in the terminal reaches fewshot, which stops the server in order
-            self.process = subprocess.Popen(cmd, stdout=log, stderr=log, start_new_session=True,
-                                            preexec_fn=_die_with_parent())
-            atexit.register(self.stop)
-            return self._wait_until_healthy(cmd)
+            try:
+                self._launch(self.extra_args)
+            except _CrashedWhileStarting:
+                if "--no-repack" in self.extra_args:
+                    raise
+                # seen: a CPU that lists AMX where the (virtual) machine cannot run its instructions:
+                # llama.cpp's AMX kernels, used for repacked weights, die with SIGILL/SIGSEGV
+                self._launch((*self.extra_args, "--no-repack"))
+            return self
         except BaseException:  # __exit__ does not run when __enter__ fails: stop here
             self.stop()
             raise
-        finally:
-            if log is not subprocess.DEVNULL:
-                log.close()  # the child holds its own copy
 
-    def _wait_until_healthy(self, cmd: list[str]) -> "LocalServer":
-        assert self.process is not None
+    def _launch(self, extra_args: Sequence[str]) -> None:
+        """Start the process on a free port and wait until it answers /health."""
+        binary, gguf = server_binary(), model_path(self.model_name)
+        with self._lock:
+            if self._stopped:
+                raise LLMError("the local llama-server was stopped: not starting it again")
+            self.port = free_port()
+            cmd = [str(binary), "-m", str(gguf), "--host", "127.0.0.1", "--port", str(self.port),
+                   "-c", str(self.context), "-np", str(self.parallel), "-t", str(self.threads),
+                   "--alias", self.model_name, *SPEED_FLAGS, *extra_args]
+            self.command, self._args = cmd, tuple(extra_args)
+            log = open(self.log, "ab") if self.log else subprocess.DEVNULL
+            try:
+                # own session: a Ctrl-C in the terminal reaches fewshot, which stops the server in order
+                self.process = process = subprocess.Popen(cmd, stdout=log, stderr=log, start_new_session=True,
+                                                          preexec_fn=_die_with_parent())
+            finally:
+                if log is not subprocess.DEVNULL:
+                    log.close()  # the child holds its own copy
+        try:
+            self._wait_until_healthy(process, cmd)
+        except BaseException:
+            _kill(process)
+            raise
+
+    def _wait_until_healthy(self, process: subprocess.Popen, cmd: list[str]) -> None:
         deadline = time.monotonic() + self.startup_timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                crashed = self.process.returncode in (-signal.SIGILL, -signal.SIGSEGV)
+        while time.monotonic() < deadline and not self._stopped:
+            if process.poll() is not None:
+                crashed = process.returncode in (-signal.SIGILL, -signal.SIGSEGV)
                 raise (_CrashedWhileStarting if crashed else LLMError)(
-                    f"llama-server exited with code {self.process.returncode} while starting (command: {' '.join(cmd)})")
+                    f"llama-server exited with code {process.returncode} while starting (command: {' '.join(cmd)})")
             try:
                 with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/health", timeout=2) as reply:
                     if reply.status == 200:
-                        return self
+                        return
             except OSError:
                 pass
             time.sleep(0.25)
+        if self._stopped:
+            raise LLMError("the local llama-server was stopped while starting")
         raise LLMError(f"llama-server did not answer /health within {self.startup_timeout:.0f} s")
+
+    def restart(self) -> str | None:
+        """Start the server again, on a new port, if its process has died: the new base URL; None
+        when it still runs. Raises :class:`LLMError` when it has been stopped, has died more than
+        ``max_restarts`` times, or does not start. Safe to call from any thread; a server started
+        from a thread other than the main one is not tied to this process by the kernel (it is
+        still stopped by :meth:`stop` and at exit)."""
+        with self._restarting:
+            with self._lock:
+                process = self.process
+                if self._stopped or process is None:
+                    raise LLMError("the local llama-server fewshot started has been stopped")
+                if process.poll() is None:
+                    return None
+                why = _exit_reason(process.returncode)
+                if self.restarts >= self.max_restarts:
+                    log = f"; its log: {self.log}" if self.log else ""
+                    raise LLMError(f"the local llama-server fewshot started died ({why}) after "
+                                   f"{self.restarts} restart{'s' if self.restarts != 1 else ''}: giving up{log}")
+                self.restarts += 1
+            self._launch(self._args)
+            return self.base_url
 
     def _catch_stop_signals(self) -> None:
         if threading.current_thread() is not threading.main_thread():
@@ -216,7 +302,7 @@ class LocalServer:
             # unwind: the with blocks (this server's included) stop what they started. Stopping the
             # server here instead could deadlock on the Popen.wait() this signal interrupted.
             self._restore_signals()  # a second signal while stopping gets the previous behaviour
-            raise SystemExit(128 + signum)
+            raise Interrupted(signum)
 
         for signum in STOP_SIGNALS:
             previous = signal.getsignal(signum)
@@ -232,15 +318,12 @@ class LocalServer:
             signal.signal(signum, previous if previous is not None else signal.SIG_DFL)
 
     def stop(self) -> None:
+        with self._lock:
+            self._stopped = True  # a restart in another thread starts nothing after this
+            process, self.process = self.process, None
         try:
-            if self.process is not None and self.process.poll() is None:
-                os.kill(self.process.pid, signal.SIGTERM)
-                try:
-                    self.process.wait(timeout=10)
-                except subprocess.TimeoutExpired:
-                    os.kill(self.process.pid, signal.SIGKILL)
-                    self.process.wait()
-            self.process = None
+            if process is not None:
+                _kill(process)
         finally:
             self._restore_signals()
             atexit.unregister(self.stop)
@@ -252,12 +335,25 @@ class LocalServer:
         self.stop()
 
 
+def _kill(process: subprocess.Popen) -> None:
+    """SIGTERM, then SIGKILL after 10 s; waits for the process to end."""
+    if process.poll() is None:
+        os.kill(process.pid, signal.SIGTERM)
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            os.kill(process.pid, signal.SIGKILL)
+            process.wait()
+
+
 @contextmanager
 def llm_endpoint(base_url: str | None = None, model: str | None = None, api_key: str | None = None, *,
                  local_model: str = DEFAULT_MODEL, **client_options) -> Iterator["LLMClient"]:
     """An :class:`LLMClient` for the configured endpoint (flags, then OPENAI_BASE_URL,
-    OPENAI_API_KEY, FEWSHOT_MODEL); with nothing configured, a local llama-server started here
-    and stopped when the block ends."""
+    OPENAI_API_KEY, FEWSHOT_MODEL); with nothing configured, a local llama-server started here,
+    started again if it dies, and stopped when the block ends. ``client_options`` go to the
+    client: ``timeout`` and ``deadline`` (seconds per attempt and per request), ``notify``
+    (progress lines; None = silent), ``api``, ``cache_dir``, ..."""
     from .client import LLMClient, endpoint_from_env
 
     base_url, api_key, model = endpoint_from_env(base_url, api_key, model)

@@ -1,17 +1,21 @@
 """LLMClient against a scripted local HTTP server: retries, timeouts, cache, counters, errors,
-and label scoring (case, multi-token and prefix labels, fallbacks, unscored prompts)."""
+label scoring through HTTP (the walk itself: test_scoring.py), and the faults a real endpoint
+shows: no answer, a reply that is not JSON, a server that dies, an interrupt mid-batch."""
 
 import math
+import signal
+import threading
+import time
 
 import numpy as np
 import pytest
 
 from fewshot.errors import InputError, LLMError
-from fewshot.llm import LLMClient
+from fewshot.llm import LLMClient, llm_endpoint
 from fewshot.data import Example
 from fewshot.llm.predictor import LabelPrediction, LLMPredictor
 from fewshot.prompts import Template
-from tests.llm.fake_server import FakeServer, chat_completion, completion
+from tests.llm.fake_server import NEVER, BadJSON, FakeServer, chat_completion, completion
 
 OK = completion({" positive": -0.1, " negative": -2.5, " the": -4.0})
 ERROR = {"error": {"message": "boom", "type": "server_error"}}
@@ -21,8 +25,8 @@ ERROR = {"error": {"message": "boom", "type": "server_error"}}
 def serve():
     servers = []
 
-    def start(*script):
-        servers.append(FakeServer(script))
+    def start(*script, **options):
+        servers.append(FakeServer(script, **options))
         return servers[-1]
 
     yield start
@@ -67,9 +71,12 @@ def test_slow_answer_times_out_then_retries(serve, tmp_path):
 
 
 def test_unreachable_endpoint(tmp_path):
+    """The message names the endpoint the user set and what happened, and no longer says that no
+    endpoint was set (probe 1a/2c' of ../shared/docs/faults-2026-11-29.md)."""
     c = LLMClient("http://127.0.0.1:9/v1", "fake", cache_dir=tmp_path, max_retries=0, timeout=2)
-    with pytest.raises(LLMError, match="cannot reach the LLM endpoint"):
+    with pytest.raises(LLMError, match="cannot reach the LLM endpoint http://127.0.0.1:9/v1: connection refused") as info:
         c.label_probs("p", ["a", "b"])
+    assert "no endpoint set" not in str(info.value) and "is a server running at that address?" in str(info.value)
 
 
 def test_wrong_model_and_long_prompt(serve, tmp_path):
@@ -85,12 +92,6 @@ def test_endpoint_without_logprobs(serve, tmp_path):
     reply = dict(OK, choices=[{"index": 0, "text": " yes", "finish_reason": "length", "logprobs": None}])
     with pytest.raises(LLMError, match="no logprobs"):
         client(serve((200, reply, 0)), tmp_path).label_probs("p", ["a", "b"])
-
-
-@pytest.mark.parametrize("labels", [["only"], ["a", ""], ["x", "x"]])
-def test_bad_label_sets(serve, tmp_path, labels):
-    with pytest.raises(InputError):
-        client(serve((200, OK, 0)), tmp_path).label_probs("p", labels)
 
 
 def test_multi_token_labels_follow_the_continuation(serve, tmp_path):
@@ -137,18 +138,6 @@ def test_a_server_refusing_100_alternatives_is_asked_for_20(serve, tmp_path):
     assert [r["top_logprobs"] for r in server.requests] == [100, 20] and c.top_logprobs == 20
 
 
-def test_labels_match_case_and_whitespace_insensitively(serve, tmp_path):
-    """The model answers ' Positive': that is the label "positive", not a missing one."""
-    server = serve((200, completion({" Positive": -0.1, " Negative": -2.5, " The": -4.0}), 0))
-    c = client(server, tmp_path)
-    scores = c.label_probs("Label:", ["negative", "positive"])
-    assert scores.prediction == "positive" and not scores.missing and c.stats["label_fallbacks"] == 0
-    assert scores.probs[1] == pytest.approx(math.exp(-0.1) / (math.exp(-0.1) + math.exp(-2.5)))
-    with pytest.raises(InputError, match="differ only in case"):
-        check = client(server, tmp_path)
-        check.label_probs("Label:", ["Positive", "positive "])
-
-
 def test_chat_credits_a_first_token_that_begins_a_label(serve, tmp_path):
     """Chat without prefill: 'Sci' (p=.95) begins only "Sci/Tech", which wins (an approximation)."""
     server = serve((200, chat_completion({"Sci": math.log(0.95), "Sports": math.log(0.02), "World": math.log(0.01)}), 0))
@@ -178,28 +167,6 @@ def test_chat_follows_a_label_where_the_server_continues_the_answer(serve, tmp_p
     assert len(server.requests) == 3 and c.stats["partial_credits"] == 0
 
 
-def prefix_server(serve, after_sci):
-    """Labels "sci" / "sci-fi": the model says " sci", then ``after_sci``."""
-    def answer(body):
-        if body["prompt"].endswith(" sci"):
-            return completion(after_sci)
-        return completion({" sci": math.log(0.9), " drama": math.log(0.05)})
-    return serve((200, answer, 0))
-
-
-def test_a_label_that_prefixes_another_needs_a_terminator(serve, tmp_path):
-    """'sci' is also the start of 'sci-fi': the shorter label gets only the mass that ends after it."""
-    server = prefix_server(serve, {"-fi": math.log(0.94), "\n": math.log(0.04), "ence": math.log(0.01)})
-    scores = client(server, tmp_path).label_probs("Genre:", ["sci", "sci-fi", "drama"])
-    probs = dict(zip(scores.labels, scores.probs))
-    assert scores.prediction == "sci-fi" and probs["sci-fi"] > 0.9 and not scores.missing
-    assert probs["sci"] == pytest.approx(0.9 * 0.04 / (0.9 * 0.94 + 0.9 * 0.04 + 0.05))
-    server = prefix_server(serve, {"\n": math.log(0.9), "-fi": math.log(0.05), "": math.log(0.03)})
-    scores = client(server, tmp_path).label_probs("Genre:", ["sci", "sci-fi", "drama"])
-    probs = dict(zip(scores.labels, scores.probs))
-    assert scores.prediction == "sci" and probs["sci"] == pytest.approx(0.9 * 0.93 / (0.9 * 0.98 + 0.05))
-
-
 def test_a_missing_label_gets_an_upper_bound_and_is_counted(serve, tmp_path):
     """'positive' is not among the listed tokens: its mass is at most the last listed probability
     (.135) and at most the unlisted remainder (1 - .607 - .223 - .135 = .035), so .035."""
@@ -212,15 +179,6 @@ def test_a_missing_label_gets_an_upper_bound_and_is_counted(serve, tmp_path):
     assert scores.reached == pytest.approx(math.exp(-0.5))
     assert c.stats["label_fallbacks"] == 1 and c.stats.get("unscored_prompts", 0) == 0
     assert len(server.requests) == 1 and server.requests[0]["logprobs"] == 100  # one walk, 100 deep
-
-
-def test_a_branch_not_followed_bounds_its_label(serve, tmp_path):
-    """' pos' (p=.01) is below min_branch_prob: not followed, and its .01 bounds "positive"."""
-    top = {" negative": math.log(0.5), " the": math.log(0.3), " pos": math.log(0.01), " a": math.log(0.005)}
-    server = serve((200, completion(top), 0))
-    scores = client(server, tmp_path).label_probs("p", ["negative", "positive"])
-    assert scores.missing == ("positive",) and scores.probs[1] == pytest.approx(0.01 / 0.51)
-    assert len(server.requests) == 1
 
 
 def test_followed_paths_send_the_tokens_the_model_saw(serve, tmp_path):
@@ -376,3 +334,169 @@ def test_an_answer_without_logprobs_from_a_server_that_gives_them_is_empty():
     good = {"choices": [{"logprobs": {"top_logprobs": [{" yes": -0.1}]}}]}
     assert client._top(good)[0].text == " yes" and client.logprobs_seen
     assert client._top({"choices": [{"text": "x"}]}) == [] and client.stats["empty_answers"] == 3
+
+
+# -- faults a real endpoint shows (issue 20; probes in ../shared/docs/faults-2026-11-29.md) ------------
+LABELS = ["negative", "positive"]
+
+
+def test_timeout_and_deadline_defaults_and_pass_through(tmp_path):
+    """Defaults: 120 s a try (a slow CPU prompt takes tens of seconds), 2.5 x that per request."""
+    c = LLMClient("http://127.0.0.1:9/v1", "m", cache=False)
+    assert (c.timeout, c.deadline) == (120.0, 300.0)
+    with llm_endpoint("http://127.0.0.1:9/v1", "m", cache=False, timeout=7, deadline=9) as given:
+        assert (given.timeout, given.deadline) == (7.0, 9.0)
+    with pytest.raises(InputError, match="positive"):
+        LLMClient("http://127.0.0.1:9/v1", "m", cache=False, timeout=0)
+
+
+def test_429_with_retry_after_is_waited_for(serve, tmp_path):
+    server = serve((429, ERROR, 0, {"Retry-After": "1"}), (200, OK, 0))
+    assert client(server, tmp_path).label_probs("p", LABELS).prediction == "positive"
+    assert len(server.requests) == 2 and server.times[1] - server.times[0] >= 0.9
+
+
+def test_an_endpoint_that_never_answers_gives_up_at_the_deadline(serve, tmp_path):
+    """Probe 2c': 5 tries x 120 s, silent. Now: the deadline bounds the request, retries included."""
+    server = serve((200, OK, NEVER))
+    c = client(server, tmp_path, timeout=0.4, deadline=1.0, max_retries=10, notify=None)
+    started = time.monotonic()
+    with pytest.raises(LLMError) as info:
+        c.label_probs("p", LABELS)
+    assert time.monotonic() - started < 2.5 and 1 <= len(server.requests) <= 3
+    message = str(info.value)
+    assert message.startswith(f"the LLM endpoint {server.url} timed out: no answer (")
+    assert "the deadline of 1 s, each try waiting up to 0.4 s" in message
+
+
+def test_a_timeout_after_the_last_try_says_so(serve, tmp_path):
+    server = serve((200, OK, NEVER))
+    with pytest.raises(LLMError, match=r"timed out: no answer \(1 try in 0 s, each try waiting up to 0.3 s\)"):
+        client(server, tmp_path, timeout=0.3, max_retries=0, notify=None).label_probs("p", LABELS)
+
+
+def test_progress_is_reported_while_requests_wait(serve, tmp_path, capsys):
+    server = serve((200, OK, NEVER))
+    lines = []
+    c = client(server, tmp_path, timeout=1.5, max_retries=0, notify=lines.append, progress_every=0.3)
+    with pytest.raises(LLMError, match="timed out"):
+        c.label_probs("p", LABELS)
+    assert 2 <= len(lines) <= 6, lines
+    assert all(line.startswith(f"waiting for {server.url}: 1 request in flight, longest ") for line in lines)
+    quiet = client(server, tmp_path, timeout=0.6, max_retries=0, notify=None, progress_every=0.1)
+    with pytest.raises(LLMError):
+        quiet.label_probs("p", LABELS)
+    loud = client(server, tmp_path, timeout=0.6, max_retries=0, progress_every=0.1)  # the default: stderr
+    with pytest.raises(LLMError):
+        loud.label_probs("p", LABELS)
+    assert capsys.readouterr().err.count(f"fewshot: waiting for {server.url}") >= 2
+
+
+def test_a_reply_that_is_not_json_is_named(serve, tmp_path):
+    """Probe 2d: an unexplained JSONDecodeError (an 'internal error'); now an LLMError naming both."""
+    server = serve((200, BadJSON('{"id": "x", "choi'), 0))
+    with pytest.raises(LLMError) as info:
+        client(server, tmp_path).label_probs("p", LABELS)
+    body = repr('{"id": "x", "choi')
+    assert str(info.value) == f"the LLM endpoint {server.url} sent a reply that is not valid JSON: {body}"
+    assert len(server.requests) == 1  # not retried: a server that sends it once sends it again
+
+
+def test_http_errors_name_the_endpoint_and_the_tries(serve, tmp_path):
+    server = serve((500, ERROR, 0))
+    with pytest.raises(LLMError) as info:
+        client(server, tmp_path, max_retries=1).label_probs("p", LABELS)
+    assert str(info.value).startswith(f"the LLM endpoint {server.url} failed: HTTP 500 boom (2 tries in ")
+
+
+@pytest.mark.skipif(not hasattr(signal, "pthread_kill"), reason="sends SIGINT to the main thread")
+def test_ctrl_c_stops_a_batch_at_once_and_sends_nothing_more(serve, tmp_path):
+    """Probe 2c'': after SIGINT the workers kept retrying and started new requests for 10 minutes.
+    Now the batch raises at once, and no request is sent after the interrupt (no retry either,
+    although each try in flight times out 0.5 s later)."""
+    server = serve((200, OK, NEVER))
+    c = client(server, tmp_path, timeout=0.5, max_retries=5, concurrency=4, notify=None)
+    main = threading.main_thread().ident
+
+    interrupted_at = []
+
+    def interrupt():
+        while len(server.requests) < 4:
+            time.sleep(0.01)
+        interrupted_at.append(len(server.requests))
+        signal.pthread_kill(main, signal.SIGINT)
+    threading.Thread(target=interrupt, daemon=True).start()
+    started = time.monotonic()
+    with pytest.raises(KeyboardInterrupt):
+        c.map(lambda i: c.label_probs(f"prompt {i}", LABELS), range(12))
+    assert time.monotonic() - started < 3
+    seen = len(server.requests)
+    time.sleep(1.5)  # the tries in flight time out meanwhile: none is tried again, no item is started
+    assert len(server.requests) == seen <= interrupted_at[0] + 1  # (+1: a try that was just leaving)
+
+
+def test_the_first_error_of_a_batch_stops_it(serve, tmp_path):
+    server = serve((400, {"error": {"message": "bad"}}, 0.05))
+    c = client(server, tmp_path, concurrency=2, max_retries=0)
+    with pytest.raises(LLMError, match="rejected the request: bad"):
+        c.map(lambda i: c.request(f"prompt {i}", max_tokens=1), range(20))
+    time.sleep(0.2)
+    assert len(server.requests) <= 3  # the two in flight (and at most one starting): not all 20
+
+
+def test_a_local_server_that_dies_is_started_again(serve, tmp_path):
+    """Probe 1a: the eval ended when fewshot's own server died. Now ``restart`` starts it again
+    (on a new port), the request is sent there, and the restart is counted and told once."""
+    first, second = serve((200, OK, 0), die_after=1), serve((200, OK, 0))
+    restarts, lines = [], []
+
+    def restart():
+        restarts.append(second.url)
+        return second.url
+    c = client(first, tmp_path, restart=restart, notify=lines.append, cache_namespace="local:abc", max_retries=0)
+    c.label_probs("one", LABELS)
+    assert c.label_probs("two", LABELS).prediction == "positive"
+    assert c.base_url == second.url and c.cache_namespace == "local:abc" and len(second.requests) == 1
+    assert c.stats["server_restarts"] == 1 and len(restarts) == 1
+    assert len(lines) == 1 and f"started it again at {second.url}" in lines[0]
+    again = client(second, tmp_path, cache_namespace="local:abc")  # the answers are cached under the namespace
+    again.label_probs("one", LABELS)
+    again.label_probs("two", LABELS)
+    assert again.stats["cached"] == 2 and again.stats["calls"] == 0
+
+
+def test_a_local_server_that_cannot_be_reached_but_runs_is_named(tmp_path):
+    c = LLMClient("http://127.0.0.1:9/v1", "m", cache=False, max_retries=0, restart=lambda: None)
+    with pytest.raises(LLMError, match=r"cannot reach the local llama-server fewshot started \(http://127.0.0.1:9/v1\): "
+                                       "connection refused"):
+        c.label_probs("p", LABELS)
+    assert "server_restarts" not in c.stats
+
+
+def test_context_size_and_token_counts_where_the_server_tells(serve, tmp_path):
+    routes = {"/props": lambda body: {"default_generation_settings": {"n_ctx": 4096}},
+              "/tokenize": lambda body: {"tokens": list(range(len(body["content"].split())))}}
+    llama = serve((200, OK, 0), routes=routes)
+    c = client(llama, tmp_path)
+    assert c.context_size() == 4096 and c.count_tokens(["a b c", ""]) == [3, 0]
+    vllm = serve((200, OK, 0), routes={"/v1/models": lambda body: {"data": [{"id": "fake", "max_model_len": 8192}]}})
+    assert client(vllm, tmp_path).context_size() == 8192
+    plain = client(serve((200, OK, 0)), tmp_path)
+    assert plain.context_size() is None and plain.count_tokens(["a"]) is None
+
+
+def test_a_batch_is_counted_from_its_first_prompts_usage_and_timings(serve, tmp_path):
+    """R9: llama-server answers a batch with the usage and timings of its first prompt only (as
+    test_local_server.py checks on the real server); counting them n times overstated the work."""
+    def answer(body):
+        prompts = body["prompt"]
+        reply = completion({" a": -0.1})
+        reply["usage"]["prompt_tokens"] = 10 + len(prompts[0]) - 1  # text + ids of the first prompt
+        reply["timings"] = {"cache_n": 10, "prompt_n": len(prompts[0]) - 1, "prompt_ms": 5.0}
+        reply["choices"] = [dict(reply["choices"][0], index=i) for i in range(len(prompts))]
+        return reply
+    c = client(serve((200, answer, 0)), tmp_path, slots=1)
+    c.request_many([["p", 1], ["p", 2, 3], ["p", 4]], max_tokens=1)
+    assert c.stats["calls"] == 1 and c.stats["prompt_tokens"] == 11 + 12 + 11 and c.stats["completion_tokens"] == 3
+    assert (c.stats["cached_prompt_tokens"], c.stats["uncached_prompt_tokens"], c.stats["prompt_ms"]) == (10, 1, 5.0)
+    assert c.stats["untimed_prompts"] == 2

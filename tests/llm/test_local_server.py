@@ -244,3 +244,27 @@ def test_unknown_local_model_is_clear(server, tmp_path):
     with pytest.raises(Exception, match="unknown local model"):
         LocalServer("no-such-model").start()
     assert client.label_probs(prompt, labels).prediction in labels
+
+
+def test_a_batch_is_reported_with_the_usage_and_timings_of_its_first_prompt(server):
+    """R9: what llama-server reports for several prompts in one request, against the same prompts
+    one by one (no response cache): the usage and timings of the batch are those of its first
+    prompt (server-context.cpp keeps the first reply and appends the other choices), so the
+    client counts prompt tokens per prompt and times only the first (``untimed_prompts``)."""
+    prompt = load_template("classification").render(DEMOS, "a lovely, gentle film", ["negative", "positive"])
+    probe = LLMClient(server.base_url, server.model, cache=False)
+    a, b = probe.next_tokens(prompt)[:2]
+    prompts = [[prompt, a.id], [prompt, b.id, a.id], [prompt, b.id]]
+    params = {"max_tokens": 1, "temperature": 0.0, "logprobs": 5}
+    singles = [probe.request(p, **params) for p in prompts]
+    sizes = [s["usage"]["prompt_tokens"] for s in singles]
+    assert sizes[1] == sizes[0] + 1 == sizes[2] + 1
+    batch = LLMClient(server.base_url, server.model, cache=False, slots=server.parallel)
+    with batch.holding_slot(prompt):
+        raw = batch._call(prompts, params)
+        batch.request_many(prompts, **params)
+    assert len(raw["choices"]) == 3 and raw["usage"]["prompt_tokens"] == sizes[0]  # the first prompt's
+    assert raw["timings"]["cache_n"] + raw["timings"]["prompt_n"] == sizes[0]  # timed: the first prompt only
+    assert batch.stats["prompt_tokens"] == sum(sizes) and batch.stats["completion_tokens"] == 3
+    assert batch.stats["untimed_prompts"] == 2 and batch.stats["calls"] == 1
+    assert batch.stats["cached_prompt_tokens"] + batch.stats["uncached_prompt_tokens"] == sizes[0]
