@@ -18,13 +18,18 @@ from typing import Any, Callable, Iterator, Optional
 import typer
 
 from . import selection as registry
-from .data import Example, load_examples, write_jsonl
+from .data import Example, check_writable_dir, check_writable_file, load_examples, write_outputs
 from .embedding import load_embeddings
 from .errors import FewshotError, InputError, Interrupted
+from .llm.client import DEFAULT_TIMEOUT, check_wait
+from .llm.context import check_fits
 from .llm.server import MODELS, STOP_SIGNALS, LocalServer, llm_endpoint
 from .oracle import journal_path
 from .pipeline import Request, SelectionRun, demo_records, make_embedder, run_meta, select_examples
 from .prompts import Template, load_template, prompt_order
+
+TIMEOUT_HELP = "Seconds one LLM request may wait for an answer (each try)."
+DEADLINE_HELP = "Seconds one LLM request may take in all, retries included (default 2.5 x --timeout)."
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Pick the few-shot demonstrations for an LLM prompt.")
@@ -142,6 +147,8 @@ def select(
     api_key: Optional[str] = typer.Option(None, help="SAL: API key (default $OPENAI_API_KEY)."),
     api: str = typer.Option("completions", help="SAL: 'completions' (llama.cpp, vLLM) or 'chat' (hosted chat models)."),
     local_model: str = typer.Option("gemma3-270m", help="SAL: local model when no endpoint is set (gemma3-270m, smollm2-135m or a .gguf)."),
+    timeout: float = typer.Option(DEFAULT_TIMEOUT, help=TIMEOUT_HELP),
+    deadline: Optional[float] = typer.Option(None, help=DEADLINE_HELP),
     labels: Optional[str] = typer.Option(None, help="SAL: comma-separated label set (default: the labels in the pool and labels file)."),
     calibration: str = typer.Option("none", help="SAL: calibrate the LLM's label probabilities: none, batch or contextual."),
     labels_file: Optional[Path] = typer.Option(None, help="SAL oracle: JSONL of {id, label} for pool examples SAL asks about. Labels typed at the prompt are kept in OUT.labels.jsonl (without --out: in the cache folder), and a re-run asks only the rest."),
@@ -153,9 +160,12 @@ def select(
                       label_balance=label_balance, params=parse_params(param), prune_to=prune_to,
                       prune_policy=prune_policy, label_budget=label_budget, retriever=retriever)
     request.check()  # bad numbers, methods and parameters cost nothing
+    check_wait(timeout, deadline)
     demo_template = _template(render, template)
     if out is not None:
-        _prepare_output(out)
+        check_writable_file(out, field="--out")
+    if cache_dir is not None and not no_cache:
+        check_writable_dir(cache_dir, field="--cache-dir")
     pool_examples = load_examples(pool, text_field=text_field, label_field=label_field, id_field=id_field)
     query_examples = load_examples(queries, text_field=text_field, label_field=None)
     request.fits(len(pool_examples), path=str(pool))
@@ -171,14 +181,13 @@ def select(
     run = select_examples(pool_examples, query_examples, request, template=demo_template, embedder=embedder,
                           pool_vectors=pool_vectors, query_vectors=query_vectors, llm=base_url,
                           endpoint={"model": model, "api_key": api_key, "api": api, "local_model": local_model,
-                                    "cache_dir": cache_dir},
+                                    "cache_dir": cache_dir, "timeout": timeout, "deadline": deadline},
                           labels=_listed(labels), labels_file=labels_file,
                           journal=journal_path(pool_examples, out=out, cache_dir=cache_dir), calibration=calibration)
     records = demo_records(run, pool_examples, query_examples)
     meta = run_meta(run, request, pool_examples, query_examples, embedder=embedder, template=demo_template)
     if out:
-        write_jsonl(out, records)
-        Path(f"{out}.meta.json").write_text(json.dumps(meta, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+        write_outputs(out, records, meta)
     elif not render:
         for record in records:
             print(json.dumps(record, ensure_ascii=False, sort_keys=True))
@@ -218,17 +227,6 @@ def _report(run: SelectionRun, meta: dict[str, Any], pool_size: int, out: Path |
     if meta["to_label"]:
         _say(f"the pool is unlabeled: label these {len(meta['to_label'])} examples: {', '.join(meta['to_label'][:20])}"
              + (" ..." if len(meta["to_label"]) > 20 else ""))
-
-
-def _prepare_output(out: Path) -> None:
-    """Refuse a folder and create missing parent folders before any work, so nothing computed is lost."""
-    if out.is_dir():
-        raise InputError("is a folder: --out takes a file path, e.g. selection.jsonl", path=str(out), field="--out")
-    try:
-        out.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as err:
-        raise InputError(f"cannot create the output folder ({err.strerror})", path=str(out.parent),
-                         field="--out") from None
 
 
 def _demos_for(records: list[dict[str, Any]], query_id: str | None) -> list[Example]:
@@ -306,12 +304,18 @@ def evaluate(
     api_key: Optional[str] = typer.Option(None, help="API key (default $OPENAI_API_KEY)."),
     api: str = typer.Option("completions", help="'completions' or 'chat'."),
     cache_dir: Optional[Path] = typer.Option(None, help="Cache folder for embeddings and LLM answers."),
+    timeout: float = typer.Option(DEFAULT_TIMEOUT, help=TIMEOUT_HELP),
+    deadline: Optional[float] = typer.Option(None, help=DEADLINE_HELP),
+    max_tokens: Optional[int] = typer.Option(None, help="Token budget for each prompt's rendered demos (as in `select`)."),
+    allow_code_change: bool = typer.Option(False, "--allow-code-change",
+                                           help="Resume a run folder written by other scoring code (both versions are recorded)."),
 ) -> None:
     """Compare selection methods on benchmarks with a real LLM; writes tables, comparisons, plots and predictions."""
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
     from .datasets import load_datasets
-    from .evaluation.harness import plan_splits, run_lock, run_suite
+    from .evaluation.harness import plan_splits, run_suite
+    from .evaluation.runfolder import run_lock
     from .evaluation.suites import Suite, load_suite
 
     if not suite and data is None:
@@ -327,16 +331,24 @@ def evaluate(
         if value is not None:
             setattr(plan, key, value)
     plan.check()
+    check_wait(timeout, deadline)
+    if max_tokens is not None and max_tokens < 1:
+        raise InputError(f"max_tokens={max_tokens} must be at least 1", field="--max-tokens")
+    if cache_dir is not None:
+        check_writable_dir(cache_dir, field="--cache-dir")
     datasets = load_datasets(plan.data, text_field=plan.text_field, label_field=plan.label_field)
-    plan_splits(plan, datasets)  # bad data, methods or budgets fail here, before a server starts or a call is made
+    splits = plan_splits(plan, datasets)  # bad data, methods or budgets fail here, before a server starts or a call is made
     out = out or Path("results") / (plan.name if suite else "+".join(d.name for d in datasets))
+    check_writable_dir(out, field="--out")
     templates = {"classification": load_template("classification"), "regression": load_template("regression")}
     embedder = make_embedder(cache_dir=cache_dir)
     columns = [TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total} cells"),
                TimeElapsedColumn(), TimeRemainingColumn()]
     # the folder is held before a server starts, so a second eval on it fails at once
-    with run_lock(out), llm_endpoint(base_url, model, api_key, api=api, local_model=plan.model, cache_dir=cache_dir) as client, \
+    with run_lock(out), llm_endpoint(base_url, model, api_key, api=api, local_model=plan.model, cache_dir=cache_dir,
+                                     timeout=timeout, deadline=deadline) as client, \
             Progress(*columns, disable=not sys.stderr.isatty(), console=None) as bar:
+        check_fits(_split_texts(datasets, splits), client)  # a text too long for the model fails before any cell
         task = bar.add_task("eval", total=None)
 
         def progress(finished: int, total: int, cell: str) -> None:
@@ -344,8 +356,16 @@ def evaluate(
             if not sys.stderr.isatty():
                 _say(f"[{finished}/{total}] {cell}")
 
-        records = run_suite(plan, datasets, client, templates, embedder, out, progress)
+        records = run_suite(plan, datasets, client, templates, embedder, out, progress, splits=splits,
+                            max_tokens=max_tokens, allow_code_change=allow_code_change)
         _write_report(out, records)
+
+
+def _split_texts(datasets, splits) -> list[tuple[str, str]]:
+    """(text, where) for every example a split uses, for the context-length check."""
+    places = {(d.name, e.id): (e.text, d.where(i)) for d in datasets for i, e in enumerate(d.examples)}
+    used = dict.fromkeys((name, e.id) for (name, _), parts in splits.items() for part in parts for e in part)
+    return [places[key] for key in used]
 
 
 def _integers(text: str, name: str) -> list[int]:
@@ -356,9 +376,9 @@ def _integers(text: str, name: str) -> list[int]:
 
 
 def _write_report(out: Path, records: list[dict[str, Any]] | None = None) -> None:
-    from .evaluation.report import load_references, load_variants, write_report
+    from .evaluation.report import write_report
 
-    written = write_report(out, load_references(out), records, variants=load_variants(out))
+    written = write_report(out, records=records)
     _say(f"wrote {out}/summary.md, comparisons.md, pivot.md, {', '.join(p.name for p in written)}")
     print((out / "pivot.md").read_text())
     print((out / "comparisons.md").read_text())
@@ -376,24 +396,16 @@ def report(run: Path = typer.Argument(..., help="A run folder written by `fewsho
            title: str = typer.Option("Results", help="With --page: the page's title."),
            notes: Optional[Path] = typer.Option(None, help="With --page: a markdown file placed after the goal check (what was tried).")) -> None:
     """Rebuild the tables, comparisons and plots of an eval run from its files (no LLM needed)."""
-    from .evaluation.harness import read_jsonl
-
-    path = run / "records.jsonl"
-    if not path.is_file():
-        raise InputError("no records.jsonl here: is this a folder written by `fewshot eval`?", path=str(path))
-    records = read_jsonl(path)
-    plan_file = run / "run.json"
-    if plan_file.is_file():  # the cells of the plan the folder was last run with
-        planned = set(json.loads(plan_file.read_text()).get("cells") or [r["cell"] for r in records])
-        records = [r for r in records if r["cell"] in planned]
-    _write_report(run, records)
+    if notes is not None and not notes.is_file():
+        raise InputError("no such notes file", path=str(notes), field="--notes")
+    if page is not None:
+        check_writable_file(page, field="--page")
+    _write_report(run)  # the planned cells' records; no records.jsonl, or an empty one, is an error
     if page is not None:
         from .evaluation.results_page import results_page
+        from .evaluation.runfolder import write_atomic
 
-        if notes is not None and not notes.is_file():
-            raise InputError("no such notes file", path=str(notes))
-        page.write_text(results_page(run, command or f"fewshot eval ... --out {run}", title, str(page), notes) + "\n",
-                        encoding="utf-8")
+        write_atomic(page, results_page(run, command or f"fewshot eval ... --out {run}", title, str(page), notes) + "\n")
         _say(f"wrote {page}")
 
 

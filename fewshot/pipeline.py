@@ -297,11 +297,12 @@ def select_examples(pool: Sequence[Example], queries: Sequence[Example], request
                              ask=ask)
         if selector.model is None and not oracle.labels:
             raise InputError("SAL needs the label set: pass --labels a,b,c (the pool has no labels)", field="--labels")
-    problem = build_problem(pool, queries, embedder=embedder, pool_vectors=pool_vectors,
-                            query_vectors=query_vectors, template=template, max_tokens=request.max_tokens)
     with ExitStack() as stack:
-        if oracle is not None:
+        if oracle is not None:  # the LLM first: a text too long for its context is refused before any embedding
             _connect_sal(selector, stack, oracle, template, llm, endpoint, calibration)
+            check_lengths(selector.model, [pool, queries])
+        problem = build_problem(pool, queries, embedder=embedder, pool_vectors=pool_vectors,
+                                query_vectors=query_vectors, template=template, max_tokens=request.max_tokens)
         run = run_selection(selector, problem, request.k, per_query=request.per_query_mode,
                             prune_to=request.prune_to, prune_policy=request.prune_policy, seed=request.seed,
                             label_budget=request.label_budget, retriever=retriever)
@@ -310,6 +311,23 @@ def select_examples(pool: Sequence[Example], queries: Sequence[Example], request
         run.label_set = list(getattr(selector.model, "labels", None) or oracle.labels)
         run.llm = _llm_report(selector.model, run, request, len(pool), len(queries))
     return run
+
+
+def check_lengths(model: Any, sources: Sequence[Sequence[Example]]) -> None:
+    """Refuse, naming file, line and id, the first text too long for one prompt of ``model``'s LLM
+    (:func:`fewshot.llm.context.check_fits`); a model without an endpoint client is not checked."""
+    from .llm.context import check_fits
+
+    client = getattr(model, "client", model)
+    if not hasattr(client, "context_size"):
+        return
+    check_fits([(example.text, _where(examples, i)) for examples in sources for i, example in enumerate(examples)],
+               client)
+
+
+def _where(examples: Sequence[Example], i: int) -> str:
+    where = getattr(examples, "where", None)
+    return where(i) if where is not None else f"id {examples[i].id!r}"
 
 
 def _check_llm_options(calibration: str, endpoint: Mapping[str, Any] | None) -> None:

@@ -14,8 +14,7 @@ import pytest
 
 from fewshot.cache import SqliteStore
 from fewshot.embedding import CachedEmbedder
-from tests.conftest import EXAMPLES, ROOT
-from tests.test_data import _fill, _read_only, mounted  # noqa: F401 - a fixture
+from tests.conftest import EXAMPLES, ROOT, fill_disk, make_read_only
 
 WORKERS, ENTRIES = 4, 6
 
@@ -244,7 +243,7 @@ def test_a_cache_that_cannot_be_read_is_dropped_with_one_warning(tmp_path, monke
 def test_a_cache_on_a_full_file_system(mounted, caplog):
     path = mounted / "cache" / "e.sqlite"
     CachedEmbedder(Vectors(), path).embed(["old"])
-    _fill(mounted)
+    fill_disk(mounted)
     inner = Vectors()
     with caplog.at_level(logging.WARNING, logger="fewshot.cache"):
         embedder = CachedEmbedder(inner, path, chunk_size=100)
@@ -262,7 +261,7 @@ def test_a_cache_on_a_read_only_file_system(mounted, caplog):
     writer = CachedEmbedder(Vectors(), path)
     writer.embed(["old"])
     writer.store.close()
-    _read_only(mounted)
+    make_read_only(mounted)
     inner = Vectors()
     with caplog.at_level(logging.WARNING, logger="fewshot.cache"):
         assert CachedEmbedder(inner, path).embed(["old", "new"]).shape == (2, 2)

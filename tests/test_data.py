@@ -1,14 +1,13 @@
 import errno
 import json
 import os
-import subprocess
 
 import pytest
 
 from fewshot import data
 from fewshot.data import check_writable_dir, check_writable_file, load_examples, parse_examples, write_outputs
 from fewshot.errors import InputError
-from tests.conftest import EXAMPLES, write_jsonl
+from tests.conftest import EXAMPLES, fill_disk, make_read_only, write_jsonl
 
 
 def test_jsonl_and_csv(tmp_path):
@@ -260,41 +259,11 @@ def test_an_unwritable_folder_is_refused_naming_path_field_and_reason(tmp_path, 
 
 # -- on a real small file system (needs mount: root) -----------------------------------------------------
 
-@pytest.fixture
-def mounted(tmp_path):
-    """Mounts a 256 KiB tmpfs at tmp_path/mnt; yields a function to remount it read-only."""
-    mnt = tmp_path / "mnt"
-    mnt.mkdir()
-    run = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(mnt)], capture_output=True, text=True)
-    if run.returncode:
-        pytest.skip(f"cannot mount a tmpfs here ({run.stderr.strip() or 'not permitted'})")
-    try:
-        yield mnt
-    finally:
-        subprocess.run(["umount", "-l", str(mnt)], check=True)
-
-
-def _fill(folder):
-    """Fill the file system up to the last byte."""
-    fd = os.open(folder / "filler", os.O_WRONLY | os.O_CREAT)
-    try:
-        while True:
-            os.write(fd, b"\0" * 512)
-    except OSError as err:
-        assert err.errno == errno.ENOSPC
-    finally:
-        os.close(fd)
-
-
-def _read_only(mnt):
-    subprocess.run(["mount", "-o", "remount,ro", str(mnt)], check=True)
-
-
 def test_a_full_file_system_leaves_the_previous_output(mounted):
     out = mounted / "sel.jsonl"
     out.write_bytes(OLD_DATA)
     (mounted / "sel.jsonl.meta.json").write_bytes(OLD_META)
-    _fill(mounted)
+    fill_disk(mounted)
     with pytest.raises(InputError, match="No space left on device.*unchanged"):
         write_outputs(out, NEW * 100, {"k": 4})
     (mounted / "filler").unlink()
@@ -305,7 +274,7 @@ def test_a_read_only_file_system_is_refused_before_work_and_leaves_the_output(mo
     out = mounted / "sel.jsonl"
     out.write_bytes(OLD_DATA)
     (mounted / "sel.jsonl.meta.json").write_bytes(OLD_META)
-    _read_only(mounted)
+    make_read_only(mounted)
     for check in (check_writable_file, check_writable_dir):
         with pytest.raises(InputError, match="Read-only file system"):
             check(out if check is check_writable_file else mounted, field="--out")

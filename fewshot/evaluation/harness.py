@@ -41,7 +41,7 @@ from ..prompts import Template, prompt_order
 from ..selection import make_selector
 from ..selection.base import Problem, Selector
 from .metrics import HEADLINE, best, headline_score
-from .runfolder import CellKey, RunFolder, code_version, merge_run, read_jsonl, run_lock  # noqa: F401 (read_jsonl, run_lock: cli.py imports them from here)
+from .runfolder import CellKey, RunFolder, code_version, merge_run, run_lock
 from .suites import MethodSpec, Suite
 
 REFERENCES = {"shared": "random:s", "full": "knn:q"}  # annotate: random annotation + the suite's retriever

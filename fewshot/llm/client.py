@@ -110,6 +110,23 @@ def _connection_problem(err: BaseException) -> str:
     return f"{type(last).__name__}: {last}" if str(last) else type(last).__name__
 
 
+DEFAULT_TIMEOUT = 120.0  # seconds per try: a long prompt queued on a 2-core local server takes tens of seconds
+
+
+def check_wait(timeout: float, deadline: float | None) -> None:
+    """Refuse a per-try ``timeout`` or a total ``deadline`` that is not a positive number of seconds.
+
+    >>> check_wait(30, None)
+    >>> check_wait(0, None)
+    Traceback (most recent call last):
+    ...
+    fewshot.errors.InputError: field '--timeout': timeout=0 must be a positive number of seconds
+    """
+    for name, value in (("timeout", timeout), ("deadline", deadline)):
+        if value is not None and not value > 0:
+            raise InputError(f"{name}={value} must be a positive number of seconds", field=f"--{name}")
+
+
 class LLMClient:
     """An OpenAI-compatible endpoint.
 
@@ -156,7 +173,7 @@ class LLMClient:
     """
 
     def __init__(self, base_url: str, model: str, api_key: str | None = None, *,
-                 api: Literal["completions", "chat"] = "completions", timeout: float = 120.0,
+                 api: Literal["completions", "chat"] = "completions", timeout: float = DEFAULT_TIMEOUT,
                  deadline: float | None = None, max_retries: int = 4, concurrency: int = 4,
                  top_logprobs: int = 100, min_branch_prob: float = 0.02, max_depth: int = 8,
                  token_ids: bool = True, chat_prefill: bool | None = None, cache: bool = True,
@@ -165,8 +182,7 @@ class LLMClient:
                  notify: Callable[[str], None] | None = say, progress_every: float = 20.0) -> None:
         if api not in ("completions", "chat"):
             raise InputError(f"unknown LLM api {api!r}: use 'completions' or 'chat'")
-        if not timeout > 0 or (deadline is not None and not deadline > 0):
-            raise InputError(f"timeout={timeout} and deadline={deadline} must be positive numbers of seconds")
+        check_wait(timeout, deadline)
         self.base_url, self.model, self.api, self.api_key = base_url.rstrip("/"), model, api, api_key
         # what identifies the endpoint in the cache: its URL, or a stable name for a local server
         # whose port changes on every start
