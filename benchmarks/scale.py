@@ -1,0 +1,318 @@
+"""Large pools: today's per-query path against the candidate indexes, side by side in one process.
+
+    python benchmarks/scale.py --sizes 100000 1000000 --queries 10000 --out scale.md   # the full run
+    python benchmarks/scale.py --sizes 20000 --queries 500 --real 3000 --out small.md  # a quick check
+    python benchmarks/scale.py --sizes 20000 --queries 500 --ray                       # + Ray's overhead
+    python benchmarks/scale.py --embed 2000 --sizes                                    # embedding rates only
+
+Data. Real vectors: ``--real`` AG News texts (StaICC, the eval extra; a seeded sample) embedded
+once with the bundled all-MiniLM-L6-v2 and cached in ``~/.cache/fewshot/bench/``; the last
+``--held`` of them are held out as query seeds. The pool is SYNTHETIC, grown from the others:
+each row is a real vector plus seeded Gaussian noise (norm about ``--noise``), renormalised,
+written once as a vector store (fewshot.store) and cached. Queries are the held-out real vectors,
+and beyond ``--held`` of them, synthetic ones grown the same way (the header says how many).
+
+Rows: kNN, MMR, DPP and GO per query (k = 8, shortlist 256), through today's path
+(``make_selector(m).select_per_query`` on the full in-memory Problem), then through
+``fewshot.index.select_per_query_with_index`` on the memory-mapped store with the exact index
+and faiss flat, IVF and HNSW (default settings).
+
+Columns: build s (the index), select s, peak RSS (the process's VmHWM from /proc/self/status,
+reset before each row through /proc/self/clear_refs; it includes the memory-mapped pool pages the
+row touched), shortlist recall (against exact search, by |cosine| for GO, on ``--recall-sample``
+queries), pick recall against today's picks (all queries), and speed against today's select s.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import multiprocessing
+import os
+import platform
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from fewshot.index import ExactIndex, overlap, make_index, select_per_query_with_index, shortlists_by
+from fewshot.selection import Problem, make_selector
+from fewshot.store import embed_to_store
+
+BENCH = Path(os.environ.get("FEWSHOT_BENCH_DIR", Path.home() / ".cache" / "fewshot" / "bench"))
+METHODS = ("knn", "mmr", "dpp", "go")
+ENGINES = ("exact", "flat", "ivf", "hnsw")
+
+
+# -- measuring --------------------------------------------------------------------------------------
+
+def reset_peak() -> None:
+    try:
+        with open("/proc/self/clear_refs", "w") as handle:
+            handle.write("5")
+    except OSError:
+        pass
+
+
+def peak_mb() -> float:
+    try:
+        with open("/proc/self/status") as handle:
+            for line in handle:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def timed(fn):
+    reset_peak()
+    start = time.perf_counter()
+    out = fn()
+    return out, time.perf_counter() - start, peak_mb()
+
+
+# -- data -------------------------------------------------------------------------------------------
+
+def agnews_texts(count: int, seed: int) -> list[str]:
+    from fewshot.datasets import load_dataset
+
+    examples = load_dataset("agnews").examples
+    rows = np.random.default_rng(seed).permutation(len(examples))[:count]
+    return [examples[i].text for i in rows]
+
+
+def real_vectors(count: int, seed: int) -> np.ndarray:
+    """``count`` AG News texts embedded with the bundled model, cached as .npy. The model runs in a
+    child process, so torch's memory never counts in this process's peak RSS."""
+    from fewshot.embedding import DEFAULT_MODEL
+
+    key = hashlib.sha256(f"{DEFAULT_MODEL}:{count}:{seed}".encode()).hexdigest()[:12]
+    path = BENCH / f"agnews-{count}-{key}.npy"
+    if not path.is_file():
+        print(f"embedding {count} AG News texts once (cached in {path}) ...", file=sys.stderr)
+        BENCH.mkdir(parents=True, exist_ok=True)
+        child = multiprocessing.get_context("spawn").Process(target=_embed_to, args=(count, seed, path))
+        child.start()
+        child.join()
+        if child.exitcode != 0:
+            raise SystemExit(f"embedding the AG News texts failed (exit code {child.exitcode})")
+    return np.load(path)
+
+
+def _embed_to(count: int, seed: int, path: Path) -> None:
+    from fewshot.embedding import SentenceTransformerEmbedder
+
+    vectors = SentenceTransformerEmbedder(progress=sys.stderr.isatty()).embed(agnews_texts(count, seed))
+    np.save(path, vectors)
+
+
+class Grower:
+    """'Embeds' row numbers: row i = a seeded choice of real vector + Gaussian noise (SYNTHETIC)."""
+
+    def __init__(self, seeds: np.ndarray, noise: float, seed: int) -> None:
+        self.seeds, self.noise, self.seed = seeds, noise, seed
+        digest = hashlib.sha256(seeds.tobytes()).hexdigest()[:12]
+        self.model_id = f"synthetic:agnews-seeds-{digest}+noise{noise}:seed{seed}"
+
+    def embed(self, texts):
+        first = int(texts[0])
+        rng = np.random.default_rng([self.seed, first])
+        d = self.seeds.shape[1]
+        out = self.seeds[rng.integers(len(self.seeds), size=len(texts))]
+        return out + (self.noise / np.sqrt(d)) * rng.standard_normal(out.shape, dtype=np.float32)
+
+
+def synthetic_store(seeds: np.ndarray, n: int, noise: float, seed: int):
+    grower = Grower(seeds, noise, seed)
+    folder = BENCH / f"pool-{n}-{hashlib.sha256(grower.model_id.encode()).hexdigest()[:12]}"
+    return embed_to_store([str(i) for i in range(n)], folder, grower, chunk=1 << 16, progress=sys.stderr.isatty())
+
+
+def make_queries(held: np.ndarray, m: int, noise: float, seed: int) -> tuple[np.ndarray, int]:
+    """The held-out real vectors, then synthetic ones grown from them; also how many are real."""
+    if m <= len(held):
+        return held[:m].copy(), m
+    extra = Grower(held, noise, seed + 1).embed([str(i) for i in range(m - len(held))])
+    extra /= np.linalg.norm(extra, axis=1, keepdims=True)
+    return np.concatenate([held, extra.astype(np.float32)]), len(held)
+
+
+def nn_cosine(vectors: np.ndarray, sample: int = 500) -> float:
+    """Mean cosine of a sample's nearest other row (how clustered the data is)."""
+    rows = np.arange(min(sample, len(vectors)))
+    _, ids = ExactIndex().build(vectors).search(vectors[rows], 2)
+    other = np.where(ids[:, 0] == rows, ids[:, 1], ids[:, 0])
+    return float(np.mean(np.einsum("ij,ij->i", vectors[rows], vectors[other])))
+
+
+# -- the table --------------------------------------------------------------------------------------
+
+def picks(selections) -> np.ndarray:
+    k = max(len(s.indices) for s in selections)
+    return np.array([list(s.indices) + [-1] * (k - len(s.indices)) for s in selections])
+
+
+def run_size(n: int, args, seeds: np.ndarray, queries: np.ndarray, with_ray: bool = False) -> list[dict]:
+    store, seconds, _ = timed(lambda: synthetic_store(seeds, n, args.noise, args.seed))
+    print(f"n={n:,}: pool store ready in {seconds:.1f} s ({store.folder})", file=sys.stderr)
+    size = max(args.shortlist, 4 * args.k)
+    sample = queries[:args.recall_sample]
+    exact = ExactIndex().build(store.vectors)
+    truth = {absolute: exact.search(sample, size, absolute=absolute)[1] for absolute in (False, True)}
+    rows, today = [], {}
+    in_memory, load_s, _ = timed(lambda: np.array(store.vectors))  # today's CLI loads the .npy into memory
+    for method in args.methods:
+        selector = make_selector(method)
+        out, seconds, peak = timed(lambda: selector.select_per_query(Problem(pool=in_memory, queries=queries), args.k))
+        today[method] = (picks(out), seconds)
+        rows.append({"n": n, "method": method, "engine": "today", "build": load_s, "select": seconds, "peak": peak,
+                     "shortlist": 1.0, "picks": 1.0, "ratio": 1.0})
+        print(rows[-1], file=sys.stderr)
+    del in_memory
+    for engine in args.engines:
+        index, build_s, build_peak = timed(lambda: make_index(engine).build(store.vectors))
+        for method in args.methods:
+            selector = make_selector(method)
+            absolute = shortlists_by(selector)
+            got = index.search(sample, size, absolute=absolute)[1]
+            problem = Problem(pool=store.vectors, queries=queries)
+            out, seconds, peak = timed(lambda: select_per_query_with_index(selector, problem, index, args.k,
+                                                                           args.shortlist))
+            want, today_s = today[method]
+            rows.append({"n": n, "method": method, "engine": engine, "build": build_s, "select": seconds,
+                         "peak": max(peak, build_peak), "shortlist": overlap(got, truth[absolute]),
+                         "picks": overlap(picks(out), want), "ratio": today_s / seconds})
+            print(rows[-1], file=sys.stderr)
+        del index
+    if with_ray:
+        rows.extend(ray_rows(store, queries, args, today))
+    return rows
+
+
+def ray_rows(store, queries, args, today) -> list[dict]:
+    """The Ray engine (a local cluster, 2 actors at 0.5 CPU) on a saved IVF index: select s is each
+    call's wall time in a started cluster (actor start, index load, selection, transfer); the
+    cluster's own start is on the engine label."""
+    from fewshot.distributed import ray_session, select_per_query_ray
+
+    rows = []
+    folder = Path(tempfile.mkdtemp()) / "ivf"
+    index = make_index("ivf").build(store.vectors)
+    index.source = store.checksum
+    index.save(folder)
+    start = time.perf_counter()
+    with ray_session():
+        started = time.perf_counter() - start
+        for method in ("knn", "go"):
+            out, seconds, peak = timed(lambda: select_per_query_ray(make_selector(method), store.folder, folder,
+                                                                    queries, args.k, shortlist=args.shortlist))
+            want, today_s = today[method]
+            rows.append({"n": store.n, "method": method, "engine": f"ivf, ray (start {started:.0f} s)",
+                         "build": float("nan"), "select": seconds, "peak": peak, "shortlist": float("nan"),
+                         "picks": overlap(picks(out), want), "ratio": today_s / seconds})
+            print(rows[-1], file=sys.stderr)
+    shutil.rmtree(folder.parent, ignore_errors=True)
+    return rows
+
+
+def table(rows: list[dict]) -> str:
+    head = "| n | method | candidates | build s | select s | peak RSS MB | shortlist recall | pick recall | x today |"
+    lines = [head, "|" + "---|" * 9]
+    for r in rows:
+        def f(x, spec):
+            return "" if x != x else format(x, spec)  # NaN: not measured
+        lines.append(f"| {r['n']:,} | {r['method']} | {r['engine']} | {f(r['build'], '.1f')} | {f(r['select'], '.1f')} | "
+                     f"{r['peak']:,.0f} | {f(r['shortlist'], '.3f')} | {f(r['picks'], '.3f')} | {f(r['ratio'], '.1f')} |")
+    return "\n".join(lines)
+
+
+# -- embedding rates --------------------------------------------------------------------------------
+
+def embedding_rates(count: int, seed: int) -> str:
+    """texts/s: the model's raw encode, embed_to_store with the same loaded model, and ONNX."""
+    from fewshot.embedding import SentenceTransformerEmbedder, default_model_path
+
+    texts = agnews_texts(count, seed + 7)
+    embedder = SentenceTransformerEmbedder(batch_size=64, progress=False)
+    model = embedder._load()
+    model.encode(texts[:64], batch_size=64)  # warm-up
+    raw_s = store_s = float("inf")
+    for attempt in range(2):  # alternated, best of two: a shared CPU's noise hits both alike
+        _, seconds, _ = timed(lambda: model.encode(texts, batch_size=64, convert_to_numpy=True, show_progress_bar=False))
+        raw_s = min(raw_s, seconds)
+        folder = Path(tempfile.mkdtemp()) / "store"
+        _, seconds, _ = timed(lambda: embed_to_store(texts, folder, embedder, chunk=1024, progress=False))
+        store_s = min(store_s, seconds)
+        shutil.rmtree(folder.parent, ignore_errors=True)
+    lines = [f"Embedding {count} AG News texts, bundled all-MiniLM-L6-v2, batch 64, torch CPU (best of 2):",
+             f"- raw SentenceTransformer.encode: {count / raw_s:.1f} texts/s",
+             f"- embed_to_store (chunks of 1,024, committed): {count / store_s:.1f} texts/s "
+             f"({store_s / raw_s:.2f}x the raw time)"]
+    try:
+        from sentence_transformers import SentenceTransformer
+
+        onnx = SentenceTransformer(str(default_model_path()), backend="onnx", device="cpu")
+        onnx.encode(texts[:64], batch_size=64)
+        _, onnx_s, _ = timed(lambda: onnx.encode(texts, batch_size=64, convert_to_numpy=True, show_progress_bar=False))
+        lines.append(f"- ONNX backend: {count / onnx_s:.1f} texts/s ({raw_s / onnx_s:.2f}x the torch rate)")
+    except Exception as err:  # noqa: BLE001 - report why the backend is unavailable, whatever it is
+        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        lines.append(f"- ONNX backend: unavailable here ({type(err).__name__}: {reason[:200]})")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--sizes", type=int, nargs="*", default=[100_000, 1_000_000])
+    parser.add_argument("--queries", type=int, default=10_000)
+    parser.add_argument("--k", type=int, default=8)
+    parser.add_argument("--shortlist", type=int, default=256)
+    parser.add_argument("--real", type=int, default=6000, help="AG News texts embedded (pool seeds + held-out)")
+    parser.add_argument("--held", type=int, default=1000, help="of them, held out as query seeds")
+    parser.add_argument("--noise", type=float, default=0.6, help="norm of the Gaussian noise grown onto real vectors")
+    parser.add_argument("--recall-sample", type=int, default=500, help="queries for the shortlist recall")
+    parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
+    parser.add_argument("--engines", nargs="+", default=list(ENGINES), choices=ENGINES)
+    parser.add_argument("--ray", action="store_true", help="also the Ray engine on the smallest size")
+    parser.add_argument("--embed", type=int, default=0, help="also time embedding on this many texts")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", type=Path)
+    args = parser.parse_args()
+
+    parts = [f"# Large pools, {time.strftime('%Y-%m-%d %H:%M')}",
+             f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, load average "
+             f"{os.getloadavg()[0]:.1f} at start; k = {args.k}, shortlist {args.shortlist}."]
+    if args.sizes:
+        real = real_vectors(args.real, args.seed)
+        seeds, held = real[:-args.held], real[-args.held:]
+        queries, n_real = make_queries(held, args.queries, args.noise, args.seed)
+        smallest = synthetic_store(seeds, min(args.sizes), args.noise, args.seed)
+        parts.append(f"Pool: SYNTHETIC, grown from {len(seeds):,} real AG News embeddings (+ Gaussian noise of norm "
+                     f"{args.noise}, renormalised). Mean nearest-neighbour cosine {nn_cosine(smallest.vectors):.2f} "
+                     f"at n = {smallest.n:,}, {nn_cosine(seeds):.2f} among the real ones. Queries: {args.queries:,} "
+                     f"({n_real:,} real held-out texts, {args.queries - n_real:,} synthetic).")
+        reset_peak()
+        parts.append(f"This process held {peak_mb():,.0f} MB before the first row (Python, numpy, faiss, the "
+                     f"queries); every peak below includes it.")
+        rows = []
+        for n in args.sizes:
+            rows.extend(run_size(n, args, seeds, queries, with_ray=args.ray and n == smallest.n))
+        parts.append(table(rows))
+        parts.append("Peak RSS: VmHWM of this process, reset before each row (/proc/self/clear_refs); index rows "
+                     "count the index build too. `today`'s build s is loading the pool into memory.")
+    if args.embed:
+        parts.append(embedding_rates(args.embed, args.seed))
+    report = "\n\n".join(parts) + "\n"
+    print(report)
+    if args.out:
+        args.out.write_text(report, encoding="utf-8")
+
+
+if __name__ == "__main__":
+    main()

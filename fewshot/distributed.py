@@ -1,0 +1,230 @@
+"""``--engine ray``: embedding and per-query selection over a Ray cluster (the extra ``fewshot[ray]``).
+
+The local engine stays the default and the tested main path; this module runs the same code on
+Ray actors and gives the same results:
+
+- :func:`embed_to_store_ray`: Ray Data ``map_batches`` over an actor pool, one chunk per call, each
+  actor loading the embedder once. The driver commits each chunk as it comes back, in the store
+  format of :mod:`fewshot.store` (resumable: committed chunks are not sent again).
+- :func:`select_per_query_ray`: query ranges over an actor pool; each actor memory-maps the store
+  and loads the index once, then runs :func:`fewshot.index.select_per_query_with_index`. Ranges
+  start at multiples of its ``batch``, so every query sees the same sub-problem as on the local
+  path: the picks are the local path's, for any index.
+
+What is given up to run distributed:
+
+- the store and the saved index must be readable at the same path from every node (a shared
+  file system); only chunk indices and query ranges travel, never the pool;
+- the texts of the chunks still to embed are held by the driver and sent through Ray's object store;
+- query-independent methods (random, k-means, vote-k) and shared sets run on the driver, not on
+  the cluster; BM25 and SAL have no vector shortlist and are refused (as on the local index path);
+- a token budget or label balance needs the pool's token costs or labels passed in (the store holds
+  vectors and ids only); they are shipped to every actor;
+- Ray's own start (about 4-8 s here) and per-dataset start (about 3-5 s) are paid on every call: on
+  one machine the Ray path is slower than the local one; it pays off across machines.
+
+On a machine with few CPUs, actors take ``num_cpus_per_actor=0.5`` by default: actors holding
+every CPU leave none for Ray Data's read tasks, and the dataset hangs (ray-project/ray#44687).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import os
+import pickle
+from dataclasses import replace
+from pathlib import Path
+from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
+
+import numpy as np
+
+from .embedding import Embedder
+from .errors import InputError
+from .index import ExactIndex, load_index, select_per_query_with_index
+from .store import (DEFAULT_CHUNK, Store, StoreWriter, chunked, digest, fingerprint_of, open_store, prepare,
+                    progress_bar, reuse_finished)
+
+
+def _ray():
+    try:
+        import ray
+        import ray.data
+    except ImportError:
+        raise InputError("--engine ray needs Ray: pip install fewshot[ray]") from None
+    return ray
+
+
+@contextlib.contextmanager
+def ray_session(address: str | None = None, num_cpus: int | None = None) -> Iterator[Any]:
+    """Connect to the cluster at ``address`` (None: start a local one with ``num_cpus``, default
+    every CPU) unless Ray is already initialised in this process; shut down only what was started."""
+    ray = _ray()
+    started = not ray.is_initialized()
+    if started:
+        ray.init(address=address or "local", num_cpus=None if address else (num_cpus or os.cpu_count()),
+                 include_dashboard=False, log_to_driver=False, logging_level=logging.WARNING)
+    logging.getLogger("ray.data").setLevel(logging.ERROR)
+    ray.data.DataContext.get_current().enable_progress_bars = False
+    try:
+        yield ray
+    finally:
+        if started:
+            ray.shutdown()
+
+
+def _pool(ray: Any, num_actors: int) -> Any:
+    return ray.data.ActorPoolStrategy(size=num_actors)
+
+
+# -- embedding -------------------------------------------------------------------------------------
+
+class _EmbedActor:
+    """Loads the embedder once; embeds one chunk per call and returns its prepared vectors."""
+
+    def __init__(self, make_embedder: Callable[[], Embedder], dtype: str, folder: str) -> None:
+        self.embedder, self.dtype, self.folder = make_embedder(), dtype, folder
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        out = []
+        for index, texts in zip(batch["chunk"], batch["texts"]):
+            texts = [str(t) for t in texts]
+            vectors = prepare(self.embedder.embed(texts), len(texts), self.dtype, f"{self.folder} (chunk {index})")
+            out.append(pickle.dumps(vectors, protocol=5))
+        return {"chunk": batch["chunk"], "vectors": np.array(out, dtype=object)}
+
+
+def _factory(embedder: Embedder | Callable[[], Embedder]) -> Callable[[], Embedder]:
+    if hasattr(embedder, "embed"):
+        return lambda: embedder
+    return embedder  # type: ignore[return-value]
+
+
+def embed_to_store_ray(items: Iterable[Any], folder: str | Path, embedder: Embedder | Callable[[], Embedder], *,
+                       chunk: int = DEFAULT_CHUNK, dtype: str = "float32", progress: bool | None = None,
+                       address: str | None = None, num_actors: int = 2, num_cpus_per_actor: float = 0.5,
+                       num_cpus: int | None = None) -> Store:
+    """:func:`fewshot.store.embed_to_store` with the chunks embedded on a Ray actor pool.
+
+    ``embedder``: an embedder (sent to each actor; it should load its model lazily, as
+    :class:`~fewshot.embedding.SentenceTransformerEmbedder` does) or a function that makes one.
+    The result (files, manifest, checksum) is the same as the local engine's for the same inputs.
+    """
+    make = _factory(embedder)
+    probe = make()  # on the driver only for its model id: the model itself loads in the actors
+    writer = StoreWriter(folder, model_id=probe.model_id, fingerprint=fingerprint_of(probe), dtype=dtype, chunk=chunk)
+    if writer.complete:
+        return reuse_finished(writer, items)
+    hashes, pending, ids_of = [], [], {}
+    for index, ids, texts, texts_hash in chunked(items, chunk):
+        hashes.append(texts_hash)
+        if not writer.committed(index, texts_hash):
+            pending.append({"chunk": index, "texts": texts})
+            ids_of[index] = (ids, texts_hash)
+    if not hashes:
+        raise InputError("there are no texts to embed", path=str(writer.folder))
+    computed = 0
+    if pending:
+        bar, task = progress_bar(progress, sum(len(p["texts"]) for p in pending), "embedding (ray)")
+        with ray_session(address, num_cpus) as ray, bar:
+            dataset = ray.data.from_items(pending, override_num_blocks=len(pending)).map_batches(
+                _EmbedActor, fn_constructor_kwargs={"make_embedder": make, "dtype": dtype, "folder": str(folder)},
+                batch_size=1, compute=_pool(ray, num_actors), num_cpus=num_cpus_per_actor)
+            for row in dataset.iter_rows():  # committed as they arrive: a killed driver keeps them
+                index = int(row["chunk"])
+                ids, texts_hash = ids_of[index]
+                writer.commit(index, texts_hash, ids, pickle.loads(row["vectors"]))
+                computed += len(ids)
+                bar.advance(task, len(ids))
+    writer.finish(len(hashes), digest(*(h.encode() for h in hashes)))
+    store = open_store(writer.folder)
+    store.computed = computed
+    return store
+
+
+# -- per-query selection ---------------------------------------------------------------------------
+
+def _make_selector(selector: Any) -> Any:
+    from .selection import make_selector
+
+    if isinstance(selector, Mapping):
+        params = dict(selector)
+        return make_selector(params.pop("method"), **params)
+    return selector() if callable(selector) and not hasattr(selector, "select_per_query") else selector
+
+
+class _SelectActor:
+    """Memory-maps the store and loads the index once; selects for one query range per call."""
+
+    def __init__(self, store_folder: str, index_folder: str | None, selector: Any, k: int, shortlist: int,
+                 batch: int, queries: str | None, problem_fields: dict[str, Any], threads: int) -> None:
+        from .selection import Problem
+
+        store = open_store(store_folder)
+        self.pool = store.vectors
+        self.index = ExactIndex().build(store.vectors) if index_folder is None else load_index(index_folder, store)
+        if hasattr(self.index, "threads"):
+            self.index.threads = threads  # faiss in an actor: its share of the CPUs, not all of them
+        self.queries = None if queries is None else open_store(queries).vectors
+        self.selector, self.k, self.shortlist, self.batch = _make_selector(selector), k, shortlist, batch
+        self.problem = Problem(pool=self.pool, queries=self.pool[:0], **problem_fields)
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        out = []
+        for start, stop, vectors in zip(batch["start"], batch["stop"], batch["vectors"]):
+            queries = self.queries[start:stop] if self.queries is not None else pickle.loads(vectors)
+            problem = replace(self.problem, queries=np.asarray(queries))
+            picked = select_per_query_with_index(self.selector, problem, self.index, self.k, self.shortlist,
+                                                 batch=self.batch)
+            out.append(pickle.dumps([replace(s, query=int(start) + s.query) for s in picked], protocol=5))
+        return {"start": batch["start"], "selections": np.array(out, dtype=object)}
+
+
+def select_per_query_ray(selector: Any, store_folder: str | Path, index_folder: str | Path | None,
+                         queries: np.ndarray | str | Path, k: int, *, shortlist: int = 256, batch: int = 32,
+                         rows_per_task: int | None = None, address: str | None = None, num_actors: int = 2,
+                         num_cpus_per_actor: float = 0.5, num_cpus: int | None = None,
+                         labels: Sequence[str | None] | None = None, token_costs: np.ndarray | None = None,
+                         max_tokens: int | None = None) -> list:
+    """Per-query selection on a Ray actor pool: the same picks as
+    ``select_per_query_with_index(selector, Problem(store.vectors, queries, ...), index, k,
+    shortlist, batch=batch)`` on one machine.
+
+    ``selector``: a selector, a function making one, or ``{"method": name, **params}``.
+    ``index_folder``: a saved index (:func:`fewshot.index.load_index`), None for exact search.
+    ``queries``: an ``(m, d)`` array, or the folder of a store of query vectors (then only query
+    ranges travel). ``rows_per_task``: queries per actor call (default: about four calls per
+    actor, at most 4,096 queries each). Returns one :class:`~fewshot.selection.Selection` per query, in query order.
+    """
+    from .selection import Problem
+
+    chosen = _make_selector(selector)
+    store = open_store(store_folder)
+    query_store = None if isinstance(queries, np.ndarray) else open_store(queries)
+    vectors = queries if query_store is None else query_store.vectors
+    if vectors.ndim != 2 or vectors.shape[1] != store.d:
+        raise InputError(f"queries of shape {vectors.shape} do not match the store's d={store.d}", path=str(store_folder))
+    if index_folder is not None:
+        load_index(index_folder, store)  # refuse a wrong index here, not in every actor
+    fields = {"labels": labels, "token_costs": token_costs, "max_tokens": max_tokens}
+    if chosen.query_independent:  # one set for every query: computed once, on the driver
+        return chosen.select_per_query(Problem(pool=store.vectors, queries=np.asarray(vectors), **fields), k)
+    # ranges start at multiples of batch, so each query meets the same sub-problem as on the local path
+    rows = rows_per_task or min(4096, math.ceil(len(vectors) / (4 * num_actors)))
+    step = max(batch, math.ceil(rows / batch) * batch)
+    ranges = [{"start": s, "stop": min(s + step, len(vectors)),
+               "vectors": b"" if query_store is not None else pickle.dumps(np.asarray(vectors[s:s + step]))}
+              for s in range(0, len(vectors), step)]
+    constructor = {"store_folder": str(store_folder), "index_folder": None if index_folder is None else str(index_folder),
+                   "selector": chosen, "k": k, "shortlist": shortlist, "batch": batch,
+                   "queries": None if query_store is None else str(queries), "problem_fields": fields,
+                   "threads": max(1, int(num_cpus_per_actor))}
+    out: dict[int, list] = {}
+    with ray_session(address, num_cpus) as ray:
+        dataset = ray.data.from_items(ranges, override_num_blocks=len(ranges)).map_batches(
+            _SelectActor, fn_constructor_kwargs=constructor, batch_size=1, compute=_pool(ray, num_actors),
+            num_cpus=num_cpus_per_actor)
+        for row in dataset.iter_rows():
+            out[int(row["start"])] = pickle.loads(row["selections"])
+    return [selection for start in sorted(out) for selection in out[start]]
