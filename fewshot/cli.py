@@ -25,10 +25,12 @@ from .llm.client import DEFAULT_TIMEOUT, check_wait
 from .llm.context import check_fits
 from .llm.server import MODELS, STOP_SIGNALS, LocalServer, llm_endpoint
 from .oracle import journal_path
-from .pipeline import Request, SelectionRun, demo_records, make_embedder, run_meta, select_examples
+from .pipeline import (Request, SelectionRun, check_lengths, demo_records, make_embedder, open_model, run_meta,
+                       select_examples)
 from .prompts import Template, load_template, prompt_order
 
 TIMEOUT_HELP = "Seconds one LLM request may wait for an answer (each try)."
+LLM_METHODS = "Methods that consult an LLM (sal, valsearch, random-search, excess-loss, valued, sal-probes)"
 DEADLINE_HELP = "Seconds one LLM request may take in all, retries included (default 2.5 x --timeout)."
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
@@ -142,15 +144,15 @@ def select(
     cache_dir: Optional[Path] = typer.Option(None, help="Cache folder (default: $FEWSHOT_CACHE_DIR or ~/.cache/fewshot)."),
     prune_to: Optional[int] = typer.Option(None, help="Prune the pool to this many examples by k-means hardship first."),
     prune_policy: str = typer.Option("hard", help="Pruning keeps 'hard' (far from centroid) or 'easy' examples."),
-    base_url: Optional[str] = typer.Option(None, help="SAL: OpenAI-compatible endpoint (default $OPENAI_BASE_URL; none: a local llama-server is started)."),
-    model: Optional[str] = typer.Option(None, help="SAL: model name (default $FEWSHOT_MODEL)."),
-    api_key: Optional[str] = typer.Option(None, help="SAL: API key (default $OPENAI_API_KEY)."),
-    api: str = typer.Option("completions", help="SAL: 'completions' (llama.cpp, vLLM) or 'chat' (hosted chat models)."),
-    local_model: str = typer.Option("gemma3-270m", help="SAL: local model when no endpoint is set (gemma3-270m, smollm2-135m or a .gguf)."),
+    base_url: Optional[str] = typer.Option(None, help=f"{LLM_METHODS}: OpenAI-compatible endpoint (default $OPENAI_BASE_URL; none: a local llama-server is started)."),
+    model: Optional[str] = typer.Option(None, help=f"{LLM_METHODS}: model name (default $FEWSHOT_MODEL)."),
+    api_key: Optional[str] = typer.Option(None, help=f"{LLM_METHODS}: API key (default $OPENAI_API_KEY)."),
+    api: str = typer.Option("completions", help=f"{LLM_METHODS}: 'completions' (llama.cpp, vLLM) or 'chat' (hosted chat models)."),
+    local_model: str = typer.Option("gemma3-270m", help=f"{LLM_METHODS}: local model when no endpoint is set (gemma3-270m, smollm2-135m or a .gguf)."),
     timeout: float = typer.Option(DEFAULT_TIMEOUT, help=TIMEOUT_HELP),
     deadline: Optional[float] = typer.Option(None, help=DEADLINE_HELP),
-    labels: Optional[str] = typer.Option(None, help="SAL: comma-separated label set (default: the labels in the pool and labels file)."),
-    calibration: str = typer.Option("none", help="SAL: calibrate the LLM's label probabilities: none, batch or contextual."),
+    labels: Optional[str] = typer.Option(None, help=f"{LLM_METHODS}: comma-separated label set (default: the labels in the pool and labels file)."),
+    calibration: str = typer.Option("none", help=f"{LLM_METHODS}: calibrate the LLM's label probabilities: none, batch or contextual."),
     labels_file: Optional[Path] = typer.Option(None, help="SAL oracle: JSONL of {id, label} for pool examples SAL asks about. Labels typed at the prompt are kept in OUT.labels.jsonl (without --out: in the cache folder), and a re-run asks only the rest."),
     label_budget: Optional[int] = typer.Option(None, help="Annotate then retrieve: --method picks this many examples to label (B), then --retriever picks k of them for each prompt (per query by default)."),
     retriever: str = typer.Option("knn", help="With --label-budget: the method that picks k demos from the labeled ones (knn, go, mmr, ...)."),
@@ -183,7 +185,8 @@ def select(
                           endpoint={"model": model, "api_key": api_key, "api": api, "local_model": local_model,
                                     "cache_dir": cache_dir, "timeout": timeout, "deadline": deadline},
                           labels=_listed(labels), labels_file=labels_file,
-                          journal=journal_path(pool_examples, out=out, cache_dir=cache_dir), calibration=calibration)
+                          journal=journal_path(pool_examples, out=out, cache_dir=cache_dir), calibration=calibration,
+                          label_field=label_field)
     records = demo_records(run, pool_examples, query_examples)
     meta = run_meta(run, request, pool_examples, query_examples, embedder=embedder, template=demo_template)
     if out:
@@ -197,6 +200,75 @@ def select(
         _print_prompts(records, run, query_examples, demo_template, known)
     _show_summary(records, run, query_examples, demo_template, known, show_prompt=not render)
     _report(run, meta, len(pool_examples), out)
+
+
+@app.command()
+@handles_errors
+def value(
+    pool: Path = typer.Option(..., help="Labelled examples (.jsonl or .csv) to value as demos."),
+    out: Path = typer.Option(..., help="Values file, .csv or .jsonl: one row per example, best first (rank, id, value, label, text, marginal, datamodel, included)."),
+    k: int = typer.Option(4, help="Demos per prompt in the valuation's random demo sets."),
+    budget: int = typer.Option(2400, help="LLM prompts in all: budget // probes-per-set random sets, each answering probes-per-set probes."),
+    probes_per_set: int = typer.Option(6, help="Probes (other pool examples) each random set answers."),
+    metric: str = typer.Option("loglik", help="How a set is scored on a probe: loglik (log p(gold)), calibrated (after batch calibration) or accuracy."),
+    estimator: str = typer.Option("marginal", help="The value column: marginal (mean with it minus mean without) or datamodel (a ridge fit); both are written."),
+    seed: int = typer.Option(0, help="Seed of the random sets and probes."),
+    text_field: str = typer.Option("text", help="Field holding the text."),
+    label_field: str = typer.Option("label", help="Field holding the label (every example needs one)."),
+    id_field: Optional[str] = typer.Option(None, help="Field holding a unique id (default: the 'id' field when the file has one, else the line number)."),
+    template: str = typer.Option("classification", help="Template of the prompts (a bundled template name or a .toml path)."),
+    labels: Optional[str] = typer.Option(None, help="Comma-separated label set the LLM answers over (default: the pool's labels)."),
+    base_url: Optional[str] = typer.Option(None, help="OpenAI-compatible endpoint (default $OPENAI_BASE_URL; none: a local llama-server is started)."),
+    model: Optional[str] = typer.Option(None, help="Model name (default $FEWSHOT_MODEL)."),
+    api_key: Optional[str] = typer.Option(None, help="API key (default $OPENAI_API_KEY)."),
+    api: str = typer.Option("completions", help="'completions' (llama.cpp, vLLM) or 'chat' (hosted chat models)."),
+    local_model: str = typer.Option("gemma3-270m", help="Local model when no endpoint is set (gemma3-270m, smollm2-135m or a .gguf)."),
+    cache_dir: Optional[Path] = typer.Option(None, help="Cache folder for the answers (default: $FEWSHOT_CACHE_DIR or ~/.cache/fewshot)."),
+    timeout: float = typer.Option(DEFAULT_TIMEOUT, help=TIMEOUT_HELP),
+    deadline: Optional[float] = typer.Option(None, help=DEADLINE_HELP),
+) -> None:
+    """Value every pool example as a demo: its effect on the LLM's answers to other pool examples
+    over random prompts (fewshot.valuation); every answer is kept, so a re-run resumes."""
+    from .valuation import ESTIMATORS, METRICS, Valuation, value_pool, write_values
+
+    for name, given, allowed in (("--metric", metric, METRICS), ("--estimator", estimator, ESTIMATORS)):
+        if given not in allowed:
+            raise InputError(f"unknown {name[2:]} {given!r} (use one of: {', '.join(allowed)})", field=name)
+    for name, number in (("--k", k), ("--budget", budget), ("--probes-per-set", probes_per_set)):
+        if number < 1:
+            raise InputError(f"{name[2:].replace('-', '_')}={number} must be at least 1", field=name)
+    check_wait(timeout, deadline)
+    check_writable_file(out, field="--out")
+    if out.suffix.lower() not in (".csv", ".jsonl"):
+        raise InputError("values are written as .csv or .jsonl", path=str(out), field="--out")
+    if cache_dir is not None:
+        check_writable_dir(cache_dir, field="--cache-dir")
+    prompt_template = load_template(template)
+    examples = load_examples(pool, text_field=text_field, label_field=label_field, id_field=id_field,
+                             require_labels=True)
+    golds = [str(e.label) for e in examples]
+    options = {"k": k, "budget": budget, "probes_per_set": probes_per_set, "metric": metric, "seed": seed,
+               "cache_dir": cache_dir}
+    Valuation(None, **options).plan(golds)  # a pool too small or a budget under one set fails before a server starts
+    label_set = _listed(labels) or sorted(set(golds))
+    with contextlib.ExitStack() as stack:
+        predictor = open_model(stack, prompt_template, label_set, base_url,  # calibration "none": the raw answers
+                               {"model": model, "api_key": api_key, "api": api, "local_model": local_model,
+                                "cache_dir": cache_dir, "timeout": timeout, "deadline": deadline})
+        check_lengths(predictor, [examples])
+        values = value_pool([e.text for e in examples], golds, predictor, **options)
+        stats = dict(getattr(predictor.client, "stats", {}))
+    write_values(out, [e.id for e in examples], values.get(estimator), texts=[e.text for e in examples], labels=golds,
+                 columns={"marginal": values.marginal, "datamodel": values.datamodel, "included": values.included})
+    _say(f"valued {len(examples)} examples ({estimator}) from {values.sets} random sets of {k}, {values.prompts} prompts "
+         f"({values.asked} asked now, the rest from the store; {stats.get('calls', 0)} LLM calls, "
+         f"{stats.get('cached', 0)} from the LLM cache) -> {out}")
+    reliability = values.reliability
+    if reliability != reliability:  # NaN: too few examples in both halves' sets
+        _say("reliability: unknown (too few examples were in sets of both halves; raise --budget)")
+    else:
+        low = " (below 0.5: the budget bought mostly noise; raise --budget)" if reliability < 0.5 else ""
+        _say(f"reliability (split-half rank correlation of the values): {reliability:.2f}{low}")
 
 
 def _template(render: str | None, template: str | None) -> Template:
@@ -218,8 +290,11 @@ def _report(run: SelectionRun, meta: dict[str, Any], pool_size: int, out: Path |
          f"in {run.seconds:.3f} s" + (f" -> {out}" if out else ""))
     if run.llm:
         stats = run.llm.get("stats", {})
-        _say(f"LLM: {run.llm['simulated_calls']} simulated prompts ({stats.get('calls', 0)} calls, "
-             f"{stats.get('cached', 0)} from cache); naive SAL: {run.llm['naive_calls']}")
+        calls = f"({stats.get('calls', 0)} calls, {stats.get('cached', 0)} from cache)"
+        if "naive_calls" in run.llm:
+            _say(f"LLM: {run.llm['simulated_calls']} simulated prompts {calls}; naive SAL: {run.llm['naive_calls']}")
+        else:
+            _say(f"LLM: {run.llm['selection_prompts']} selection prompts {calls}")
     if meta["annotation_stopped"]:
         _say(f"note: fewer than label_budget={meta['label_budget']} examples picked to label: {meta['annotation_stopped']}")
     for reason in meta["stopped"]:
@@ -272,10 +347,15 @@ def _show_summary(records, run: SelectionRun, queries: list[Example], template, 
 
 @app.command()
 def methods() -> None:
-    """List every selector with a one-line description and its parameters."""
+    """List every selector with a one-line description, what it needs (labels, an LLM) and its parameters."""
+    width = max(map(len, registry.SELECTORS))
     for name, cls in registry.SELECTORS.items():
         params = ", ".join(f"{k}={v!r}" for k, v in registry.parameters(cls).items())
-        print(f"{name:8s} {registry.summary(cls)}\n{'':8s} parameters: {params}")
+        needs = registry.requirements(cls)
+        print(f"{name:{width}s} {registry.summary(cls)}")
+        if needs:
+            print(f"{'':{width}s} needs: {', '.join(needs)}")
+        print(f"{'':{width}s} parameters: {params}")
 
 
 @app.command("eval")

@@ -307,7 +307,7 @@ def write_jsonl(path: str | Path, records: Iterable[Mapping[str, Any]], *, field
     """Write records as JSONL with sorted keys (equal inputs give byte-identical files), atomically:
     the file is either the new one, whole, or the previous one, untouched. A write that fails (full
     or read-only disk) is an InputError naming the path and the reason."""
-    _replace_files([(Path(path), _jsonl_chunks(records))], field)
+    replace_files([(Path(path), _jsonl_chunks(records))], field)
 
 
 def write_outputs(path: str | Path, records: Iterable[Mapping[str, Any]], meta: Mapping[str, Any], *,
@@ -325,7 +325,7 @@ def write_outputs(path: str | Path, records: Iterable[Mapping[str, Any]], meta: 
     """
     data = Path(path)
     text = json.dumps(meta, indent=2, ensure_ascii=False) + "\n"
-    _replace_files([(data, _jsonl_chunks(records)), (Path(f"{data}.meta.json"), [text.encode("utf-8")])], field)
+    replace_files([(data, _jsonl_chunks(records)), (Path(f"{data}.meta.json"), [text.encode("utf-8")])], field)
 
 
 def _jsonl_chunks(records: Iterable[Mapping[str, Any]], size: int = 1 << 20) -> Iterator[bytes]:
@@ -340,7 +340,7 @@ def _jsonl_chunks(records: Iterable[Mapping[str, Any]], size: int = 1 << 20) -> 
     yield "".join(lines).encode("utf-8")
 
 
-def _replace_files(files: Sequence[tuple[Path, Iterable[bytes]]], field: str | None) -> None:
+def replace_files(files: Sequence[tuple[Path, Iterable[bytes]]], field: str | None) -> None:
     """Write each ``(target, chunks)`` to a temporary file beside its target, then rename them over
     the targets: the first is the data, the others describe it (removed before the data is replaced)."""
     targets = [Path(os.path.realpath(target)) for target, _ in files]  # a symlink is written through

@@ -3,8 +3,8 @@ describe what was chosen.
 
 ``fewshot select`` and :func:`fewshot.select` are argument parsing over :class:`Request` (the plain
 parameters, checked before any file is read or model loaded) and :func:`select_examples` (which
-also connects SAL to its LLM and labeling oracle); :func:`demo_records` and :func:`run_meta` give
-the CLI's output. The eval harness uses :func:`build_problem` and :func:`run_selection`.
+also connects the methods that consult an LLM to it, and SAL to its labeling oracle);
+:func:`demo_records` and :func:`run_meta` give the CLI's output. The eval harness uses :func:`build_problem` and :func:`run_selection`.
 """
 
 from __future__ import annotations
@@ -22,9 +22,10 @@ from .clustering import prune
 from .data import Example
 from .embedding import CachedEmbedder, Embedder, OpenAIEmbedder, SentenceTransformerEmbedder
 from .errors import InputError
-from .oracle import Ask, Oracle, ask_on_terminal, journal_path, make_oracle
+from .oracle import Ask, ask_on_terminal, journal_path, make_oracle
 from .prompts import Template
-from .selection import KNN, PER_QUERY_METHODS, SAL, Problem, Selection, Selector, make_selector
+from .selection import (KNN, PER_QUERY_METHODS, Problem, Selection, Selector, make_selector, needs_labels,
+                        needs_model, parameters)
 from .tokens import count_tokens
 
 
@@ -173,7 +174,8 @@ class SelectionRun:
 
     ``selections`` hold the demos shown (one shared set, or one per query); under a label budget
     ``annotated`` holds the examples the method picked to label. :func:`select_examples` also fills
-    ``params`` (the selector's), ``label_set`` (SAL's) and ``llm`` (SAL's endpoint and costs).
+    ``params`` (the selector's), and for a method that consults an LLM ``label_set`` (the labels it
+    answers over) and ``llm`` (its endpoint and what selecting cost).
     """
 
     selections: list[Selection]
@@ -229,11 +231,11 @@ def run_selection(selector: Selector, problem: Problem, k: int, *, per_query: bo
     info: dict[str, Any] = {}
     if label_budget is not None:
         selections, annotated = _annotate_then_retrieve(selector, retriever, problem, k, label_budget, per_query)
-        info["annotated"] = annotated if keep is None else _remap(annotated, keep)
+        info["annotated"] = annotated if keep is None else remap(annotated, keep)
     else:
         selections = selector.select_per_query(problem, k) if per_query else [selector.select(problem, k)]
     if keep is not None:
-        selections = [_remap(s, keep) for s in selections]
+        selections = [remap(s, keep) for s in selections]
     return SelectionRun(selections, time.perf_counter() - start, per_query,
                         pruned_to=None if keep is None else len(keep), info=info)
 
@@ -250,7 +252,7 @@ def _annotate_then_retrieve(selector: Selector, retriever: Selector | None, prob
     subset = replace(restrict(problem, labeled), labels=labels)
     retriever = retriever or KNN()
     selections = retriever.select_per_query(subset, k) if per_query else [retriever.select(subset, k)]
-    return [_remap(s, labeled) for s in selections], annotated
+    return [remap(s, labeled) for s in selections], annotated
 
 
 def _oracle_on_original_pool(selector: Selector, keep: np.ndarray) -> Selector:
@@ -262,11 +264,29 @@ def _oracle_on_original_pool(selector: Selector, keep: np.ndarray) -> Selector:
     return selector.clone(oracle=lambda index: oracle(int(keep[index])))
 
 
-def _remap(selection: Selection, keep: np.ndarray) -> Selection:
+# Where a selection names pool indices besides its picks (SAL's shortlists, the LLM-feedback
+# selectors' probes and pruned examples), so a selection made on part of the pool can name them
+# in the whole pool's indices.
+INDEX_LISTS = ("shortlist", "held_out", "probes", "dropped", "context")
+
+
+def remap(selection: Selection, keep: np.ndarray) -> Selection:
+    """A selection made on ``restrict(problem, keep)`` in the indices of ``problem``: its picks, the
+    trace's ``index``, ``runner_up`` and index lists, and the index lists of its ``info``.
+
+    >>> s = Selection((1, 0), (0.5, 0.2), ({"index": 1, "runner_up": 0},), info={"held_out": [2], "prompts": 3})
+    >>> moved = remap(s, np.array([10, 20, 30]))
+    >>> moved.indices, moved.trace[0], moved.info
+    ((20, 10), {'index': 20, 'runner_up': 10}, {'held_out': [30], 'prompts': 3})
+    """
+    def lists(entry: dict[str, Any]) -> dict[str, Any]:
+        return {key: [int(keep[i]) for i in entry[key]] for key in INDEX_LISTS if isinstance(entry.get(key), list)}
+
     trace = tuple({**t, "index": int(keep[t["index"]]),
-                   "runner_up": None if t.get("runner_up") is None else int(keep[t["runner_up"]])}
+                   "runner_up": None if t.get("runner_up") is None else int(keep[t["runner_up"]]), **lists(t)}
                   for t in selection.trace)
-    return replace(selection, indices=tuple(int(keep[i]) for i in selection.indices), trace=trace)
+    return replace(selection, indices=tuple(int(keep[i]) for i in selection.indices), trace=trace,
+                   info={**selection.info, **lists(selection.info)})
 
 
 def select_examples(pool: Sequence[Example], queries: Sequence[Example], request: Request, *,
@@ -275,42 +295,73 @@ def select_examples(pool: Sequence[Example], queries: Sequence[Example], request
                     llm: Any = None, endpoint: Mapping[str, Any] | None = None,
                     labels: Sequence[str] | None = None, labels_file: str | Path | Mapping[str, str] | None = None,
                     journal: Path | None = None, ask: Ask | None = ask_on_terminal,
-                    calibration: str = "none") -> SelectionRun:
+                    calibration: str = "none", label_field: str = "label") -> SelectionRun:
     """Select demos for ``queries`` from ``pool`` as ``request`` says; ``template`` renders the
-    demos (token costs, and SAL's prompts).
+    demos (token costs, and the prompts of the methods that consult an LLM).
 
-    SAL gets what it was not given (``params`` ``model=``/``oracle=``): an LLM, ``llm`` (an
-    :class:`~fewshot.llm.LLMClient`, a model with ``predict_many``, or a base URL; None: the
-    configured endpoint, else a local llama-server started here and stopped after), opened with
-    ``endpoint`` (``model``, ``api_key``, ``api``, ``local_model``, ``cache_dir``), answering over
-    ``labels`` (default: every label the pool, the labels file and the journal hold) with
-    ``calibration``; and an oracle (:func:`fewshot.oracle.make_oracle`: the pool's label, else
-    ``labels_file``, else earlier typed answers in ``journal`` (default: in the cache folder, keyed
-    by the pool), else ``ask``, whose answers are appended to ``journal`` as they come).
+    A method that reads the pool's labels (:func:`~fewshot.selection.needs_labels`: valsearch,
+    random-search, excess-loss, valued, sal-probes) is refused on a pool with an unlabeled example
+    (naming it and ``label_field``) before anything is started or embedded.
+
+    A method that consults an LLM (:func:`~fewshot.selection.needs_model`: SAL and the methods
+    above; the method and the retriever alike) gets what it was not given (``params``
+    ``model=``): ``llm`` (an :class:`~fewshot.llm.LLMClient`, a model with ``predict_many``, or a
+    base URL; None: the configured endpoint, else a local llama-server started here and stopped
+    after), opened with ``endpoint`` (``model``, ``api_key``, ``api``, ``local_model``,
+    ``cache_dir``), answering over ``labels`` (default: every label the pool, the labels file and
+    the journal hold) with ``calibration``. SAL also gets an oracle (``oracle=``;
+    :func:`fewshot.oracle.make_oracle`: the pool's label, else ``labels_file``, else earlier typed
+    answers in ``journal`` (default: in the cache folder, keyed by the pool), else ``ask``, whose
+    answers are appended to ``journal`` as they come). The LLM is connected, and every text checked
+    against its context, before anything is embedded.
     """
     selector, retriever = request.selectors()
     request.fits(len(pool))
     _check_llm_options(calibration, endpoint)
+    _check_labelled(selector, retriever, pool, label_field)
     oracle = None
-    if isinstance(selector, SAL):  # its label set and labels file are checked before anything is embedded
+    if "oracle" in parameters(type(selector)):  # SAL: its label set and labels file before any embedding
         oracle = make_oracle(pool, labels_file=labels_file, journal=journal or journal_path(pool), labels=labels,
                              ask=ask)
+        if selector.oracle is None:
+            selector.set_params(oracle=oracle)
         if selector.model is None and not oracle.labels:
             raise InputError("SAL needs the label set: pass --labels a,b,c (the pool has no labels)", field="--labels")
+    label_set = oracle.labels if oracle is not None else (
+        [y.strip() for y in labels or () if y.strip()] or sorted({e.label for e in pool if e.label is not None}))
+    consulting = [s for s in (selector, retriever) if s is not None and needs_model(s)]
     with ExitStack() as stack:
-        if oracle is not None:  # the LLM first: a text too long for its context is refused before any embedding
-            _connect_sal(selector, stack, oracle, template, llm, endpoint, calibration)
-            check_lengths(selector.model, [pool, queries])
+        if consulting:  # the LLM first: a text too long for its context is refused before any embedding
+            model = connect_llm(consulting, stack, template, label_set, llm, endpoint, calibration)
+            check_lengths(model, [pool, queries])
         problem = build_problem(pool, queries, embedder=embedder, pool_vectors=pool_vectors,
                                 query_vectors=query_vectors, template=template, max_tokens=request.max_tokens)
         run = run_selection(selector, problem, request.k, per_query=request.per_query_mode,
                             prune_to=request.prune_to, prune_policy=request.prune_policy, seed=request.seed,
                             label_budget=request.label_budget, retriever=retriever)
     run.params = selector.get_params()
-    if oracle is not None:
-        run.label_set = list(getattr(selector.model, "labels", None) or oracle.labels)
-        run.llm = _llm_report(selector.model, run, request, len(pool), len(queries))
+    if consulting:
+        model = consulting[0].model
+        run.label_set = list(getattr(model, "labels", None) or label_set)
+        run.llm = _llm_report(model, run, request, len(pool), len(queries), sal=oracle is not None)
     return run
+
+
+def _check_labelled(selector: Selector, retriever: Selector | None, pool: Sequence[Example], label_field: str) -> None:
+    """Refuse a method that reads the pool's labels on a pool with an unlabeled example (a retriever
+    reads only the labels of the annotated examples; after SAL, its oracle has revealed them)."""
+    revealed = "oracle" in parameters(type(selector))
+    readers = [selector] + ([retriever] if retriever is not None and not revealed else [])
+    for reader in readers:
+        if not needs_labels(reader):
+            continue
+        missing = [i for i, e in enumerate(pool) if e.label is None]
+        if missing:
+            role = "" if reader is selector else "the retriever "
+            raise InputError(f"{role}{reader.name} reads the pool's labels (demos and held-out probes), and "
+                             f"{len(missing)} of the {len(pool)} pool examples have none: label them, or pick the "
+                             "demos with a method that works on an unlabeled pool (see `fewshot methods`)",
+                             path=_where(pool, missing[0]), field=label_field)
 
 
 def check_lengths(model: Any, sources: Sequence[Sequence[Example]]) -> None:
@@ -341,40 +392,60 @@ def _check_llm_options(calibration: str, endpoint: Mapping[str, Any] | None) -> 
         raise InputError(f"unknown API {api!r} (use 'completions' or 'chat')", field="--api")
 
 
-def _connect_sal(selector: SAL, stack: ExitStack, oracle: Oracle, template: Template, llm: Any,
-                 endpoint: Mapping[str, Any] | None, calibration: str) -> None:
-    """Give SAL the oracle and an LLM predictor over its label set, unless it has its own."""
-    if selector.oracle is None:
-        selector.set_params(oracle=oracle)
-    if selector.model is not None:
-        return
+def open_model(stack: ExitStack, template: Template, labels: Sequence[str], llm: Any = None,
+               endpoint: Mapping[str, Any] | None = None, calibration: str = "none") -> Any:
+    """A model with ``predict_many``: ``llm`` itself when it has one, else an
+    :class:`~fewshot.llm.predictor.LLMPredictor` rendering ``template`` over ``labels`` with
+    ``calibration`` on ``llm`` (a client, a base URL, or None: the configured endpoint, else a local
+    llama-server, entered on ``stack`` so that it stops when the stack closes)."""
     if llm is None or isinstance(llm, str):
         from .llm.server import llm_endpoint
 
         llm = stack.enter_context(llm_endpoint(llm, **dict(endpoint or {})))
-    if not hasattr(llm, "predict_many"):  # a client: ask it through the template, over the label set
-        from .llm.predictor import LLMPredictor
+    if hasattr(llm, "predict_many"):
+        return llm
+    from .llm.predictor import LLMPredictor
 
-        llm = LLMPredictor(llm, template, oracle.labels, calibration=calibration)
-    selector.set_params(model=llm)
+    return LLMPredictor(llm, template, labels, calibration=calibration)
 
 
-def _llm_report(model: Any, run: SelectionRun, request: Request, n: int, m: int) -> dict[str, Any]:
-    """SAL's endpoint and costs: the prompts it simulated (summed over every SAL selection, the
-    label budget's included) and what naive SAL would send (every pool example a candidate in each
-    round, each kept label simulated on every query of the selection)."""
+def connect_llm(selectors: Sequence[Selector], stack: ExitStack, template: Template, labels: Sequence[str],
+                llm: Any = None, endpoint: Mapping[str, Any] | None = None, calibration: str = "none") -> Any:
+    """Give every selector without a model one :func:`open_model`, and return the model the first
+    selector uses (a selector that has its own model keeps it; no endpoint is opened when all have one)."""
+    missing = [s for s in selectors if s.model is None]
+    if missing:
+        model = open_model(stack, template, labels, llm, endpoint, calibration)
+        for selector in missing:
+            selector.set_params(model=model)
+    return selectors[0].model
+
+
+def _llm_report(model: Any, run: SelectionRun, request: Request, n: int, m: int, sal: bool) -> dict[str, Any]:
+    """The endpoint and what selecting cost: ``selection_prompts``, the predictions the method asked
+    for (summed over its selections, the label budget's included; the client may answer some from
+    its cache: ``stats``). For SAL also what naive SAL would send (``naive_calls``: every pool
+    example a candidate in each round, each kept label simulated on every query of the selection)
+    beside what it simulated (``simulated_calls``, the same as ``selection_prompts``)."""
     client = model if hasattr(model, "base_url") else getattr(model, "client", None)
     report: dict[str, Any] = {}
     if client is not None:
         report = {"base_url": getattr(client, "base_url", None), "model": getattr(client, "model", None),
                   "stats": dict(getattr(client, "stats", {}))}
+    prompts = selection_prompts(run.by_method + (run.selections if run.annotated is not None else []))
+    report["selection_prompts"] = prompts
+    if not sal:
+        return report
     labels = len(run.label_set)
     rounds = request.label_budget or request.k
-    simulated = naive = 0
-    for selection in run.by_method:
-        simulated += selection.info.get("prompts", selection.info.get("llm_calls", 0))
-        naive += n * (1 + labels * (1 if selection.query is not None else m)) * rounds
-    return {**report, "simulated_calls": simulated, "naive_calls": naive}
+    naive = sum(n * (1 + labels * (1 if s.query is not None else m)) * rounds for s in run.by_method)
+    return {**report, "simulated_calls": selection_prompts(run.by_method), "naive_calls": naive}
+
+
+def selection_prompts(selections: Sequence[Selection]) -> int:
+    """The LLM predictions selections asked for (``info["prompts"]``; a shared set given to every
+    query carries its cost on the first only)."""
+    return int(sum(s.info.get("prompts", s.info.get("llm_calls", 0)) for s in selections))
 
 
 def demo_records(run: SelectionRun, pool: Sequence[Example], queries: Sequence[Example]) -> list[dict[str, Any]]:
@@ -413,6 +484,26 @@ def run_meta(run: SelectionRun, request: Request, pool: Sequence[Example], queri
             "to_label": run.to_label(pool), "trace": [list(s.trace) for s in run.by_method[:1]]}
     if annotated is not None:
         meta["retriever_trace"] = [list(s.trace) for s in run.selections[:1]]
+    info = run.by_method[0].info if run.by_method else {}
+    if info:  # what the method found on the way: valsearch's candidates and rounds, the probes, ...
+        meta["selection_info"] = _json_ready(info)
     if run.llm:
         meta["llm"] = run.llm
     return meta
+
+
+def _json_ready(value: Any) -> Any:
+    """``value`` with non-finite floats as None (JSON has no inf or NaN) and numpy scalars as Python's.
+
+    >>> _json_ready({"a": [float("-inf"), np.float32(0.5)], "b": (1, np.int64(2))})
+    {'a': [None, 0.5], 'b': [1, 2]}
+    """
+    if isinstance(value, dict):
+        return {key: _json_ready(v) for key, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_ready(v) for v in value]
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and not np.isfinite(value):
+        return None
+    return value

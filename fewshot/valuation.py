@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import io
 import itertools
 import json
 import math
@@ -45,7 +46,7 @@ import numpy as np
 
 from .cache import SqliteStore, default_cache_dir
 from .calibration import batch_calibrate, calibrate
-from .data import Example
+from .data import Example, replace_files  # the one atomic writer
 from .errors import InputError
 from .models import Prediction, PredictiveModel
 from .prompts import prompt_order
@@ -344,6 +345,8 @@ def write_values(path: str | Path, ids: Sequence[str], values: np.ndarray, *, te
                  columns: Mapping[str, Sequence[Any]] | None = None) -> Path:
     """Write one row per example, best first (NaN last), to a ``.csv`` or ``.jsonl`` file: ``rank``
     (1 = highest value), ``id``, ``value``, then ``label``, ``text`` and any extra ``columns``.
+    The file is replaced atomically (as :func:`fewshot.data.write_outputs`): a failed write (a
+    full or read-only disk) or a kill leaves the previous file whole.
 
     >>> import tempfile; out = Path(tempfile.mkdtemp()) / "v.csv"
     >>> _ = write_values(out, ["a", "b", "c"], np.array([0.1, np.nan, 0.5]), labels=["x", "y", "x"])
@@ -373,14 +376,21 @@ def write_values(path: str | Path, ids: Sequence[str], values: np.ndarray, *, te
             row["text"] = texts[i]
         for name, column in extra.items():
             value = column[i]
-            row[name] = value.item() if isinstance(value, np.generic) else value
+            row[name] = _plain(value.item() if isinstance(value, np.generic) else value)
         rows.append(row)
+    if suffix == ".jsonl":
+        text = "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows)
+    else:
+        handle = io.StringIO(newline="")
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]) if rows else ["rank", "id", "value"])
+        writer.writeheader()
+        writer.writerows({k: "" if v is None else v for k, v in row.items()} for row in rows)
+        text = handle.getvalue()
     path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w", encoding="utf-8", newline="") as handle:
-        if suffix == ".jsonl":
-            handle.writelines(json.dumps(row) + "\n" for row in rows)
-        else:
-            writer = csv.DictWriter(handle, fieldnames=list(rows[0]) if rows else ["rank", "id", "value"])
-            writer.writeheader()
-            writer.writerows({k: "" if v is None else v for k, v in row.items()} for row in rows)
+    replace_files([(path, [text.encode("utf-8")])], field="--out")
     return path
+
+
+def _plain(value: Any) -> Any:
+    """A value for a row: NaN and infinities as None (JSON has none; an empty CSV cell)."""
+    return None if isinstance(value, float) and not math.isfinite(value) else value

@@ -325,3 +325,89 @@ def test_stop_signals_say_what_is_kept(tmp_path, vectors, monkeypatch, stop, cod
     result = select(tmp_path, vectors, "--k", "2")
     assert result.exit_code == code and message in result.output
     assert signal.getsignal(signal.SIGTERM) is before  # the command's handler is gone after it
+
+
+# -- the LLM-feedback methods and `fewshot value` (issue 18) -----------------------------------------
+
+def test_methods_say_what_the_llm_feedback_methods_need():
+    result = run("methods")
+    assert result.exit_code == 0
+    for name in ("valsearch", "random-search", "excess-loss", "valued", "sal-probes"):
+        block = result.output.split(f"\n{name} ", 1)[1].split("parameters:")[0]
+        assert "needs: the pool's labels, an LLM" in block, name
+    assert "needs: an LLM" in result.output.split("\nsal ", 1)[1].split("parameters:")[0]
+    assert "needs:" not in result.output.split("\nknn ", 1)[1].split("parameters:")[0]
+
+
+def test_select_valsearch_with_an_endpoint(tmp_path, llm_server):
+    pool, _ = small_pool(tmp_path, n=30)
+    result = run("select", "--pool", pool, "--queries", EXAMPLES / "queries.jsonl", "--method", "valsearch",
+                 "--k", "2", "-p", "candidates=4", "-p", "probes=6", "-p", "budget=24",
+                 "--base-url", llm_server.url, "--model", "fake", "--cache-dir", tmp_path / "cache",
+                 "--embeddings", tmp_path / "p.npy", "--query-embeddings", tmp_path / "q.npy",
+                 "--out", tmp_path / "s.jsonl")
+    assert result.exit_code == 0, result.output
+    meta = json.loads((tmp_path / "s.jsonl.meta.json").read_text())
+    assert meta["method"] == "valsearch" and meta["per_query"] is False and "model" not in meta["params"]
+    assert 0 < meta["llm"]["selection_prompts"] <= 24 and meta["llm"]["stats"]["calls"] > 0
+    assert f"LLM: {meta['llm']['selection_prompts']} selection prompts" in result.output
+    records = [json.loads(line) for line in (tmp_path / "s.jsonl").read_text().splitlines()]
+    assert len(records) == 2 and all(r["label"] for r in records)
+
+
+def test_select_valsearch_on_an_unlabeled_pool_is_refused_before_the_llm(tmp_path):
+    pool, _ = small_pool(tmp_path, n=30, labeled=False)
+    result = run("select", "--pool", pool, "--queries", EXAMPLES / "queries.jsonl", "--method", "valsearch",
+                 "--k", "2", "--base-url", "http://127.0.0.1:9/v1", "--model", "m",
+                 "--embeddings", tmp_path / "p.npy", "--query-embeddings", tmp_path / "q.npy")
+    assert result.exit_code == 2, result.output
+    assert "pool.jsonl, line 1, id" in result.output and "field 'label': valsearch reads the pool's labels" in result.output
+
+
+def value(tmp_path, server, *extra, out="values.csv", n=30):
+    pool, _ = small_pool(tmp_path, n=n)
+    return run("value", "--pool", pool, "--out", tmp_path / out, "--base-url", server.url, "--model", "fake",
+               "--cache-dir", tmp_path / "cache", *extra)
+
+
+def test_value_writes_every_example_best_first_and_resumes_from_the_store(tmp_path, llm_server):
+    first = value(tmp_path, llm_server, "--budget", "60", "--k", "2")
+    assert first.exit_code == 0, first.output
+    import csv
+
+    rows = list(csv.DictReader(open(tmp_path / "values.csv", encoding="utf-8")))
+    assert [r["rank"] for r in rows] == [str(i) for i in range(1, 31)]
+    assert set(rows[0]) == {"rank", "id", "value", "label", "text", "marginal", "datamodel", "included"}
+    assert sum(int(r["included"]) for r in rows) == 10 * 2  # 60 prompts: 10 sets of k=2, 6 probes each
+    assert "60 prompts (60 asked now" in first.output and "reliability" in first.output
+    asked = len(llm_server.requests)
+    again = value(tmp_path, llm_server, "--budget", "60", "--k", "2", out="values.jsonl")
+    assert again.exit_code == 0, again.output
+    assert "(0 asked now" in again.output and len(llm_server.requests) == asked  # nothing asked twice
+    records = [json.loads(line) for line in (tmp_path / "values.jsonl").read_text().splitlines()]
+    assert [r["id"] for r in records] == [r["id"] for r in rows]
+
+
+@pytest.mark.parametrize("extra, out, message", [
+    (["--metric", "acc"], "v.csv", "unknown metric 'acc'"),
+    (["--estimator", "mean"], "v.csv", "unknown estimator 'mean'"),
+    (["--budget", "0"], "v.csv", "budget=0 must be at least 1"),
+    (["--budget", "5"], "v.csv", "less than one set's 6 probes"),
+    (["--k", "40"], "v.csv", "at least k + probes_per_set = 46 examples, the pool has 30"),
+    ([], "v.txt", "values are written as .csv or .jsonl"),
+    ([], "folder", "is a folder"),
+])
+def test_value_refuses_bad_options_before_the_llm(tmp_path, extra, out, message):
+    (tmp_path / "folder").mkdir()
+    pool, _ = small_pool(tmp_path, n=30)
+    result = run("value", "--pool", pool, "--out", tmp_path / out, "--base-url", "http://127.0.0.1:9/v1",
+                 "--model", "m", *extra)
+    assert result.exit_code == 2 and message in result.output, result.output
+
+
+def test_value_needs_every_label(tmp_path):
+    pool, _ = small_pool(tmp_path, n=30, labeled=False)
+    result = run("value", "--pool", pool, "--out", tmp_path / "v.csv", "--base-url", "http://127.0.0.1:9/v1",
+                 "--model", "m")
+    assert result.exit_code == 2 and "line 1" in result.output and "label" in result.output, result.output
+    assert not (tmp_path / "v.csv").exists()

@@ -147,3 +147,79 @@ def test_records_are_in_pick_order_with_ranks():
     records = demo_records(run, pool, [Example("a", "a"), Example("b", "b")])
     assert [r["rank"] for r in records] == [1, 2, 3, 1, 2, 3] and [r["query_id"] for r in records[:3]] == ["a"] * 3
     assert [r["pool_index"] for r in records[:3]] == list(run.selections[0].indices)
+
+
+# -- the methods that read the pool's labels and consult an LLM (issue 18) ---------------------------
+
+class Refuses:
+    """An embedder and an LLM that must not be reached."""
+
+    model_id = "refuses"
+
+    def embed(self, texts):
+        raise AssertionError("embedded before the labels were checked")
+
+    def predict_many(self, jobs):
+        raise AssertionError("the LLM was asked before the labels were checked")
+
+
+def test_an_llm_feedback_method_gets_the_llm_and_reports_its_selection_prompts():
+    pool, queries = examples(40), [Example(f"q{j}", f"query {j}") for j in range(3)]
+    pool_vectors, query_vectors = vectors(40, 3)
+    model = Stub()
+    request = Request("valsearch", k=2, params={"candidates": 4, "probes": 8, "budget": 32})
+    run = select_examples(pool, queries, request, template=TEMPLATE, pool_vectors=pool_vectors,
+                          query_vectors=query_vectors, llm=model)
+    assert run.llm["selection_prompts"] == model.prompts == run.selections[0].info["prompts"] > 0
+    assert "naive_calls" not in run.llm and run.label_set == ["neg", "pos"]
+    assert not set(run.selections[0].indices) & set(run.selections[0].info["held_out"])
+    meta = run_meta(run, request, pool, queries, embedder=None, template=TEMPLATE)
+    assert meta["llm"]["selection_prompts"] == model.prompts and "model" not in meta["params"]
+    # every candidate set with its generator and probe score, as the issue asks of valsearch's trace
+    assert [c["set"] for c in meta["selection_info"]["candidates"]] == [
+        c["set"] for c in run.selections[0].info["candidates"]] and len(meta["selection_info"]["candidates"]) == 4
+
+
+@pytest.mark.parametrize("method", ["valsearch", "random-search", "excess-loss", "valued", "sal-probes"])
+def test_a_method_that_reads_labels_is_refused_on_an_unlabeled_pool_before_any_work(method):
+    pool = examples(20)
+    pool[5] = Example("p5", "example text 5", None)
+    with pytest.raises(InputError, match=rf"id 'p5', field 'gold': {method} reads the pool's labels .*1 of the 20"):
+        select_examples(pool, [Example("q", "q")], Request(method, k=2), template=TEMPLATE, embedder=Refuses(),
+                        llm=Refuses(), label_field="gold")
+
+
+def test_a_retriever_that_reads_labels_is_refused_after_a_label_free_annotator_but_not_after_sal():
+    request = Request("random", k=2, label_budget=6, retriever="excess-loss")
+    with pytest.raises(InputError, match="the retriever excess-loss reads the pool's labels"):
+        select_examples(examples(20, labeled=False), [Example("q", "q")], request, template=TEMPLATE,
+                        embedder=Refuses(), llm=Refuses())
+    pool_vectors, query_vectors = vectors(20, 2)
+    model = Stub()
+    run = select_examples(examples(20), [Example("q0", "a"), Example("q1", "b")], request, template=TEMPLATE,
+                          pool_vectors=pool_vectors, query_vectors=query_vectors, llm=model)
+    assert model.prompts > 0 and run.llm["selection_prompts"] == model.prompts  # the retriever got the LLM
+    assert all(set(s.indices) <= set(run.annotated.indices) for s in run.selections)
+
+
+def test_sal_probes_is_connected_without_an_oracle_and_a_pruned_pool_keeps_its_indices():
+    """The probes SAL-on-probes answered are named in the whole pool's indices after --prune-to
+    (the selection's info and trace were left in the pruned pool's)."""
+    pool, queries = examples(40), [Example("q0", "query")]
+    pool_vectors, query_vectors = vectors(40, 1)
+    answered = []
+
+    class Recording(Stub):
+        def predict_many(self, jobs):
+            answered.extend(text for _, text in jobs)
+            return super().predict_many(jobs)
+
+    model = Recording()
+    request = Request("sal-probes", k=2, prune_to=30, params={"probes": 4, "budget": 48})
+    run = select_examples(pool, queries, request, template=TEMPLATE, pool_vectors=pool_vectors,
+                          query_vectors=query_vectors, llm=model)
+    selection = run.selections[0]
+    assert model.prompts == selection.info["prompts"] > 0 and run.pruned_to == 30
+    assert set(answered) == {pool[i].text for i in selection.info["probes"]}
+    assert not set(selection.indices) & set(selection.info["held_out"])
+    assert all(set(t["shortlist"]) >= {t["index"]} for t in selection.trace)

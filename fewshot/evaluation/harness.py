@@ -1,14 +1,23 @@
 """The eval protocol, a thin layer over the library.
 
 Per data set and seed: disjoint, seeded pool and test sets; each method picks demos from the pool
-as if it were unlabeled (labels are revealed only for what it picks); the LLM answers every test
-query with those demos (in :func:`~fewshot.prompts.prompt_order`: the first pick nearest the
-query); its label probabilities (classification) or sampled numbers (regression) are recorded per
-query, so the report scores them (:mod:`fewshot.evaluation.metrics`). Three settings, each compared only within itself at the same labels B and demos k:
+as if it were unlabeled (labels are revealed only for what it picks), except the methods that read
+the pool's labels (:func:`~fewshot.selection.needs_labels`: valsearch, random-search, excess-loss,
+valued, sal-probes), which see them all; the LLM answers every test query with those demos (in
+:func:`~fewshot.prompts.prompt_order`: the first pick nearest the query); its label probabilities
+(classification) or sampled numbers (regression) are recorded per query, so the report scores them
+(:mod:`fewshot.evaluation.metrics`). Three settings, each compared only within itself at the same
+labels B and demos k:
 
 - ``shared``: one demo set for every query (B = k);
 - ``annotate``: an annotator picks B examples to label, the retriever picks k of them per query;
-- ``full``: per-query selection from a fully labeled pool (B = pool size).
+- ``full``: selection from a fully labeled pool (B = pool size): per-query methods, and the
+  methods that read the pool's labels, shared sets included.
+
+A selector with a ``model`` parameter (SAL, the methods above) consults the LLM that answers. A
+record keeps the selection's LLM costs (``selection_*``: its prompts, HTTP requests and tokens)
+apart from the answering ones, and ``labels``: the distinct pool labels the method used (its
+demos; for the methods above, ``info["labels_read"]``: demos, probes, valuation).
 
 Plus zero-shot and "best-of-N random": the best of N random shared sets by the headline metric on
 the *test* labels (it peeks; per-query methods can beat it, so it is not an upper bound).
@@ -27,7 +36,7 @@ import json
 import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any, Callable, Iterator, NamedTuple, Sequence
 
 import numpy as np
 
@@ -36,19 +45,22 @@ from ..datasets import Dataset
 from ..errors import InputError
 from ..llm.client import LLMClient
 from ..llm.predictor import LLMPredictor
-from ..pipeline import build_problem, run_selection
+from ..pipeline import SelectionRun, build_problem, run_selection, selection_prompts
 from ..prompts import Template, prompt_order
-from ..selection import make_selector
+from ..selection import SELECTORS, make_selector, needs_labels, parameters
 from ..selection.base import Problem, Selector
 from .metrics import HEADLINE, best, headline_score
 from .runfolder import CellKey, RunFolder, code_version, merge_run, run_lock
 from .suites import MethodSpec, Suite
 
 REFERENCES = {"shared": "random:s", "full": "knn:q"}  # annotate: random annotation + the suite's retriever
-# a record's costs: its field -> the LLM client's counter (calls are HTTP requests; cached: answers from the cache)
+# a record's answering costs: its field -> the LLM client's counter (calls are HTTP requests; cached:
+# answers from the cache); the selection's are these with "selection_" in front (see SELECTION_KEYS)
 COST_KEYS = {"http_requests": "calls", "cached_answers": "cached", "prompt_tokens": "prompt_tokens",
              "cached_prompt_tokens": "cached_prompt_tokens", "uncached_prompt_tokens": "uncached_prompt_tokens",
              "label_fallbacks": "label_fallbacks"}
+SELECTION_KEYS = {"selection_requests": "calls", "selection_cached_answers": "cached",
+                  "selection_prompt_tokens": "prompt_tokens"}
 
 
 def references(suite: Suite) -> dict[str, str]:
@@ -122,10 +134,21 @@ def answer(dataset: Dataset, predictor: LLMPredictor, demo_sets: list[list[Examp
     return rows
 
 
+class Selected(NamedTuple):
+    """What a cell's selection gave: its seconds, the demos of each test query (pick order), the
+    distinct pool labels it used, and ``facts`` for the record: ``selection_prompts`` (the LLM
+    predictions it asked for), and for a method that values the pool ``valuation_prompts`` (the
+    valuation's plan, answered now or read back from its store) and ``valuation_reliability``."""
+
+    seconds: float
+    demo_sets: list[list[Example]]
+    labels: int
+    facts: dict[str, Any] = {}
+
+
 @dataclass
 class Cell:
-    """One method at one budget on one data set and seed. ``work`` returns (selection seconds,
-    demo set per test query, distinct pool examples whose labels were used)."""
+    """One method at one budget on one data set and seed; ``work`` selects (:class:`Selected`)."""
 
     data: str
     seed: int
@@ -134,7 +157,7 @@ class Cell:
     label_budget: int
     k: int
     params: dict[str, Any]
-    work: Callable[[], tuple[float, list[list[Example]], int]]
+    work: Callable[[], Selected]
     peeks: bool = False  # chooses among demo sets by test labels
 
     @property
@@ -144,17 +167,28 @@ class Cell:
 
 def _selector(spec: MethodSpec, seed: int, predictor: LLMPredictor, pool: Sequence[Example]) -> Selector:
     params: dict[str, Any] = {"seed": seed, **dict(spec.params)}
-    if spec.name == "sal":
-        params.update(model=predictor, oracle=lambda i: pool[i].label)  # labels revealed only for picks
+    accepted = parameters(SELECTORS[spec.name])
+    if "model" in accepted:  # SAL and the LLM-feedback selectors consult the LLM that answers
+        params["model"] = predictor
+    if "oracle" in accepted:  # SAL: labels revealed only for its picks
+        params["oracle"] = lambda i: pool[i].label
     return make_selector(spec.name, **params)
 
 
-def _demos(pool: Sequence[Example], run, m: int) -> tuple[list[list[Example]], int]:
+def _selected(pool: Sequence[Example], run: SelectionRun, m: int) -> Selected:
     sets = [[pool[i] for i in s.indices] for s in run.selections]
     used = {i for s in run.selections for i in s.indices}
-    if "annotated" in run.info:
-        used = set(run.info["annotated"].indices)
-    return (sets if run.per_query else sets * m), len(used)
+    if run.annotated is not None:
+        used = set(run.annotated.indices)
+    read = [s.info["labels_read"] for s in run.by_method if "labels_read" in s.info]
+    labels = max(sum(read), len(used)) if read else len(used)
+    facts: dict[str, Any] = {
+        "selection_prompts": selection_prompts(run.by_method + (run.selections if run.annotated is not None else []))}
+    for s in run.by_method[:1]:  # a valuation is the first selection's (the others share it)
+        if "valuation_prompts" in s.info:
+            facts["valuation_prompts"] = s.info["valuation_prompts"]
+            facts["valuation_reliability"] = s.info.get("reliability", s.info.get("valuation_reliability"))
+    return Selected(run.seconds, sets if run.per_query else sets * m, labels, facts)
 
 
 def plan_cells(suite: Suite, dataset: Dataset, problem: Problem, pool: list[Example], m: int,
@@ -162,21 +196,22 @@ def plan_cells(suite: Suite, dataset: Dataset, problem: Problem, pool: list[Exam
     """Every cell of one data set and seed, in run order."""
     name = dataset.name
     if suite.zero_shot:
-        yield Cell(name, seed, "zero-shot", "zero-shot", 0, 0, {}, lambda: (0.0, [[]] * m, 0))
+        yield Cell(name, seed, "zero-shot", "zero-shot", 0, 0, {}, lambda: Selected(0.0, [[]] * m, 0))
+    labelled = replace(problem, labels=[e.label for e in pool])  # for the methods that read every label
 
-    def selected(spec: MethodSpec, k: int, **options) -> Callable[[], tuple[float, list[list[Example]], int]]:
-        def work() -> tuple[float, list[list[Example]], int]:
+    def selected(spec: MethodSpec, k: int, **options) -> Callable[[], Selected]:
+        def work() -> Selected:
             selector = _selector(spec, seed, predictor, pool)
-            run = run_selection(selector, problem, k, seed=seed, **options)
-            return (run.seconds, *_demos(pool, run, m))
+            shown = labelled if needs_labels(selector) else problem
+            return _selected(pool, run_selection(selector, shown, k, seed=seed, **options), m)
         return work
 
     retriever = suite.spec(suite.retriever)
     for k in suite.k:
         for spec in map(suite.spec, suite.methods):
-            setting = "full" if spec.per_query else "shared"
-            yield Cell(name, seed, setting, spec.label, len(pool) if spec.per_query else k, k, dict(spec.params),
-                       selected(spec, k, per_query=spec.per_query))
+            full = spec.per_query or needs_labels(SELECTORS[spec.name])
+            yield Cell(name, seed, "full" if full else "shared", spec.label, len(pool) if full else k, k,
+                       dict(spec.params), selected(spec, k, per_query=spec.per_query))
         for budget in suite.label_budgets:
             if budget < k:
                 continue
@@ -186,11 +221,11 @@ def plan_cells(suite: Suite, dataset: Dataset, problem: Problem, pool: list[Exam
                 yield Cell(name, seed, "annotate", f"{spec.label}>{retriever.label}", budget, k,
                            {**dict(spec.params), **{f"retriever.{p}": v for p, v in retriever.params}}, work)
         if suite.oracle_sets:
-            def best_of(k: int = k) -> tuple[float, list[list[Example]], int]:
+            def best_of(k: int = k) -> Selected:
                 # the first set is the random row's own, so this row is never below random
                 sets = [make_selector("random", seed=seed + 1000 * i).select(problem, k).indices
                         for i in range(suite.oracle_sets)]
-                return 0.0, [[pool[i] for i in chosen] for chosen in sets], len({i for s in sets for i in s})
+                return Selected(0.0, [[pool[i] for i in chosen] for chosen in sets], len({i for s in sets for i in s}))
             yield Cell(name, seed, "shared", f"random-best-of-{suite.oracle_sets}", k, k, {}, best_of, peeks=True)
 
 
@@ -279,6 +314,7 @@ def run_suite(suite: Suite, datasets: list[Dataset], client: LLMClient, template
             pool, test = splits[dataset.name, seed]
             label_range = _range(pool) if dataset.task == "regression" else None
             # no pool labels in the problem: a method sees a label only through SAL's oracle, by construction
+            # (plan_cells gives them back to the methods that read them all, in the full-label setting)
             problem = replace(build_problem(pool, test, embedder=embedder, template=templates[dataset.task],
                                             max_tokens=max_tokens), labels=None)
             plan += [_Job(dataset, predictor, test, label_range, cell)
@@ -311,7 +347,8 @@ def _run_cell(job: _Job, client: LLMClient, suite: Suite, folder: RunFolder) -> 
     cell, dataset, test = job.cell, job.dataset, job.test
     before = dict(client.stats)
     start = time.perf_counter()
-    selection_seconds, demo_sets, labels_used = cell.work()
+    selection_seconds, demo_sets, labels_used, facts = cell.work()
+    selected = dict(client.stats)  # the selection's LLM costs end here, the answering ones begin
     contextual = suite.contextual and dataset.task == "classification"
     labels = list(dataset.labels) if dataset.task == "classification" else []
 
@@ -323,7 +360,9 @@ def _run_cell(job: _Job, client: LLMClient, suite: Suite, folder: RunFolder) -> 
         rows = tries[best([headline_score(t, labels, dataset.task) for t in tries], HEADLINE[dataset.task])]
     else:
         rows = answers(demo_sets)
-    cost = {name: client.stats.get(stat, 0) - before.get(stat, 0) for name, stat in COST_KEYS.items()}
+    cost = {name: client.stats.get(stat, 0) - selected.get(stat, 0) for name, stat in COST_KEYS.items()}
+    cost.update({name: selected.get(stat, 0) - before.get(stat, 0) for name, stat in SELECTION_KEYS.items()})
+    cost.update({"selection_prompts": 0, **facts})
     record = {"cell": cell.key, "data": dataset.name, "task": dataset.task, "seed": cell.seed,
               "setting": cell.setting, "method": cell.method, "params": cell.params,
               "label_budget": cell.label_budget, "labels": labels_used, "k": cell.k, "n_test": len(test),

@@ -27,12 +27,14 @@ from .stats import holm, paired_difference
 
 SUMMARY_COLUMNS = ["data", "setting", "method", "labels", "k", "seeds", "queries", "metric", "mean", "ci_low",
                    "ci_high", "accuracy", "accuracy@batch", "accuracy@contextual", "macro_f1", "macro_f1@batch", "mae",
-                   "unscored", "unparsed", "labels_used", "gap_closed", "selection_s", "answer_s", "http_requests",
+                   "unscored", "unparsed", "labels_used", "gap_closed", "selection_s", "selection_prompts",
+                   "selection_requests", "answer_s", "http_requests",
                    "prompt_tokens", "cached_share"]
 GOAL_COLUMNS = ["setting", "labels", "k", "metric", "ours", "ours_mean", "baseline", "baseline_mean", "diff", "ci_low",
                 "ci_high", "p", "units", "queries", "mdd", "margin", "met", "ours_tried", "baselines_tried", "waiting"]
 # The selectors fewshot exists for; every other method of a setting is one of its baselines.
-DESIGN_FAMILIES = ("go", "sal")
+# random-search (DSPy's recipe) is a baseline.
+DESIGN_FAMILIES = ("go", "sal", "sal-probes", "valsearch", "excess-loss", "valued")
 COMPARISON_COLUMNS = ["metric", "setting", "method", "reference", "data", "labels", "k", "diff", "ci_low",
                       "ci_high", "p", "p_holm", "units", "queries", "wins", "losses", "ties", "mdd"]
 
@@ -89,6 +91,9 @@ def summarize(records: Sequence[dict[str, Any]], scores: Scores, references: dic
         row.update(labels_used=float(np.mean([r["labels"] for r in group])),
                    gap_closed=gap_closed(records, scores, data, setting, budget, k, method, references),
                    selection_s=float(np.mean([r["selection_seconds"] for r in group])),
+                   # LLM prompts and requests spent choosing the demos, apart from answering (0: none)
+                   selection_prompts=float(np.mean([r.get("selection_prompts", 0) for r in group])),
+                   selection_requests=float(np.mean([r.get("selection_requests", 0) for r in group])),
                    answer_s=float(np.mean([r["answer_seconds"] for r in group])),
                    http_requests=float(np.mean([cost(r, "http_requests") for r in group])),
                    prompt_tokens=float(np.mean([r["prompt_tokens"] for r in group])),
@@ -296,7 +301,9 @@ def write_report(out: Path, references: dict[str, str] | None = None, records: S
         "pool size in the full-labels setting); labels_used: distinct labels the demos used; unscored: prompts "
         "the scorer reached no label for (counted wrong); unparsed: regression answers with no number (the "
         "fallback answered); gap_closed: (mean(method) - mean(random)) / (mean(best-of-N random) - mean(random)) "
-        "under the headline metric, shared setting only; http_requests: requests sent to the LLM endpoint.\n\n"
+        "under the headline metric, shared setting only; selection_prompts / selection_requests: LLM prompts and "
+        "requests spent choosing the demos (LLM-feedback methods, SAL); http_requests: requests sent to the LLM "
+        "endpoint to answer the test queries.\n\n"
         + _markdown(rows, SUMMARY_COLUMNS))
     write_atomic(out / "pivot.md", pivot(rows))
     pooled = [c for c in comparisons if c["data"] == "all"]

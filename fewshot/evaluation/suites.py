@@ -19,7 +19,7 @@ from typing import Any
 
 from ..data import bundled_folder, read_named_toml
 from ..errors import InputError
-from ..selection import PER_QUERY_METHODS, SELECTORS, make_selector
+from ..selection import PER_QUERY_METHODS, SELECTORS, make_selector, needs_labels
 
 @dataclass(frozen=True)
 class MethodSpec:
@@ -66,8 +66,10 @@ class MethodSpec:
 @dataclass
 class Suite:
     """What an eval runs. ``k``: demos per prompt. ``methods`` run in the shared setting (B = k)
-    or, per query, in the full-labels setting; each of ``annotators`` picks ``label_budgets``
-    examples to label, then ``retriever`` picks k of them per query (annotate-then-retrieve)."""
+    or, per query, in the full-labels setting (so do the methods that read every pool label,
+    shared sets included: valsearch, random-search, ...); each of ``annotators`` picks
+    ``label_budgets`` examples to label, then ``retriever`` picks k of them per query
+    (annotate-then-retrieve)."""
 
     name: str = "custom"
     data: list[str] = field(default_factory=lambda: ["sst2"])
@@ -102,6 +104,13 @@ class Suite:
         if self.spec(self.retriever).name == "sal":
             raise InputError("the retriever picks among already labeled examples: use knn, go:q, mmr, ... not sal",
                              field="retriever")
+        # the annotate setting's pool is unlabeled (B counts every label bought): a method that reads
+        # the whole pool's labels belongs to the full-label setting (list it under methods)
+        for field_name, texts in (("annotators", self.annotators), ("retriever", [self.retriever])):
+            for text in texts:
+                if needs_labels(SELECTORS[self.spec(text).name]):
+                    raise InputError(f"{text!r} reads the labels of the whole pool, and the annotate setting's pool is "
+                                     "unlabeled: list it under methods (the full-label setting)", field=field_name)
         if not self.k or min(self.k) < 1:
             raise InputError(f"k (demos per prompt) must be positive integers, got {self.k}", field="k")
         if self.label_budgets and min(self.label_budgets) < min(self.k):

@@ -66,7 +66,15 @@ class Selection:
     - ``kmeans``: minus the cluster's size rank, minus a spread in [0, 0.5] (minus k more for a
       cluster already covered);
     - ``votek``: the discounted votes of the example's unselected in-neighbours;
-    - ``dpp``: the log of its conditional variance, the gain in log det of the kernel.
+    - ``dpp``: the log of its conditional variance, the gain in log det of the kernel;
+    - ``valsearch``, ``random-search``: the winning set's probe score, the same for every pick (the
+      set is chosen whole): its mean ``metric`` over the probes it answered (log p(gold), after
+      batch calibration with ``"calibrated"``, or accuracy); the runner-up is the best other set;
+    - ``excess-loss``: relevance percentile + ``weight`` x excess-loss percentile, both ranks
+      within the shortlist scaled to [0, 1]; an example outside the shortlist scores -10 plus its
+      cosine (a fallback);
+    - ``valued``: the ``inner`` method's score (the trace adds each pick's ``value``);
+    - ``sal-probes``: the mean probe ``metric`` of the demos so far plus the pick.
 
     ``query`` is None for a shared set, else the query's index. ``stopped`` says why fewer
     than k demos were chosen (for instance the token budget), None when k were chosen.

@@ -125,9 +125,9 @@ def _subproblem(problem: Problem, keep: np.ndarray) -> Problem:
 
 
 def _remapped(selection: Selection, keep: np.ndarray) -> Selection:
-    from ..pipeline import _remap
+    from ..pipeline import remap  # lazily: the pipeline imports the selectors
 
-    return _remap(selection, keep)
+    return remap(selection, keep)
 
 
 class ProbeScorer:

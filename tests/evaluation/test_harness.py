@@ -18,7 +18,7 @@ from fewshot.cli import app
 from fewshot.datasets import Dataset, load_dataset
 from fewshot.data import Example
 from fewshot.errors import InputError
-from fewshot.evaluation.harness import plan_cells, plan_splits, run_suite, split, validate
+from fewshot.evaluation.harness import Selected, plan_cells, plan_splits, run_suite, split, validate
 from fewshot.evaluation.metrics import cell_scores, mean_score
 from fewshot.llm.client import LabelScores
 from fewshot.llm.predictor import LLMPredictor
@@ -167,7 +167,7 @@ def test_annotate_then_retrieve_demos_come_from_the_labeled_set():
     problem = build_problem(pool, test, embedder=HashEmbedder())
     suite = Suite(methods=[], k=[2], label_budgets=[6], annotators=["kmeans"], zero_shot=False, oracle_sets=0)
     (cell,) = plan_cells(suite, data, problem, pool, len(test), None, seed=0)
-    _, demo_sets, used = cell.work()
+    _, demo_sets, used, *_ = cell.work()
     labeled = {d.id for demos in demo_sets for d in demos}
     assert used == 6 and len(labeled) <= 6 and all(len(demos) == 2 for demos in demo_sets)
     chosen = make_selector("kmeans", seed=0).select(problem, 6).indices
@@ -182,7 +182,7 @@ def test_sal_as_annotator_labels_b_examples_it_chose_with_the_llm():
     suite = Suite(methods=[], k=[2], label_budgets=[4], annotators=["sal"], zero_shot=False, oracle_sets=0)
     (cell,) = plan_cells(suite, data, problem, pool, len(test), predictor, seed=0)
     assert (cell.setting, cell.method) == ("annotate", "sal:s>knn:q")
-    _, demo_sets, used = cell.work()
+    _, demo_sets, used, *_ = cell.work()
     labeled = {d.id for demos in demo_sets for d in demos}
     assert used == 4 and len(labeled) <= 4 and predictor.client.stats["calls"] > 0  # the LLM chose them
 
@@ -329,7 +329,8 @@ def test_best_of_n_picks_its_set_under_the_headline_metric(tmp_path):
     # set p1: raw accuracy 0.75, batch-calibrated 0.75. Raw accuracy would keep p1.
     table = {**{("p0", f"query {i}"): p for i, p in enumerate([(0.9, 0.1), (0.9, 0.1), (0.8, 0.2), (0.8, 0.2)])},
              **{("p1", f"query {i}"): p for i, p in enumerate([(0.7, 0.3), (0.7, 0.3), (0.3, 0.7), (0.6, 0.4)])}}
-    cell = Cell("d", 0, "shared", "random-best-of-2", 1, 1, {}, lambda: (0.0, [[pool[0]], [pool[1]]], 2), peeks=True)
+    cell = Cell("d", 0, "shared", "random-best-of-2", 1, 1, {}, lambda: Selected(0.0, [[pool[0]], [pool[1]]], 2),
+                peeks=True)
     folder = RunFolder(tmp_path / "run")
     with folder.lock():
         _run_cell(_Job(Dataset("d", pool + test), LookupPredictor(table), test, None, cell), FakeClient(), Suite(), folder)
@@ -429,3 +430,48 @@ def test_given_splits_are_not_planned_again(tmp_path, monkeypatch):
     records = run_suite(suite, [small_data()], FakeClient(), {"classification": load_template("classification")},
                         HashEmbedder(), tmp_path / "run", splits=splits)
     assert len(records) == 1
+
+
+# -- the LLM-feedback selectors (issue 18): full-label setting, their own selection costs --------------
+
+FEEDBACK = {"vs": {"method": "valsearch", "candidates": 4, "probes": 8, "budget": 32},
+            "rs": {"method": "random-search", "probes": 8, "budget": 32},
+            "el": {"method": "excess-loss", "shortlist": 6},
+            "val": {"method": "valued", "budget": 60},
+            "sp": {"method": "sal-probes", "probes": 4, "budget": 48}}
+
+
+def test_feedback_methods_read_the_pool_labels_in_the_full_setting_and_count_selection_apart(tmp_path):
+    records = {r["method"]: r for r in run(tmp_path, methods=["knn", "go", *FEEDBACK], variants=FEEDBACK,
+                                           label_budgets=[], annotators=[], oracle_sets=0, zero_shot=False)}
+    assert {m: (r["setting"], r["label_budget"]) for m, r in records.items()} == {
+        "knn:q": ("full", 30), "go:s": ("shared", 2), **{m: ("full", 30) for m in FEEDBACK}}
+    for method in FEEDBACK:
+        r = records[method]
+        # FakeClient: one request per prompt, no cache, so each side's requests are its prompts
+        assert r["selection_prompts"] == r["selection_requests"] > 0, method
+        assert r["http_requests"] == r["n_test"] == 8, method  # answering only
+        assert r["selection_prompt_tokens"] == 0 and r["labels"] > 2, method
+    for method in ("knn:q", "go:s"):
+        assert records[method]["selection_prompts"] == records[method]["selection_requests"] == 0
+    assert records["el"]["labels"] == 30  # the reference classifier reads every label
+    assert records["val"]["labels"] == 30 and records["val"]["valuation_prompts"] == 60
+    assert -1 <= records["val"]["valuation_reliability"] <= 1 and "valuation_prompts" not in records["vs"]
+    assert records["vs"]["labels"] >= 8 + 2  # probes and demos at least
+    # a cell's key and parameters are what a resume checks: the variants' own, the model not among them
+    assert records["vs"]["params"] == {k: v for k, v in FEEDBACK["vs"].items() if k != "method"}
+
+
+def test_sal_records_its_simulated_prompts_apart_from_answering(tmp_path):
+    records = {r["method"]: r for r in run(tmp_path, methods=["sal"], label_budgets=[], annotators=[],
+                                           oracle_sets=0, zero_shot=False)}
+    sal = records["sal:s"]
+    assert sal["selection_requests"] == sal["selection_prompts"] > 0 and sal["http_requests"] == 8
+
+
+@pytest.mark.parametrize("changes, field", [({"annotators": ["valsearch"]}, "annotators"),
+                                            ({"retriever": "excess-loss"}, "retriever")])
+def test_a_method_that_reads_every_label_is_refused_in_the_annotate_setting(changes, field):
+    suite = Suite(**{"label_budgets": [8], **changes})
+    with pytest.raises(InputError, match=f"field '{field}': .* reads the labels of the whole pool"):
+        suite.check()

@@ -33,8 +33,9 @@ class StubLLM:
 
 
 def build(method, **params):
-    """``make_selector`` with an LLM for SAL (labels come from the problem, SAL's default oracle)."""
-    if method == "sal":
+    """``make_selector`` with the stub LLM for every selector that consults one (SAL, the LLM-feedback
+    selectors); labels come from the problem (SAL's default oracle, the probes' golds)."""
+    if "model" in parameters(SELECTORS[method]):
         params.setdefault("model", StubLLM())
     return make_selector(method, **params)
 
@@ -79,13 +80,16 @@ def test_higher_scores_are_better_picks(method, per_query):
 @pytest.mark.parametrize("method", METHODS)
 def test_token_budget_respected_and_reported(method):
     p = problem(max_tokens=40)
-    for selection in build(method).select_per_query(p, 8):
+    selections = build(method).select_per_query(p, 8)
+    # examples a method keeps out of every demo set (probes, pruned examples), named on some selection
+    held_out = {i for selection in selections for i in selection.info.get("held_out", ())}
+    for selection in selections:
         cost = int(p.token_costs[list(selection.indices)].sum())
         assert cost <= 40
         if len(selection.indices) < 8:
             assert selection.stopped == "token budget exhausted"
-            # budget-aware: nothing left unchosen would still have fitted
-            unchosen = np.setdiff1d(np.arange(p.n), selection.indices)
+            # budget-aware: nothing left unchosen (and not held out) would still have fitted
+            unchosen = np.setdiff1d(np.arange(p.n), [*selection.indices, *held_out])
             assert p.token_costs[unchosen].min() > 40 - cost
 
 
@@ -200,6 +204,24 @@ REFUSED = {
     "min_label_prob": [-0.1, 1.5],
     "calibration": ["contextual", None],
     "label_coverage": ["yes"],
+    # the LLM-feedback selectors (valsearch, random-search, excess-loss, valued, sal-probes)
+    "candidates": [1, 0, 2.5, "8"],
+    "generators": ["bogus", "", "go,,random", "go,sal", 3],
+    "probes": [0, -1, 1.5, None],
+    "budget": [0, -10, 2.5, "960"],
+    "eta": [1, 0, 2.5],
+    "metric": ["acc", "LOGLIK", None],
+    "valuation_budget": [0, 1.5],
+    "reference": ["knn", None],
+    "weight": [float("nan"), float("inf"), "high", True],
+    "context": [-1, 1.5, "4"],
+    "noise_quantile": [1.0, -0.1],
+    "folds": [1, 0, 2.5],
+    "inner": ["sal", "valued", None],
+    "drop": [1.0, -0.1, "half"],
+    "probes_per_set": [0, 1.5],
+    "estimator": ["mean", None],
+    "cache": ["yes", 1, None],
 }
 PARAMETERS = [(method, name) for method in METHODS for name in parameters(SELECTORS[method])]
 
