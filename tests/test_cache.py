@@ -142,6 +142,7 @@ def _select(tmp_path, name):
                             env={**os.environ, "FEWSHOT_CACHE_DIR": str(tmp_path / "shared-cache")})
 
 
+@pytest.mark.slow  # CLI processes that load the bundled model
 def test_two_cli_runs_started_together_share_a_new_cache(tmp_path):
     lines = (EXAMPLES / "pool.jsonl").read_text(encoding="utf-8").splitlines(keepends=True)[:150]
     (tmp_path / "pool.jsonl").write_text("".join(lines), encoding="utf-8")
@@ -152,6 +153,7 @@ def test_two_cli_runs_started_together_share_a_new_cache(tmp_path):
     assert len(SqliteStore(tmp_path / "shared-cache" / "embeddings.sqlite", "embeddings")) >= 150
 
 
+@pytest.mark.slow  # CLI processes that load the bundled model
 def test_cli_run_goes_on_past_a_damaged_cache(tmp_path):
     lines = (EXAMPLES / "pool.jsonl").read_text(encoding="utf-8").splitlines(keepends=True)[:20]
     (tmp_path / "pool.jsonl").write_text("".join(lines), encoding="utf-8")

@@ -19,6 +19,9 @@ from tests.conftest import EXAMPLES, ROOT
 SOURCES = ["pyproject.toml", "README.md", "fewshot", "prompts", "evals"]
 
 
+pytestmark = pytest.mark.slow  # builds and installs the wheel
+
+
 @pytest.fixture(scope="module")
 def installed(tmp_path_factory):
     """Build the wheel from a copy of the sources (no build/ races with the checkout) and install it
