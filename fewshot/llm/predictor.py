@@ -4,7 +4,7 @@ as label probabilities (classification) or sampled numbers (regression)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal, Sequence
+from typing import Hashable, Literal, Sequence
 
 import numpy as np
 
@@ -95,19 +95,22 @@ class LLMPredictor:
         self._priors[key] = np.array(rows) if rows else np.full((1, len(self.labels)), 1.0 / len(self.labels))
         return self._priors[key]
 
-    def _calibrated(self, predictions: list[LabelPrediction],
-                    content_free: np.ndarray | None = None) -> list[LabelPrediction]:
+    def _calibrated(self, predictions: list[LabelPrediction], content_free: np.ndarray | None = None,
+                    groups: Sequence[Hashable] | None = None) -> list[LabelPrediction]:
         probs = np.array([[p.probs[y] for y in self.labels] for p in predictions])
         scored = np.array([not p.unscored for p in predictions])
-        q = calibrate(probs, self.calibration, content_free=content_free, scored=scored)
+        q = calibrate(probs, self.calibration, content_free=content_free, scored=scored, groups=groups)
         return [LabelPrediction(probs=dict(zip(self.labels, row.tolist())),
                                 label=None if p.unscored else self.labels[int(np.argmax(row))],
                                 missing=p.missing, reached=p.reached) for p, row in zip(predictions, q)]
 
     def predict_many(self, jobs: Sequence[tuple[Sequence[Example], str]]) -> list[Prediction]:
+        """Answers to (demos, text) jobs; with ``calibration="batch"`` each answer is calibrated over
+        the jobs that share its demo set (:func:`fewshot.calibration.batch_calibrate`)."""
         answers = self.client.map(lambda job: self.predict(*job), jobs)
         if self.calibration != "batch" or self.task != "classification":
             return answers
+        return self._calibrated(answers, groups=[_demo_key(demos) for demos, _ in jobs])
         groups: dict[tuple, list[int]] = {}
         for i, (demos, _) in enumerate(jobs):
             groups.setdefault(_demo_key(demos), []).append(i)

@@ -239,6 +239,20 @@ def test_predictor_batch_calibration(serve, tmp_path):
     assert [p.label for p in raw] == ["positive", "positive"]
 
 
+def test_batch_calibration_keeps_an_answer_whose_demo_set_has_no_other_scored_prompt(serve, tmp_path):
+    """A demo set asked twice, once unscored: its one scored answer is its own mean, so calibrating
+    it over that group erased it to uniform (0.5/0.5) before; now it is kept as answered."""
+    def answer(body):
+        if "odd" in body["prompt"]:
+            return completion({" hello": -0.1})  # no label reachable: unscored
+        return completion({" positive": math.log(0.9), " negative": math.log(0.1)})
+    c = client(serve((200, answer, 0)), tmp_path)
+    predictor = LLMPredictor(c, Template("", "{text}: {label}", "{text}:"), ["negative", "positive"], calibration="batch")
+    demos = [Example("1", "good", "positive")]
+    kept, unscored = predictor.predict_many([(demos, "great"), (demos, "odd")])
+    assert unscored.unscored and kept.label == "positive" and kept.probs["positive"] == pytest.approx(0.9)
+
+
 def test_predictor_contextual_calibration(serve, tmp_path):
     """Content-free inputs give p(positive) = .8, .6, .7 (prior .7/.3); a .6/.4 answer becomes negative."""
     cf = {"N/A:": 0.8, ":": 0.6, "[MASK]:": 0.7}
