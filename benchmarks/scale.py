@@ -4,6 +4,8 @@
     python benchmarks/scale.py --sizes 20000 --queries 500 --real 3000 --out small.md  # a quick check
     python benchmarks/scale.py --sizes 20000 --queries 500 --ray                       # + Ray's overhead
     python benchmarks/scale.py --embed 2000 --sizes                                    # embedding rates only
+    python benchmarks/scale.py --sizes 1000000 --queries 10000 --methods knn go --engines ivf   # the issue's goal
+    python benchmarks/scale.py --sizes --ten-million --queries 10000                   # 10M float16 (7.7 GB)
 
 Data. Real vectors: ``--real`` AG News texts (StaICC, the eval extra; a seeded sample) embedded
 once with the bundled all-MiniLM-L6-v2 and cached in ``~/.cache/fewshot/bench/``; the last
@@ -21,19 +23,33 @@ Columns: build s (the index), select s, peak RSS (the process's VmHWM from /proc
 reset before each row through /proc/self/clear_refs; it includes the memory-mapped pool pages the
 row touched), shortlist recall (against exact search, by |cosine| for GO, on ``--recall-sample``
 queries), pick recall against today's picks (all queries), and speed against today's select s.
+
+CLI rows (``--cli-methods``, default kNN and GO): the whole command ``fewshot select --store POOL
+--query-store QUERIES --index ivf --method M --per-query --k 8`` in a child process, as a user
+runs it: loading, the index build and the selection in one wall time (command s), its build s
+and select s from its meta.json, and the child's own peak RSS (``os.wait4``).
+
+``--ten-million``: a SYNTHETIC 10M x 384 float16 store grown the same way (about 7.7 GB on disk,
+written chunk by chunk; about twice that while its chunks are assembled), then two commands:
+``fewshot index build --kind ivf --encoding sq8`` (IVF over 8-bit vectors: 3.9 GB in memory) and
+``fewshot select --index IXDIR --method knn --per-query --k 8 --verify 100``, each with its wall
+time and peak RSS (the memory-mapped pool pages it touched count in RSS).
 """
 
 from __future__ import annotations
 
 import argparse
 import hashlib
+import json
 import multiprocessing
 import os
 import platform
 import shutil
+import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -128,10 +144,44 @@ class Grower:
         return out + (self.noise / np.sqrt(d)) * rng.standard_normal(out.shape, dtype=np.float32)
 
 
-def synthetic_store(seeds: np.ndarray, n: int, noise: float, seed: int):
+def synthetic_store(seeds: np.ndarray, n: int, noise: float, seed: int, dtype: str = "float32"):
     grower = Grower(seeds, noise, seed)
-    folder = BENCH / f"pool-{n}-{hashlib.sha256(grower.model_id.encode()).hexdigest()[:12]}"
-    return embed_to_store([str(i) for i in range(n)], folder, grower, chunk=1 << 16, progress=sys.stderr.isatty())
+    suffix = "" if dtype == "float32" else f"-{dtype}"
+    folder = BENCH / f"pool-{n}-{hashlib.sha256(grower.model_id.encode()).hexdigest()[:12]}{suffix}"
+    return embed_to_store(RowNumbers(n), folder, grower, chunk=1 << 16, dtype=dtype, progress=sys.stderr.isatty())
+
+
+class RowNumbers(Sequence):
+    """The "texts" "0" .. "n-1", made as they are read (a list of 10M strings is a GB)."""
+
+    def __init__(self, n: int) -> None:
+        self.n = n
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __getitem__(self, i):
+        if not 0 <= i < self.n:
+            raise IndexError(i)
+        return str(i)
+
+
+class Rows:
+    """'Embeds' query numbers as the rows of a fixed table, under the pool's model id (a query
+    store must name the pool store's model)."""
+
+    def __init__(self, table: np.ndarray, model_id: str) -> None:
+        self.table, self.model_id = table, model_id
+
+    def embed(self, texts):
+        return self.table[[int(t) for t in texts]]
+
+
+def query_store(queries: np.ndarray, pool_store):
+    """The queries as a vector store beside the pool's (ids "0" .. "m-1")."""
+    key = hashlib.sha256(queries.tobytes() + pool_store.model_id.encode()).hexdigest()[:12]
+    return embed_to_store([str(i) for i in range(len(queries))], BENCH / f"queries-{len(queries)}-{key}",
+                          Rows(queries, pool_store.model_id), chunk=1 << 16, progress=False)
 
 
 def make_queries(held: np.ndarray, m: int, noise: float, seed: int) -> tuple[np.ndarray, int]:
@@ -190,9 +240,98 @@ def run_size(n: int, args, seeds: np.ndarray, queries: np.ndarray, with_ray: boo
                          "picks": overlap(picks(out), want), "ratio": today_s / seconds})
             print(rows[-1], file=sys.stderr)
         del index
+    if args.cli_methods:
+        rows.extend(cli_rows(store, queries, args, today))
     if with_ray:
         rows.extend(ray_rows(store, queries, args, today))
     return rows
+
+
+# The child reports its own peak: VmHWM of its memory after exec. (os.wait4's ru_maxrss would include
+# this process's, which the forked child held until exec.)
+LAUNCH = """
+import atexit, os, runpy, sys
+def report():
+    with open("/proc/self/status") as status, open(os.environ["FEWSHOT_BENCH_PEAK"], "w") as out:
+        out.write(next(line.split()[1] for line in status if line.startswith("VmHWM:")))
+atexit.register(report)
+sys.argv = ["fewshot", *sys.argv[1:]]
+runpy.run_module("fewshot", run_name="__main__")
+"""
+
+
+def command(args: list[str]) -> tuple[float, float]:
+    """Run ``fewshot ARGS`` in a child process: (wall seconds, the child's peak RSS in MB)."""
+    peak_file = Path(tempfile.mkdtemp()) / "peak"
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "FEWSHOT_BENCH_PEAK": str(peak_file)}
+    start = time.perf_counter()
+    run = subprocess.run([sys.executable, "-c", LAUNCH, *args], env=env, stdout=subprocess.DEVNULL,
+                         stderr=subprocess.PIPE, text=True)
+    seconds = time.perf_counter() - start
+    if run.returncode != 0:
+        raise SystemExit(f"fewshot {' '.join(args)} failed:\n{run.stderr[-2000:]}")
+    peak = int(peak_file.read_text()) / 1024
+    shutil.rmtree(peak_file.parent, ignore_errors=True)
+    return seconds, peak
+
+
+def selected(path: Path, m: int, k: int) -> np.ndarray:
+    """(m, k) pool indices in pick order from a per-query output file (query ids "0" .. "m-1")."""
+    out = np.full((m, k), -1)
+    with open(path, encoding="utf-8") as handle:
+        for line in handle:
+            r = json.loads(line)
+            out[int(r["query_id"]), r["rank"] - 1] = r["pool_index"]
+    return out
+
+
+def cli_rows(store, queries, args, today) -> list[dict]:
+    """The whole `fewshot select --store ... --index ivf --per-query` command, per method."""
+    qstore = query_store(queries, store)
+    rows = []
+    folder = Path(tempfile.mkdtemp())
+    extra = ["--nprobe", str(args.cli_nprobe)] if args.cli_nprobe else []
+    for method in args.cli_methods:
+        out = folder / f"{method}.jsonl"
+        seconds, peak = command(["select", "--store", str(store.folder), "--query-store", str(qstore.folder),
+                                 "--index", "ivf", *extra, "--method", method, "--per-query", "--k", str(args.k),
+                                 "--out", str(out)])
+        meta = json.loads(Path(f"{out}.meta.json").read_text())
+        want, today_s = today.get(method, (None, float("nan")))
+        got = selected(out, len(queries), args.k)
+        label = f"CLI ivf{f' nprobe {args.cli_nprobe}' if args.cli_nprobe else ''}"
+        rows.append({"n": store.n, "method": method, "engine": label, "build": meta["candidates"]["build_s"],
+                     "select": meta["selection_seconds"], "command": seconds, "peak": peak,
+                     "shortlist": float("nan"), "picks": float("nan") if want is None else overlap(got, want),
+                     "ratio": today_s / meta["selection_seconds"]})
+        print(rows[-1], file=sys.stderr)
+    shutil.rmtree(folder, ignore_errors=True)
+    return rows
+
+
+def ten_million(args, seeds: np.ndarray, queries: np.ndarray) -> str:
+    """10M float16 store, IVF over 8-bit vectors, per-query kNN: two commands, timed, peak RSS."""
+    n = 10_000_000
+    store, seconds, _ = timed(lambda: synthetic_store(seeds, n, args.noise, args.seed, dtype="float16"))
+    print(f"n={n:,} float16: store ready in {seconds:.0f} s ({store.folder})", file=sys.stderr)
+    qstore = query_store(queries, store)
+    folder = Path(tempfile.mkdtemp())
+    build_s, build_peak = command(["index", "build", "--store", str(store.folder), "--kind", "ivf", "--encoding",
+                                   args.ten_million_encoding, "--out", str(folder / "ivf")])
+    out = folder / "knn.jsonl"
+    select_s, select_peak = command(["select", "--store", str(store.folder), "--query-store", str(qstore.folder),
+                                     "--index", str(folder / "ivf"), "--method", "knn", "--per-query", "--k",
+                                     str(args.k), "--verify", str(args.recall_sample), "--out", str(out)])
+    meta = json.loads(Path(f"{out}.meta.json").read_text())
+    shutil.rmtree(folder, ignore_errors=True)
+    size_gb = store.vectors.nbytes / 1e9
+    return "\n".join([
+        f"10M float16 store ({size_gb:.1f} GB of vectors, SYNTHETIC as above), {len(queries):,} queries, k = {args.k}:",
+        "", "| command | wall s | peak RSS MB | notes |", "|---|---|---|---|",
+        f"| fewshot index build --kind ivf --encoding {args.ten_million_encoding} | {build_s:.0f} | {build_peak:,.0f} | |",
+        f"| fewshot select --index IXDIR --method knn --per-query --verify {args.recall_sample} | {select_s:.0f} | "
+        f"{select_peak:,.0f} | select {meta['selection_seconds']:.0f} s; pick recall {meta['verify']['pick_recall']}, "
+        f"shortlist recall {meta['verify']['shortlist_recall']} on {meta['verify']['queries']} queries |"])
 
 
 def ray_rows(store, queries, args, today) -> list[dict]:
@@ -222,13 +361,15 @@ def ray_rows(store, queries, args, today) -> list[dict]:
 
 
 def table(rows: list[dict]) -> str:
-    head = "| n | method | candidates | build s | select s | peak RSS MB | shortlist recall | pick recall | x today |"
-    lines = [head, "|" + "---|" * 9]
+    head = ("| n | method | candidates | build s | select s | command s | peak RSS MB | shortlist recall | pick recall "
+            "| x today |")
+    lines = [head, "|" + "---|" * 10]
     for r in rows:
         def f(x, spec):
-            return "" if x != x else format(x, spec)  # NaN: not measured
+            return "" if x is None or x != x else format(x, spec)  # NaN or None: not measured
         lines.append(f"| {r['n']:,} | {r['method']} | {r['engine']} | {f(r['build'], '.1f')} | {f(r['select'], '.1f')} | "
-                     f"{r['peak']:,.0f} | {f(r['shortlist'], '.3f')} | {f(r['picks'], '.3f')} | {f(r['ratio'], '.1f')} |")
+                     f"{f(r.get('command'), '.1f')} | {r['peak']:,.0f} | {f(r['shortlist'], '.3f')} | "
+                     f"{f(r['picks'], '.3f')} | {f(r['ratio'], '.1f')} |")
     return "\n".join(lines)
 
 
@@ -280,6 +421,14 @@ def main() -> None:
     parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
     parser.add_argument("--engines", nargs="+", default=list(ENGINES), choices=ENGINES)
     parser.add_argument("--ray", action="store_true", help="also the Ray engine on the smallest size")
+    parser.add_argument("--cli-methods", nargs="*", default=["knn", "go"], choices=METHODS,
+                        help="methods of the whole-command rows (none: no such rows)")
+    parser.add_argument("--cli-nprobe", type=int, help="the CLI rows' --nprobe (default: the index's)")
+    parser.add_argument("--ten-million", action="store_true",
+                        help="also a 10M float16 store (7.7 GB on disk, twice that while written): index build and "
+                             "per-query kNN as commands, with their peak RSS")
+    parser.add_argument("--ten-million-encoding", default="sq8", choices=["flat", "fp16", "sq8"],
+                        help="how the 10M IVF index stores vectors (flat: 15 GB in memory)")
     parser.add_argument("--embed", type=int, default=0, help="also time embedding on this many texts")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path)
@@ -288,10 +437,11 @@ def main() -> None:
     parts = [f"# Large pools, {time.strftime('%Y-%m-%d %H:%M')}",
              f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, load average "
              f"{os.getloadavg()[0]:.1f} at start; k = {args.k}, shortlist {args.shortlist}."]
-    if args.sizes:
+    if args.sizes or args.ten_million:
         real = real_vectors(args.real, args.seed)
         seeds, held = real[:-args.held], real[-args.held:]
         queries, n_real = make_queries(held, args.queries, args.noise, args.seed)
+    if args.sizes:
         smallest = synthetic_store(seeds, min(args.sizes), args.noise, args.seed)
         parts.append(f"Pool: SYNTHETIC, grown from {len(seeds):,} real AG News embeddings (+ Gaussian noise of norm "
                      f"{args.noise}, renormalised). Mean nearest-neighbour cosine {nn_cosine(smallest.vectors):.2f} "
@@ -305,7 +455,11 @@ def main() -> None:
             rows.extend(run_size(n, args, seeds, queries, with_ray=args.ray and n == smallest.n))
         parts.append(table(rows))
         parts.append("Peak RSS: VmHWM of this process, reset before each row (/proc/self/clear_refs); index rows "
-                     "count the index build too. `today`'s build s is loading the pool into memory.")
+                     "count the index build too. `today`'s build s is loading the pool into memory. CLI rows: the "
+                     "whole command in a child process (command s: its wall time, loading and index build included; "
+                     "peak RSS: the child's own); x today compares its select s.")
+    if args.ten_million:
+        parts.append(ten_million(args, seeds, queries))
     if args.embed:
         parts.append(embedding_rates(args.embed, args.seed))
     report = "\n\n".join(parts) + "\n"

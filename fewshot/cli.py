@@ -19,14 +19,14 @@ import typer
 
 from . import selection as registry
 from .data import Example, check_writable_dir, check_writable_file, load_examples, write_outputs
-from .embedding import load_embeddings
 from .errors import FewshotError, InputError, Interrupted
 from .llm.client import DEFAULT_TIMEOUT, check_wait
 from .llm.context import check_fits
 from .llm.server import MODELS, STOP_SIGNALS, LocalServer, llm_endpoint
 from .oracle import journal_path
-from .pipeline import (Request, SelectionRun, check_lengths, demo_records, make_embedder, open_model, run_meta,
-                       select_examples)
+from .index import IndexChoice
+from .pipeline import (Inputs, Request, SelectionRun, check_index_use, check_lengths, demo_records, has_texts,
+                       make_embedder, open_model, run_meta, select_examples)
 from .prompts import Template, load_template, prompt_order
 
 TIMEOUT_HELP = "Seconds one LLM request may wait for an answer (each try)."
@@ -122,8 +122,8 @@ def _listed(text: str | None) -> list[str]:
 @app.command()
 @handles_errors
 def select(
-    pool: Path = typer.Option(..., help="Candidate examples (.jsonl or .csv); labels optional."),
-    queries: Path = typer.Option(..., help="The inputs the prompt must answer (.jsonl or .csv); text only."),
+    pool: Optional[Path] = typer.Option(None, help="Candidate examples (.jsonl or .csv); labels optional. With --store: the file the store was embedded from (for texts and labels; without it, records carry the store's ids only)."),
+    queries: Optional[Path] = typer.Option(None, help="The inputs the prompt must answer (.jsonl or .csv); text only."),
     method: str = typer.Option("go", help="Selector name; see `fewshot methods`."),
     k: int = typer.Option(8, help="Demos per prompt (for a shared set, also the number of labels needed; see --label-budget)."),
     out: Optional[Path] = typer.Option(None, help="Write chosen demos as JSONL here (else stdout); metadata goes to OUT.meta.json."),
@@ -156,6 +156,18 @@ def select(
     labels_file: Optional[Path] = typer.Option(None, help="SAL oracle: JSONL of {id, label} for pool examples SAL asks about. Labels typed at the prompt are kept in OUT.labels.jsonl (without --out: in the cache folder), and a re-run asks only the rest."),
     label_budget: Optional[int] = typer.Option(None, help="Annotate then retrieve: --method picks this many examples to label (B), then --retriever picks k of them for each prompt (per query by default)."),
     retriever: str = typer.Option("knn", help="With --label-budget: the method that picks k demos from the labeled ones (knn, go, mmr, ...)."),
+    store: Optional[Path] = typer.Option(None, help="The pool's vectors: a vector store written by `fewshot embed` (memory-mapped)."),
+    query_store: Optional[Path] = typer.Option(None, help="The queries' vectors: a vector store (same model as --store)."),
+    index: Optional[str] = typer.Option(None, help="Candidates from an index: exact, flat, ivf, hnsw (built now), or the folder of one from `fewshot index build`. Serves per-query selection, and the shared sets of GO (its candidates; -p candidate_pool=N, -p query_sample=M) and vote-k (its neighbour graph)."),
+    nlist: Optional[int] = typer.Option(None, help="--index ivf: lists (default about sqrt(n))."),
+    nprobe: Optional[int] = typer.Option(None, help="ivf index: lists searched per query (default: 48 per 256 candidates, at least nlist/16)."),
+    ef_search: Optional[int] = typer.Option(None, help="hnsw index: search breadth (default twice the shortlist)."),
+    encoding: Optional[str] = typer.Option(None, help="--index flat/ivf/hnsw built now: flat (float32), fp16 or sq8 vectors in memory."),
+    verify: Optional[int] = typer.Option(None, help="With --index: exact-pick recall on this many sampled queries, in OUT.meta.json ('verify')."),
+    engine: str = typer.Option("local", help="Per-query selection here (local) or on a Ray cluster (ray, needs --store)."),
+    ray_address: Optional[str] = typer.Option(None, help="--engine ray: the cluster's address (default: start a local one)."),
+    actors: int = typer.Option(2, help="--engine ray: actors in the pool."),
+    cpus_per_actor: float = typer.Option(0.5, help="--engine ray: CPUs each actor takes (below 1 on small machines: actors on every CPU hang Ray Data)."),
 ) -> None:
     """Choose k demonstrations from a pool for a set of queries."""
     request = Request(method=method, k=k, per_query=per_query, seed=seed, max_tokens=max_tokens,
@@ -164,42 +176,73 @@ def select(
     request.check()  # bad numbers, methods and parameters cost nothing
     check_wait(timeout, deadline)
     demo_template = _template(render, template)
+    inputs = Inputs(pool, queries, store, query_store, embeddings, query_embeddings, text_field=text_field,
+                    label_field=label_field, id_field=id_field)
+    settings = {"nlist": nlist, "nprobe": nprobe, "ef_search": ef_search, "encoding": encoding}
+    choice = IndexChoice(index, settings) if index else None
+    if choice is None and any(value is not None for value in settings.values()):
+        raise InputError("--nlist, --nprobe, --ef-search and --encoding set an index: give --index", field="--index")
+    check_index_use(request, choice, verify, engine)
+    runner = _engine(engine, store, query_store, ray_address, actors, cpus_per_actor)
     if out is not None:
         check_writable_file(out, field="--out")
     if cache_dir is not None and not no_cache:
         check_writable_dir(cache_dir, field="--cache-dir")
-    pool_examples = load_examples(pool, text_field=text_field, label_field=label_field, id_field=id_field)
-    query_examples = load_examples(queries, text_field=text_field, label_field=None)
-    request.fits(len(pool_examples), path=str(pool))
-    if render and method != "sal" and not labels and all(e.label is None for e in pool_examples):
+    inputs.check(request)  # stores open and fit each other, before any file is read
+    if choice is not None:
+        choice.check(n=inputs.n, d=inputs.d, source=inputs.source)
+    pool_examples, query_examples = inputs.examples()
+    request.fits(len(pool_examples), path=str(pool or store))
+    if render and method != "sal" and not labels and (not has_texts(pool_examples)
+                                                       or all(e.label is None for e in pool_examples)):
         raise InputError("--render needs labels for the demos, and the pool has none: label the chosen "
                          "examples first (run without --render), or use --method sal with --labels-file",
                          field="--render")
-    pool_vectors = load_embeddings(embeddings, len(pool_examples), what="pool") if embeddings else None
-    query_vectors = load_embeddings(query_embeddings, len(query_examples), what="queries") if query_embeddings else None
+    pool_vectors, query_vectors = inputs.vectors(pool_examples, query_examples)
+    if choice is not None:
+        choice.check(n=len(pool_examples), d=pool_vectors.shape[1] if pool_vectors is not None else None)
     embedder = None
     if pool_vectors is None or query_vectors is None:
         embedder = make_embedder(embedding_model, cache=not no_cache, cache_dir=cache_dir)
+        inputs.check_embedder(embedder)
     run = select_examples(pool_examples, query_examples, request, template=demo_template, embedder=embedder,
                           pool_vectors=pool_vectors, query_vectors=query_vectors, llm=base_url,
                           endpoint={"model": model, "api_key": api_key, "api": api, "local_model": local_model,
                                     "cache_dir": cache_dir, "timeout": timeout, "deadline": deadline},
                           labels=_listed(labels), labels_file=labels_file,
-                          journal=journal_path(pool_examples, out=out, cache_dir=cache_dir), calibration=calibration,
-                          label_field=label_field)
+                          journal=journal_path(pool_examples, out=out, cache_dir=cache_dir)
+                          if has_texts(pool_examples) else None, calibration=calibration,
+                          label_field=label_field, index=choice, source=inputs.source, verify=verify, engine=runner)
     records = demo_records(run, pool_examples, query_examples)
-    meta = run_meta(run, request, pool_examples, query_examples, embedder=embedder, template=demo_template)
+    meta = run_meta(run, request, pool_examples, query_examples, embedder=embedder, template=demo_template,
+                    embedding_model=inputs.model_id)
     if out:
         write_outputs(out, records, meta)
     elif not render:
-        for record in records:
-            print(json.dumps(record, ensure_ascii=False, sort_keys=True))
-    known = run.label_set or _listed(labels) or sorted({e.label for e in pool_examples if e.label is not None}
-                                                       | {r["label"] for r in records if r["label"]})
+        with _stdout():
+            for record in records:
+                print(json.dumps(record, ensure_ascii=False, sort_keys=True))
+    pool_labels = {e.label for e in pool_examples if e.label is not None} if has_texts(pool_examples) else set()
+    known = run.label_set or _listed(labels) or sorted(pool_labels | {r["label"] for r in records if r["label"]})
     if render:
-        _print_prompts(records, run, query_examples, demo_template, known)
+        with _stdout():
+            _print_prompts(records, run, query_examples, demo_template, known)
     _show_summary(records, run, query_examples, demo_template, known, show_prompt=not render)
     _report(run, meta, len(pool_examples), out)
+
+
+def _engine(engine: str, store: Path | None, query_store: Path | None, address: str | None, actors: int,
+            cpus_per_actor: float) -> Any:
+    """The per-query runner for ``--engine`` (None: local), checked before any work."""
+    if engine != "ray":
+        return None
+    if store is None:
+        raise InputError("--engine ray needs --store (each actor memory-maps it)", field="--engine")
+    from .distributed import RayEngine
+
+    runner = RayEngine(store, query_store, address=address, num_actors=actors, num_cpus_per_actor=cpus_per_actor)
+    runner.check()
+    return runner
 
 
 @app.command()
@@ -271,6 +314,17 @@ def value(
         _say(f"reliability (split-half rank correlation of the values): {reliability:.2f}{low}")
 
 
+@contextlib.contextmanager
+def _stdout() -> Iterator[None]:
+    """Data written to stdout: a full device or a closed pipe is a clear error, not an internal one."""
+    try:
+        yield
+        sys.stdout.flush()
+    except OSError as err:
+        raise InputError(f"cannot write the selection to standard output ({err.strerror or err}); "
+                         "give --out FILE", field="stdout") from None
+
+
 def _template(render: str | None, template: str | None) -> Template:
     """One template renders the printed prompts, SAL's prompts and the token costs: a budget on a
     format other than the one printed would bound nothing that is shown."""
@@ -335,14 +389,80 @@ def _show_summary(records, run: SelectionRun, queries: list[Example], template, 
         table.add_column(column, no_wrap=True)
     table.add_column("text", no_wrap=True)
     for r in sorted((r for r in records if r.get("query_id") == query_id), key=lambda r: r["rank"]):
-        table.add_row(str(r["rank"]), str(r["id"]), r["label"] if r["label"] is not None else "[bold]to label[/]",
-                      f"{r['score']:.4g}", _shorten(r["text"], 44))
+        unknown = "" if r["needs_label"] is None else "[bold]to label[/]"  # None: a store's ids, labels not known
+        table.add_row(str(r["rank"]), str(r["id"]), r["label"] if r["label"] is not None else unknown,
+                      f"{r['score']:.4g}", _shorten(r["text"] or "", 44))
     console = Console(stderr=True, width=None if sys.stderr.isatty() else 120)
     console.print(table)
     demos = _demos_for(records, query_id)
     if show_prompt and labels and all(d.label is not None for d in demos):
         console.print(f"[dim]prompt for query {queries[0].id} (--render TEMPLATE prints every prompt):[/]")
         console.print(template.render(demos, queries[0].text, labels), markup=False, highlight=False)
+
+
+@app.command()
+@handles_errors
+def embed(
+    input_file: Path = typer.Argument(..., metavar="INPUT", help="Texts to embed (.jsonl or .csv)."),
+    out: Path = typer.Option(..., help="The vector store folder to write (or to resume: the same command again finishes it)."),
+    text_field: str = typer.Option("text", help="Field holding the text."),
+    id_field: Optional[str] = typer.Option(None, help="Field holding a unique id (default: the 'id' field when the file has one, else the line number); `select --pool` must use the same."),
+    embedding_model: Optional[str] = typer.Option(None, help="Local sentence-transformers folder, or openai:NAME (default: bundled all-MiniLM-L6-v2)."),
+    chunk: int = typer.Option(8192, help="Texts per committed chunk (a killed run loses at most one chunk)."),
+    dtype: str = typer.Option("float32", help="Stored vectors: float32, or float16 (half the size)."),
+    engine: str = typer.Option("local", help="Embed here (local) or on a Ray cluster (ray)."),
+    ray_address: Optional[str] = typer.Option(None, help="--engine ray: the cluster's address (default: start a local one)."),
+    actors: int = typer.Option(2, help="--engine ray: embedding actors (each loads the model once)."),
+    cpus_per_actor: float = typer.Option(0.5, help="--engine ray: CPUs each actor takes."),
+) -> None:
+    """Embed a file of texts into a vector store (chunked, resumable, with a progress bar and ETA)."""
+    from .store import check_store_folder, embed_examples
+
+    if engine not in ("local", "ray"):
+        raise InputError(f"unknown engine {engine!r}: use local or ray", field="--engine")
+    ray_options = None
+    if engine == "ray":
+        from .distributed import RayEngine
+
+        RayEngine(out, num_actors=actors, num_cpus_per_actor=cpus_per_actor).check()
+        ray_options = {"address": ray_address, "num_actors": actors, "num_cpus_per_actor": cpus_per_actor}
+    embedder = make_embedder(embedding_model, cache=False)  # the store is the cache; the model loads on first use
+    check_store_folder(out, embedder, chunk=chunk, dtype=dtype)
+    examples = load_examples(input_file, text_field=text_field, label_field=None, id_field=id_field)
+    store = embed_examples(examples, out, embedder, chunk=chunk, dtype=dtype, ray=ray_options)
+    _say(f"store {out}: {store.n} x {store.d} {store.manifest['dtype']}, model {store.model_id}; "
+         f"{store.computed} embedded now, {store.n - store.computed} kept from before")
+
+
+index_app = typer.Typer(help="Candidate indexes over a vector store.", no_args_is_help=True)
+app.add_typer(index_app, name="index")
+
+
+@index_app.command("build")
+@handles_errors
+def index_build(
+    store: Path = typer.Option(..., help="The vector store to index (from `fewshot embed`)."),
+    kind: str = typer.Option("ivf", help="exact, flat (faiss, exact), ivf or hnsw (faiss, approximate)."),
+    out: Path = typer.Option(..., help="The index folder to write."),
+    nlist: Optional[int] = typer.Option(None, help="ivf: lists (default about sqrt(n))."),
+    nprobe: Optional[int] = typer.Option(None, help="ivf: lists searched per query (default: 48 per 256 candidates, at least nlist/16)."),
+    ef_search: Optional[int] = typer.Option(None, help="hnsw: search breadth (default twice the shortlist)."),
+    seed: Optional[int] = typer.Option(None, help="ivf: seed of the training sample and k-means (default 0)."),
+    encoding: Optional[str] = typer.Option(None, help="faiss kinds: how vectors are kept in memory: flat (float32, default), fp16 (half) or sq8 (a quarter; recall slightly lower)."),
+) -> None:
+    """Build a candidate index over a vector store, for `fewshot select --store DIR --index FOLDER`."""
+    from .store import open_store
+
+    choice = IndexChoice(kind, {"nlist": nlist, "nprobe": nprobe, "ef_search": ef_search, "seed": seed,
+                                "encoding": encoding})
+    if choice.kind is None:
+        raise InputError(f"unknown index kind {kind!r} (known: exact, flat, ivf, hnsw)", field="--kind")
+    opened = open_store(store, field="--store")
+    choice.check(n=opened.n, d=opened.d)
+    check_writable_dir(out, field="--out")
+    index, described = choice.open(opened.vectors, opened.checksum)
+    index.save(out)
+    _say(f"{kind} index over {opened.n} x {opened.d} vectors built in {described['build_s']:.1f} s -> {out}")
 
 
 @app.command()

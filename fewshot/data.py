@@ -294,11 +294,16 @@ def _make_folder(folder: Path, field: str | None) -> None:
 
 
 def _probe(folder: Path, shown: Path, field: str | None) -> None:
-    """Create and remove a file in ``folder``: the one sure test (as root, permission bits say nothing)."""
+    """Create, fill with 64 KiB and remove a file in ``folder``: the one sure test (as root, permission
+    bits say nothing; a full disk still lets a file be created, not written)."""
     try:
         fd, temp = _create_temp(folder / ".fewshot-write-test")
-        os.close(fd)
-        os.unlink(temp)
+        try:
+            os.write(fd, bytes(1 << 16))
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+            os.unlink(temp)
     except OSError as err:
         raise InputError(f"cannot write in {folder} ({err.strerror})", path=str(shown), field=field) from None
 

@@ -7,9 +7,8 @@ Ray actors and gives the same results:
   actor loading the embedder once. The driver commits each chunk as it comes back, in the store
   format of :mod:`fewshot.store` (resumable: committed chunks are not sent again).
 - :func:`select_per_query_ray`: query ranges over an actor pool; each actor memory-maps the store
-  and loads the index once, then runs :func:`fewshot.index.select_per_query_with_index`. Ranges
-  start at multiples of its ``batch``, so every query sees the same sub-problem as on the local
-  path: the picks are the local path's, for any index.
+  and loads the index once, then runs :func:`fewshot.index.select_per_query_with_index`. A query's
+  picks depend only on its own shortlist, so they are the local path's, for any index and any ranges.
 
 What is given up to run distributed:
 
@@ -34,7 +33,9 @@ import logging
 import math
 import os
 import pickle
-from dataclasses import replace
+import shutil
+import tempfile
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 
@@ -158,7 +159,7 @@ class _SelectActor:
     """Memory-maps the store and loads the index once; selects for one query range per call."""
 
     def __init__(self, store_folder: str, index_folder: str | None, selector: Any, k: int, shortlist: int,
-                 batch: int, queries: str | None, problem_fields: dict[str, Any], threads: int) -> None:
+                 queries: str | None, problem_fields: dict[str, Any], threads: int) -> None:
         from .selection import Problem
 
         store = open_store(store_folder)
@@ -167,7 +168,7 @@ class _SelectActor:
         if hasattr(self.index, "threads"):
             self.index.threads = threads  # faiss in an actor: its share of the CPUs, not all of them
         self.queries = None if queries is None else open_store(queries).vectors
-        self.selector, self.k, self.shortlist, self.batch = _make_selector(selector), k, shortlist, batch
+        self.selector, self.k, self.shortlist = _make_selector(selector), k, shortlist
         self.problem = Problem(pool=self.pool, queries=self.pool[:0], **problem_fields)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -175,21 +176,20 @@ class _SelectActor:
         for start, stop, vectors in zip(batch["start"], batch["stop"], batch["vectors"]):
             queries = self.queries[start:stop] if self.queries is not None else pickle.loads(vectors)
             problem = replace(self.problem, queries=np.asarray(queries))
-            picked = select_per_query_with_index(self.selector, problem, self.index, self.k, self.shortlist,
-                                                 batch=self.batch)
+            picked = select_per_query_with_index(self.selector, problem, self.index, self.k, self.shortlist)
             out.append(pickle.dumps([replace(s, query=int(start) + s.query) for s in picked], protocol=5))
         return {"start": batch["start"], "selections": np.array(out, dtype=object)}
 
 
 def select_per_query_ray(selector: Any, store_folder: str | Path, index_folder: str | Path | None,
-                         queries: np.ndarray | str | Path, k: int, *, shortlist: int = 256, batch: int = 32,
+                         queries: np.ndarray | str | Path, k: int, *, shortlist: int = 256,
                          rows_per_task: int | None = None, address: str | None = None, num_actors: int = 2,
                          num_cpus_per_actor: float = 0.5, num_cpus: int | None = None,
                          labels: Sequence[str | None] | None = None, token_costs: np.ndarray | None = None,
                          max_tokens: int | None = None) -> list:
     """Per-query selection on a Ray actor pool: the same picks as
     ``select_per_query_with_index(selector, Problem(store.vectors, queries, ...), index, k,
-    shortlist, batch=batch)`` on one machine.
+    shortlist)`` on one machine.
 
     ``selector``: a selector, a function making one, or ``{"method": name, **params}``.
     ``index_folder``: a saved index (:func:`fewshot.index.load_index`), None for exact search.
@@ -210,14 +210,12 @@ def select_per_query_ray(selector: Any, store_folder: str | Path, index_folder: 
     fields = {"labels": labels, "token_costs": token_costs, "max_tokens": max_tokens}
     if chosen.query_independent:  # one set for every query: computed once, on the driver
         return chosen.select_per_query(Problem(pool=store.vectors, queries=np.asarray(vectors), **fields), k)
-    # ranges start at multiples of batch, so each query meets the same sub-problem as on the local path
-    rows = rows_per_task or min(4096, math.ceil(len(vectors) / (4 * num_actors)))
-    step = max(batch, math.ceil(rows / batch) * batch)
+    step = max(1, rows_per_task or min(4096, math.ceil(len(vectors) / (4 * num_actors))))
     ranges = [{"start": s, "stop": min(s + step, len(vectors)),
                "vectors": b"" if query_store is not None else pickle.dumps(np.asarray(vectors[s:s + step]))}
               for s in range(0, len(vectors), step)]
     constructor = {"store_folder": str(store_folder), "index_folder": None if index_folder is None else str(index_folder),
-                   "selector": chosen, "k": k, "shortlist": shortlist, "batch": batch,
+                   "selector": chosen, "k": k, "shortlist": shortlist,
                    "queries": None if query_store is None else str(queries), "problem_fields": fields,
                    "threads": max(1, int(num_cpus_per_actor))}
     out: dict[int, list] = {}
@@ -228,3 +226,51 @@ def select_per_query_ray(selector: Any, store_folder: str | Path, index_folder: 
         for row in dataset.iter_rows():
             out[int(row["start"])] = pickle.loads(row["selections"])
     return [selection for start in sorted(out) for selection in out[start]]
+
+
+@dataclass
+class RayEngine:
+    """``--engine ray`` for :func:`fewshot.pipeline.run_selection`: ``engine(selector, problem, k,
+    index)`` runs :func:`select_per_query_ray` on the store at ``store`` (the problem's pool), with
+    the queries of ``query_store`` (only ranges travel) or the problem's own. The index: None or
+    exact, an exact search in each actor; a saved one, loaded by each actor from its folder; one
+    built in this process, saved to a temporary folder for the actors first (removed after)."""
+
+    store: str | Path
+    query_store: str | Path | None = None
+    address: str | None = None
+    num_actors: int = 2
+    num_cpus_per_actor: float = 0.5
+    shortlist: int = 256
+
+    def check(self) -> None:
+        """Ray importable and a sensible pool, before any work."""
+        _ray()
+        if self.num_actors < 1:
+            raise InputError(f"--actors {self.num_actors} must be at least 1", field="--actors")
+        if not self.num_cpus_per_actor > 0:
+            raise InputError(f"--cpus-per-actor {self.num_cpus_per_actor} must be positive", field="--cpus-per-actor")
+
+    def __call__(self, selector: Any, problem: Any, k: int, index: Any = None) -> list:
+        with _index_folder(index) as folder:
+            queries = self.query_store if self.query_store is not None else np.asarray(problem.queries)
+            return select_per_query_ray(selector, self.store, folder, queries, k, shortlist=self.shortlist,
+                                        address=self.address, num_actors=self.num_actors,
+                                        num_cpus_per_actor=self.num_cpus_per_actor, labels=problem.labels,
+                                        token_costs=problem.token_costs, max_tokens=problem.max_tokens)
+
+
+@contextlib.contextmanager
+def _index_folder(index: Any) -> Iterator[Path | None]:
+    """Where the actors load ``index`` from (None: an exact search of their own)."""
+    if index is None or isinstance(index, ExactIndex):
+        yield None
+    elif getattr(index, "folder", None) is not None:
+        yield Path(index.folder)
+    else:
+        folder = Path(tempfile.mkdtemp(prefix="fewshot-index-"))
+        try:
+            index.save(folder)
+            yield folder
+        finally:
+            shutil.rmtree(folder, ignore_errors=True)

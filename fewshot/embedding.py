@@ -171,20 +171,51 @@ class CachedEmbedder:
         return np.stack([np.frombuffer(found[k], dtype=np.float32) for k in keys])
 
 
-def load_embeddings(path: str | Path, expected_rows: int, *, what: str = "pool") -> np.ndarray:
-    """Load precomputed vectors from ``.npy`` and check them against the examples they describe."""
+def load_embeddings(path: str | Path, expected_rows: int | None, *, what: str = "pool",
+                    chunk: int = 1 << 16) -> np.ndarray:
+    """Precomputed vectors from a ``.npy`` file, memory-mapped and checked ``chunk`` rows at a time
+    against the examples they describe (``expected_rows``; None: any number): every value finite.
+
+    Unit rows stored as float32 or float16 are returned as the read-only memory map itself: nothing
+    pool-sized is copied or held in memory. Other rows (not unit length, or another dtype) are
+    normalised into one float32 array, chunk by chunk (that array is the only full-size one).
+
+    >>> import tempfile; path = Path(tempfile.mkdtemp()) / "v.npy"
+    >>> np.save(path, np.array([[3.0, 4.0], [0.0, 2.0]], dtype=np.float32))
+    >>> load_embeddings(path, 2).tolist()
+    [[0.6000000238418579, 0.800000011920929], [0.0, 1.0]]
+    >>> np.save(path, np.array([[0.6, 0.8], [0.0, 1.0]], dtype=np.float32)); type(load_embeddings(path, 2)).__name__
+    'memmap'
+    """
     path = Path(path)
     if not path.is_file():
         raise InputError("embeddings file does not exist", path=str(path))
     try:
-        array = np.load(path, allow_pickle=False)
+        array = np.load(path, mmap_mode="r", allow_pickle=False)
     except (ValueError, OSError) as err:
         raise InputError(f"not a readable .npy array ({err})", path=str(path)) from None
-    if array.ndim != 2 or array.shape[0] != expected_rows:
-        raise InputError(f"shape {array.shape} does not match the {what}: expected ({expected_rows}, d)",
-                         path=str(path))
-    bad = ~np.isfinite(array).all(axis=1)
-    if bad.any():
-        raise InputError(f"row {int(np.argmax(bad))} holds NaN or infinite values ({int(bad.sum())} such rows)",
-                         path=str(path))
-    return normalize(array)
+    if array.ndim != 2 or (expected_rows is not None and array.shape[0] != expected_rows):
+        expected = "(n, d)" if expected_rows is None else f"({expected_rows}, d)"
+        raise InputError(f"shape {array.shape} does not match the {what}: expected {expected}", path=str(path))
+    if array.dtype.kind not in "fiu":
+        raise InputError(f"holds {array.dtype} values, not numbers", path=str(path))
+    # float16 stores about 3 significant digits: its unit rows are unit to about 1e-3
+    unit = array.dtype in (np.float32, np.float16)
+    tolerance = 2e-3 if array.dtype == np.float16 else 1e-5
+    bad, first_bad = 0, None
+    for start in range(0, len(array), chunk):
+        block = np.asarray(array[start:start + chunk], dtype=np.float32)
+        finite = np.isfinite(block).all(axis=1)
+        if not finite.all():
+            first_bad = start + int(np.argmin(finite)) if first_bad is None else first_bad
+            bad += int(np.count_nonzero(~finite))
+        elif unit and bad == 0:
+            unit = bool(np.all(np.abs(np.einsum("ij,ij->i", block, block) - 1) <= 2 * tolerance))
+    if bad:
+        raise InputError(f"row {first_bad} holds NaN or infinite values ({bad} such rows)", path=str(path))
+    if unit:
+        return array
+    out = np.empty(array.shape, dtype=np.float32)
+    for start in range(0, len(array), chunk):
+        out[start:start + chunk] = normalize(array[start:start + chunk])
+    return out

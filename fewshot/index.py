@@ -27,7 +27,8 @@ from __future__ import annotations
 import json
 import math
 import os
-from dataclasses import replace
+import time
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
@@ -252,8 +253,29 @@ class FaissIndex:
         scores, ids = self._ranked(*self.index.search(q, size))
         if not absolute:
             return scores, ids
-        neg_scores, neg_ids = self._ranked(*self.index.search(-q, size))
+        neg_scores, neg_ids = self._opposite(q, size, scores[:, -1])
         return dedupe_top(np.concatenate([scores, neg_scores], 1), np.concatenate([ids, neg_ids], 1), size)
+
+    def _opposite(self, q: np.ndarray, size: int, threshold: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The search for ``-q`` (rows of large negative cosine, for the ranking by |cosine|).
+
+        IVF first searches an eighth of its ``nprobe`` lists; only the queries for which that finds
+        a row whose -cosine reaches their ``size``-th cosine (``threshold``) are searched in full.
+        Sentence embeddings have few large negative cosines, so the second pass is rare and the
+        |cosine| ranking costs little more than the plain one; a row that the cheap pass missed
+        although it would enter is lost, as any row an approximate search misses."""
+        nprobe = self.index.nprobe if self.kind == "ivf" else 0
+        if nprobe < 8:
+            return self._ranked(*self.index.search(-q, size))
+        self.index.nprobe = nprobe // 8
+        try:
+            neg_scores, neg_ids = self._ranked(*self.index.search(-q, size))
+        finally:
+            self.index.nprobe = nprobe
+        redo = np.flatnonzero(neg_scores[:, 0] >= threshold)
+        if len(redo):
+            neg_scores[redo], neg_ids[redo] = self._ranked(*self.index.search(-q[redo], size))
+        return neg_scores, neg_ids
 
     @staticmethod
     def _ranked(scores: np.ndarray, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -313,8 +335,11 @@ def make_index(kind: str, **params: Any) -> CandidateIndex:
 
 
 def build_index(kind: str, store: Any, **params: Any) -> CandidateIndex:
-    """An index over a :class:`fewshot.store.Store`'s vectors that records the store's checksum."""
+    """An index over a :class:`fewshot.store.Store`'s vectors that records the store's checksum
+    (and, as ``build_seconds``, how long the build took)."""
+    start = time.perf_counter()
     index = make_index(kind, **params).build(store.vectors)
+    index.build_seconds = round(time.perf_counter() - start, 3)
     index.source = store.checksum
     return index
 
@@ -331,14 +356,17 @@ def load_index(folder: str | Path, store_or_vectors: Any = None) -> CandidateInd
     if checksum is not None and meta.get("source") not in (None, checksum):
         raise InputError("the index was built from another store (its checksum differs): rebuild it", path=str(folder))
     cls = ExactIndex if meta["kind"] == "exact" else FaissIndex
-    return cls.load(folder, vectors)
+    index = cls.load(folder, vectors)
+    index.folder, index.build_seconds = Path(folder), meta.get("build_seconds")
+    return index
 
 
 def _write_meta(folder: str | Path, index: Any, shape: tuple[int, int]) -> None:
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     meta = {"format_version": FORMAT_VERSION, "kind": index.kind, "params": index.params(),
-            "n": int(shape[0]), "d": int(shape[1]), "source": index.source}
+            "n": int(shape[0]), "d": int(shape[1]), "source": index.source,
+            "build_seconds": getattr(index, "build_seconds", None)}
     tmp = folder / f".{INDEX_JSON}.tmp-{os.getpid()}"
     tmp.write_text(json.dumps(meta, indent=1, sort_keys=True), encoding="utf-8")
     os.replace(tmp, folder / INDEX_JSON)
@@ -371,21 +399,115 @@ def overlap(got: np.ndarray, want: np.ndarray) -> float:
     return float(np.mean(shares)) if shares else 1.0
 
 
+# -- what --index names ----------------------------------------------------------------------------
+
+# Which settings each kind takes (as the CLI spells them): the rest are refused, not ignored.
+SETTINGS = {"exact": (), "flat": ("encoding",), "ivf": ("nlist", "nprobe", "seed", "encoding"),
+            "hnsw": ("ef_search", "encoding")}
+SEARCH_SETTINGS = ("nprobe", "ef_search")  # may be changed on a saved index; the others are built in
+
+
+@dataclass
+class IndexChoice:
+    """What ``--index`` names: a kind to build here (``exact``, ``flat``, ``ivf``, ``hnsw``) or the
+    folder of a saved index (``fewshot index build``), with the settings given beside it.
+    :meth:`check` refuses a bad choice before any work; :meth:`open` builds or loads the index.
+
+    >>> IndexChoice("ivf", {"nlist": 64}).check(n=10_000, d=8)
+    >>> IndexChoice("hnsw", {"nlist": 64}).check(n=10_000, d=8)
+    Traceback (most recent call last):
+    ...
+    fewshot.errors.InputError: field '--nlist': --nlist applies to an ivf index, not hnsw
+    """
+
+    spec: str
+    settings: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.settings = {key: value for key, value in self.settings.items() if value is not None}
+
+    @property
+    def kind(self) -> str | None:
+        """The kind to build, None for a saved index's folder."""
+        return self.spec if self.spec in KINDS else None
+
+    @property
+    def folder(self) -> Path | None:
+        return None if self.kind else Path(self.spec)
+
+    def check(self, n: int | None = None, d: int | None = None, source: str | None = None) -> None:
+        """Refuse, before any work, an unknown kind, a missing or unreadable saved index, one of
+        another shape (``n`` x ``d``, where known) or built from another store (``source``: its
+        checksum), and settings the kind does not take."""
+        if self.kind is None:
+            folder = Path(self.spec)
+            if not folder.is_dir():
+                raise InputError(f"neither an index kind ({', '.join(KINDS)}) nor the folder of a saved index",
+                                 path=str(folder), field="--index")
+            meta = _read_meta(folder)
+            kind = meta["kind"]
+            if (n is not None and meta["n"] != n) or (d is not None and meta["d"] != d):
+                raise InputError(f"the index was built over ({meta['n']}, {meta['d']}) vectors, the pool is "
+                                 f"({n}, {d if d is not None else 'd'})", path=str(folder), field="--index")
+            if source is not None and meta.get("source") not in (None, source):
+                raise InputError("the index was built from another store (its checksum differs): rebuild it",
+                                 path=str(folder), field="--index")
+            built_in = [key for key in self.settings if key not in SEARCH_SETTINGS]
+            if built_in:
+                raise InputError(f"--{built_in[0].replace('_', '-')} is set when an index is built, not on a saved one",
+                                 field=f"--{built_in[0].replace('_', '-')}")
+        else:
+            kind = self.kind
+        if kind != "exact":
+            _faiss()  # faiss missing: said now, not after the pool is read
+        for key, value in self.settings.items():
+            flag = f"--{key.replace('_', '-')}"
+            if key not in SETTINGS[kind]:
+                owners = [k for k, keys in SETTINGS.items() if key in keys]
+                raise InputError(f"{flag} applies to an {' or '.join(owners)} index, not {kind}", field=flag)
+            if key == "encoding":
+                if value not in ENCODINGS:
+                    raise InputError(f"{flag} {value!r} must be one of {', '.join(ENCODINGS)}", field=flag)
+            elif not isinstance(value, int) or value < (0 if key == "seed" else 1):
+                raise InputError(f"{flag} must be {'an integer >= 0' if key == 'seed' else 'a positive integer'}, "
+                                 f"not {value!r}", field=flag)
+        if kind == "ivf" and n is not None and self.settings.get("nlist", 1) > n:
+            raise InputError(f"--nlist {self.settings['nlist']} is more lists than the pool has vectors ({n})",
+                             field="--nlist")
+
+    def open(self, vectors: np.ndarray, source: str | None = None) -> tuple[CandidateIndex, dict[str, Any]]:
+        """The index over ``vectors`` (built here, or loaded and checked against them and the store's
+        checksum ``source``) and what the metadata says of it: ``{index, kind, params, build_s}``
+        (``build_s``: the build here, or the saved index's own build)."""
+        if self.kind is None:
+            index = load_index(self.spec, vectors)
+            if source is not None and index.source not in (None, source):
+                raise InputError("the index was built from another store (its checksum differs): rebuild it",
+                                 path=self.spec, field="--index")
+            for key, value in self.settings.items():  # search settings only (check refused the others)
+                setattr(index, key, value)
+            if self.settings:
+                index.folder = None  # no longer the saved index: whoever loads it again needs these settings
+        else:
+            start = time.perf_counter()
+            index = make_index(self.kind, **self.settings).build(vectors)
+            index.build_seconds = round(time.perf_counter() - start, 3)
+            index.source = source
+        return index, {"index": self.spec, "kind": index.kind, "params": index.params(),
+                       "build_s": getattr(index, "build_seconds", None)}
+
+
 # -- per-query selection on an index's shortlists ------------------------------------------------------
 
 def shortlists_by(selector: Any) -> bool:
     """Whether ``selector`` shortlists by ``|cosine|`` (True, GO) or cosine (False: kNN, MMR, DPP);
     an error for a selector that does not shortlist by vector similarity (BM25 scores words, SAL
-    asks an LLM), which no vector index can serve."""
-    from .selection import GO, GreedySelector
-
-    relevance = getattr(type(selector), "_relevance", None)
-    if isinstance(selector, GreedySelector) and relevance is GO._relevance:
-        return True
-    if isinstance(selector, GreedySelector) and relevance is GreedySelector._relevance:
-        return False
-    raise InputError(f"method {getattr(selector, 'name', selector)!r} does not shortlist by embedding similarity: "
-                     "a vector index cannot serve it", field="--index")
+    asks an LLM), which no vector index can serve (its class's ``shortlist_by`` is None)."""
+    by = getattr(type(selector), "shortlist_by", None)
+    if by not in ("cosine", "abs-cosine"):
+        raise InputError(f"method {getattr(selector, 'name', selector)!r} does not shortlist by embedding similarity: "
+                         "a vector index cannot serve it", field="--index")
+    return by == "abs-cosine"
 
 
 def _as_problem(problem_or_vectors: Any):
@@ -397,46 +519,36 @@ def _as_problem(problem_or_vectors: Any):
     return Problem(pool=pool, queries=queries)
 
 
-def _sub_problem(problem: Any, keep: np.ndarray, queries: np.ndarray, mean: np.ndarray | None):
-    """The problem over pool rows ``keep`` (sorted, so ties still go to the lower original index)
-    and query rows ``queries``; centred on the full pool's ``mean`` when given."""
-    pool, qs = _float(problem.pool[keep]), _float(problem.queries[queries])
-    if mean is not None:
-        pool, qs = pool - mean, qs - mean
-    return replace(problem, pool=pool, queries=qs,
-                   pool_texts=tuple(problem.pool_texts[i] for i in keep) if problem.pool_texts else (),
-                   query_texts=tuple(problem.query_texts[i] for i in queries) if problem.query_texts else (),
-                   labels=None if problem.labels is None else [problem.labels[i] for i in keep],
-                   token_costs=None if problem.token_costs is None else np.asarray(problem.token_costs)[keep])
+def served(selector: Any, n: int, k: int, shortlist: int = 256) -> tuple[Any, int, int]:
+    """``(selector, size, fetch)`` for index-served selection: an exact-mode selector
+    (``shortlist=None``) is given ``shortlist`` candidates (at least 4k); each query gets ``size``
+    of them, the best of ``fetch >= size`` the index is asked for (more than the selector's own
+    shortlist lets an approximate index's misses be made up from further down its list)."""
+    if selector.shortlist is None:
+        selector = selector.clone(shortlist=shortlist)
+    size = selector.shortlist_size(n, k)
+    return selector, size, min(n, max(size, shortlist))
 
 
-def _lift(selection: Any, keep: np.ndarray, query: int) -> Any:
-    """A sub-problem's selection in the full problem's indices."""
-    def back(i: Any) -> Any:
-        return None if i is None else int(keep[i])
-
-    trace = tuple({**t, "index": back(t.get("index")), "runner_up": back(t.get("runner_up"))} for t in selection.trace)
-    return replace(selection, indices=tuple(int(keep[i]) for i in selection.indices), trace=trace, query=query)
-
-
-def pool_mean(pool: np.ndarray, chunk: int = 1 << 16) -> np.ndarray:
-    """The mean row, summed chunk by chunk (no full float copy of a float16 or memory-mapped pool)."""
-    total = np.zeros(pool.shape[1], dtype=np.float64)
-    for start in range(0, len(pool), chunk):
-        total += _float(pool[start:start + chunk]).sum(axis=0, dtype=np.float64)
-    return (total / max(1, len(pool))).astype(np.float32)
+def index_candidates(index: CandidateIndex, queries: np.ndarray, fetch: int, k: int, *, absolute: bool,
+                     pool: np.ndarray) -> np.ndarray:
+    """``(m, fetch)`` ids: each query's shortlist from ``index``. A query for which an approximate
+    index found fewer than ``k`` rows is searched exactly instead (a few rows, memory-bounded)."""
+    _, ids = index.search(queries, fetch, absolute=absolute)
+    short = np.flatnonzero(np.count_nonzero(ids >= 0, axis=1) < min(k, len(pool)))
+    if len(short):
+        ids[short] = ExactIndex().build(pool).search(queries[short], ids.shape[1], absolute=absolute)[1]
+    return ids
 
 
 def select_per_query_with_index(selector: Any, problem_or_vectors: Any, index: CandidateIndex, k: int,
-                                shortlist: int = 256, *, batch: int = 32, search_batch: int = 1024) -> list:
-    """Per-query selection with candidates from ``index``.
-
-    Per ``search_batch`` queries, the index gives each its top ``max(shortlist, selector's own
-    shortlist size)`` (by |cosine| for GO); per ``batch`` of them the selector then runs its usual
-    ``select_per_query`` on the sub-problem over the union of their shortlists, and the picks are
-    mapped back to pool indices. With an exact index the picks are today's path's (the union holds
-    every query's true shortlist, in pool order). ``problem_or_vectors``: a
+                                shortlist: int = 256, *, search_batch: int = 1024) -> list:
+    """Per-query selection with candidates from ``index``: the selector's own
+    ``select_per_query(..., candidates=...)`` (see :class:`~fewshot.selection.GreedySelector`),
+    its shortlists searched by the index (by |cosine| for GO) ``search_batch`` queries at a time.
+    With an exact index the picks are today's path's. ``problem_or_vectors``: a
     :class:`~fewshot.selection.Problem` (labels and token costs are honoured) or ``(pool, queries)``.
+    See :func:`served` for the shortlist sizes.
 
     Given up: an exact-mode selector (``shortlist=None``) is served the index's shortlist, not the
     whole pool; GO with ``center=True`` is centred on the full pool's mean but shortlisted by the
@@ -450,24 +562,15 @@ def select_per_query_with_index(selector: Any, problem_or_vectors: Any, index: C
     if selector.query_independent:
         return selector.select_per_query(problem, k)
     absolute = shortlists_by(selector)
-    own = selector.shortlist
-    size = min(problem.n, max(shortlist, 4 * k, own or 0))
-    mean = None
-    if getattr(selector, "center", False):
-        mean, selector = pool_mean(problem.pool), selector.clone(center=False)
+    selector, _, fetch = served(selector, problem.n, k, shortlist)
     out = []
     for s0 in range(0, problem.m, search_batch):
-        queries = np.arange(s0, min(s0 + search_batch, problem.m))
-        _, ids = index.search(problem.queries[queries], size, absolute=absolute)
-        for b0 in range(0, len(queries), batch):
-            rows = ids[b0:b0 + batch]
-            keep = np.unique(rows[rows >= 0])
-            sub = _sub_problem(problem, keep, queries[b0:b0 + batch], mean)
-            if sub.n < k:  # an approximate index found too little: fall back to the whole pool
-                keep = np.arange(problem.n)
-                sub = _sub_problem(problem, keep, queries[b0:b0 + batch], mean)
-            picked = selector.select_per_query(sub, k)
-            out.extend(_lift(sel, keep, int(queries[b0 + j])) for j, sel in enumerate(picked))
+        rows = np.arange(s0, min(s0 + search_batch, problem.m))
+        ids = index_candidates(index, problem.queries[rows], fetch, k, absolute=absolute, pool=problem.pool)
+        part = replace(problem, queries=problem.queries[rows],
+                       query_texts=tuple(problem.query_texts[i] for i in rows) if problem.query_texts else ())
+        picked = selector.select_per_query(part, k, candidates=lambda r, size, ids=ids: ids[r, :size])
+        out.extend(replace(s, query=int(s0 + s.query)) for s in picked)
     return out
 
 
@@ -475,18 +578,24 @@ def verify(selector: Any, problem: Any, index: CandidateIndex, k: int, n_sample:
            shortlist: int = 256) -> dict[str, Any]:
     """Exactness of index-served selection on ``n_sample`` seeded random queries: ``pick_recall``,
     the share of today's exact-scan picks (``selector.select_per_query`` on the full problem)
-    that the index path reproduces, and ``shortlist_recall`` of the index against an exact search."""
+    that the index path reproduces, and ``shortlist_recall`` of the index against an exact search.
+    Today's picks come from the blocked exact index (the same shortlists, so the same picks, in one
+    pass over the pool per 256 sampled queries), or for a selector without a shortlist from its
+    whole-pool scan."""
     problem = _as_problem(problem)
     rows = np.sort(np.random.default_rng(seed).choice(problem.m, size=min(n_sample, problem.m), replace=False))
     sampled = replace(problem, queries=problem.queries[rows],
                       query_texts=tuple(problem.query_texts[i] for i in rows) if problem.query_texts else ())
-    exact = selector.select_per_query(sampled, k)
-    served = select_per_query_with_index(selector, sampled, index, k, shortlist)
-    picks = overlap(np.array([list(s.indices) + [-1] * (k - len(s.indices)) for s in served]),
+    if selector.query_independent or selector.shortlist is None:
+        exact = selector.select_per_query(sampled, k)
+    else:
+        exact = select_per_query_with_index(selector, sampled, ExactIndex().build(problem.pool), k, shortlist)
+    got = select_per_query_with_index(selector, sampled, index, k, shortlist)
+    picks = overlap(np.array([list(s.indices) + [-1] * (k - len(s.indices)) for s in got]),
                      np.array([list(s.indices) + [-1] * (k - len(s.indices)) for s in exact]))
     result: dict[str, Any] = {"queries": int(len(rows)), "seed": seed, "pick_recall": round(picks, 4)}
     if not selector.query_independent:
-        size = min(problem.n, max(shortlist, 4 * k, selector.shortlist or 0))
+        size = served(selector, problem.n, k, shortlist)[1]
         absolute = shortlists_by(selector)
         recall = shortlist_recall(index, ExactIndex().build(problem.pool), sampled.queries, size, absolute=absolute)
         result["shortlist"], result["shortlist_recall"] = size, round(recall, 4)

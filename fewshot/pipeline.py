@@ -5,6 +5,10 @@ describe what was chosen.
 parameters, checked before any file is read or model loaded) and :func:`select_examples` (which
 also connects the methods that consult an LLM to it, and SAL to its labeling oracle);
 :func:`demo_records` and :func:`run_meta` give the CLI's output. The eval harness uses :func:`build_problem` and :func:`run_selection`.
+
+Large pools: :class:`Inputs` says where the pool and the queries come from (example files, a vector
+store, ``.npy`` files) and checks it before any work; ``select_examples(..., index=IndexChoice)``
+then serves per-query selection (and GO's and vote-k's shared sets) from a candidate index.
 """
 
 from __future__ import annotations
@@ -19,9 +23,10 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from .clustering import prune
-from .data import Example
-from .embedding import CachedEmbedder, Embedder, OpenAIEmbedder, SentenceTransformerEmbedder
+from .data import Example, load_examples
+from .embedding import CachedEmbedder, Embedder, OpenAIEmbedder, SentenceTransformerEmbedder, load_embeddings
 from .errors import InputError
+from .index import IndexChoice, select_per_query_with_index, shortlists_by, verify as verify_index
 from .oracle import Ask, ask_on_terminal, journal_path, make_oracle
 from .prompts import Template
 from .selection import (KNN, PER_QUERY_METHODS, Problem, Selection, Selector, make_selector, needs_labels,
@@ -83,9 +88,46 @@ def build_problem(pool: Sequence[Example], queries: Sequence[Example], *, embedd
             query_vectors = embedder.embed([e.text for e in queries])
     if pool_vectors.shape[1] != query_vectors.shape[1]:
         raise InputError(f"pool vectors have {pool_vectors.shape[1]} dimensions, query vectors {query_vectors.shape[1]}")
-    return Problem(pool=pool_vectors, queries=query_vectors, pool_texts=tuple(e.text for e in pool),
-                   query_texts=tuple(e.text for e in queries), labels=[e.label for e in pool],
-                   token_costs=costs, max_tokens=max_tokens)
+    if query_vectors.dtype == np.float16:  # the queries are few: widened once here, the pool stays as stored
+        query_vectors = np.asarray(query_vectors, dtype=np.float32)
+    return Problem(pool=pool_vectors, queries=query_vectors, pool_texts=_texts(pool), query_texts=_texts(queries),
+                   labels=[e.label for e in pool] if has_texts(pool) else None, token_costs=costs,
+                   max_tokens=max_tokens)
+
+
+def has_texts(examples: Sequence[Example]) -> bool:
+    """False for :class:`IdsOnly` (a store's ids without its texts and labels)."""
+    return getattr(examples, "has_texts", True)
+
+
+def _texts(examples: Sequence[Example]) -> tuple[str, ...]:
+    return tuple(e.text for e in examples) if has_texts(examples) else ()
+
+
+class IdsOnly(Sequence[Example]):
+    """The examples of a vector store given without their file: each has the store's id, no text
+    (None) and an unknown label. Made on access, so a pool of millions costs nothing.
+
+    >>> pool = IdsOnly(np.array(["a", "b"])); len(pool), pool[1], pool.id_source
+    (2, Example(id='b', text=None, label=None), 'store ids')
+    """
+
+    has_texts = False
+    id_source = "store ids"
+
+    def __init__(self, ids: np.ndarray) -> None:
+        self.ids = ids
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def __getitem__(self, i: Any) -> Any:
+        if isinstance(i, slice):
+            return [self[j] for j in range(*i.indices(len(self)))]
+        return Example(str(self.ids[i]), None, None)  # type: ignore[arg-type]
+
+    def where(self, i: int) -> str:
+        return f"store id {str(self.ids[i])!r}"
 
 
 def restrict(problem: Problem, keep: np.ndarray) -> Problem:
@@ -96,6 +138,151 @@ def restrict(problem: Problem, keep: np.ndarray) -> Problem:
                    labels=None if problem.labels is None else [problem.labels[i] for i in keep],
                    token_costs=None if problem.token_costs is None else problem.token_costs[keep],
                    max_tokens=problem.max_tokens)
+
+
+@dataclass
+class Inputs:
+    """Where ``fewshot select`` takes the pool and the queries from.
+
+    Examples (ids, texts, labels) come from ``pool_file`` / ``queries_file``; vectors from a vector
+    store (``store`` / ``query_store``, :mod:`fewshot.store`), from ``.npy`` files (``embeddings``
+    / ``query_embeddings``, memory-mapped) or, for what has neither, from the embedding model. A
+    store may stand without its file: the examples are then its ids alone (:class:`IdsOnly`), with
+    no texts or labels. :meth:`check` refuses a bad combination, a missing or unfinished store, or
+    stores that do not fit each other, before anything is read; :meth:`examples` reads the files (a
+    file beside a store must hold the store's ids, in order); :meth:`vectors` opens the vectors.
+    """
+
+    pool_file: Path | None = None
+    queries_file: Path | None = None
+    store: Path | None = None
+    query_store: Path | None = None
+    embeddings: Path | None = None
+    query_embeddings: Path | None = None
+    text_field: str = "text"
+    label_field: str = "label"
+    id_field: str | None = None
+
+    def __post_init__(self) -> None:
+        self._stores: dict[str, Any] = {}
+
+    def check(self, request: Request) -> None:
+        from .store import open_store
+
+        if self.store is not None and self.embeddings is not None:
+            raise InputError("give the pool's vectors once: --store or --embeddings", field="--embeddings")
+        if self.query_store is not None and self.query_embeddings is not None:
+            raise InputError("give the queries' vectors once: --query-store or --query-embeddings",
+                             field="--query-embeddings")
+        if self.pool_file is None and self.store is None:
+            raise InputError("give the pool: --pool FILE, or --store DIR (a vector store from `fewshot embed`)",
+                             field="--pool")
+        if self.queries_file is None and self.query_store is None:
+            raise InputError("give the queries: --queries FILE, or --query-store DIR", field="--queries")
+        if self.query_store is not None and self.store is None and self.embeddings is None:
+            raise InputError("--query-store needs the pool's vectors too: --store DIR or --embeddings", field="--query-store")
+        for name, folder, flag in (("pool", self.store, "--store"), ("queries", self.query_store, "--query-store")):
+            if folder is not None:
+                self._stores[name] = open_store(folder, field=flag)
+        pool, queries = self._stores.get("pool"), self._stores.get("queries")
+        if pool is not None and queries is not None:
+            if queries.d != pool.d:
+                raise InputError(f"the query store has d={queries.d}, the pool's store d={pool.d}", path=str(self.query_store),
+                                 field="--query-store")
+            if queries.model_id != pool.model_id:
+                raise InputError(f"the query store was embedded with {queries.model_id!r}, the pool's store with "
+                                 f"{pool.model_id!r}: use one model for both", path=str(self.query_store),
+                                 field="--query-store")
+        if pool is not None:
+            request.fits(pool.n, path=str(self.store))
+        if self.pool_file is None:
+            needs = _needs_texts(request)
+            if needs:
+                raise InputError(f"{needs} the pool's texts or labels: give --pool FILE (the file the store was "
+                                 "embedded from)", field="--pool")
+
+    @property
+    def n(self) -> int | None:
+        """The pool's size, where a store says it before any file is read."""
+        store = self._stores.get("pool")
+        return None if store is None else store.n
+
+    @property
+    def d(self) -> int | None:
+        store = self._stores.get("pool") or self._stores.get("queries")
+        return None if store is None else store.d
+
+    @property
+    def model_id(self) -> str | None:
+        """The embedding model the store names (None without a store)."""
+        store = self._stores.get("pool") or self._stores.get("queries")
+        return None if store is None else store.model_id
+
+    @property
+    def source(self) -> str | None:
+        """The pool store's checksum (an index built from another store is refused)."""
+        store = self._stores.get("pool")
+        return None if store is None else store.checksum
+
+    def examples(self) -> tuple[Sequence[Example], Sequence[Example]]:
+        pool = self._read(self.pool_file, "pool", self.label_field)
+        queries = self._read(self.queries_file, "queries", None)
+        return pool, queries
+
+    def _read(self, path: Path | None, name: str, label_field: str | None) -> Sequence[Example]:
+        store = self._stores.get(name)
+        if path is None:
+            return IdsOnly(store.ids)
+        examples = load_examples(path, text_field=self.text_field, label_field=label_field, id_field=self.id_field)
+        if store is not None:
+            _check_ids(examples, store, path, self.id_field)
+        return examples
+
+    def vectors(self, pool: Sequence[Example], queries: Sequence[Example]) -> tuple[np.ndarray | None, np.ndarray | None]:
+        """``(pool vectors, query vectors)``: memory maps of the stores or ``.npy`` files; None
+        for a side the embedding model must embed."""
+        def side(name: str, npy: Path | None, rows: int) -> np.ndarray | None:
+            if name in self._stores:
+                return self._stores[name].vectors
+            return load_embeddings(npy, rows, what=name) if npy is not None else None
+
+        return side("pool", self.embeddings, len(pool)), side("queries", self.query_embeddings, len(queries))
+
+    def check_embedder(self, embedder: Embedder) -> None:
+        """A model that embeds texts for a store's side must be the store's own model."""
+        store = self._stores.get("pool") or self._stores.get("queries")
+        if store is not None:
+            store.check_embedder(embedder)
+
+
+def _needs_texts(request: Request) -> str | None:
+    """Why ``request`` cannot run on a store's ids alone (None: it can)."""
+    selector, retriever = request.selectors()
+    for chosen in (selector, retriever):
+        if chosen is None:
+            continue
+        if needs_model(chosen) or needs_labels(chosen) or chosen.name == "bm25":
+            return f"method {chosen.name!r} reads"
+    if request.max_tokens is not None:
+        return "--max-tokens costs"
+    if request.label_balance:
+        return "--label-balance reads"
+    return None
+
+
+def _check_ids(examples: Sequence[Example], store: Any, path: Path, id_field: str | None) -> None:
+    """The file beside a store must hold the store's examples: the same ids, in the same order."""
+    if len(examples) != store.n:
+        raise InputError(f"the file holds {len(examples)} examples, the store {store.n} vectors: give the file the "
+                         "store was embedded from", path=str(path))
+    ids = np.asarray([e.id for e in examples], dtype=str)
+    differ = np.flatnonzero(ids != np.asarray(store.ids))
+    if len(differ):
+        i = int(differ[0])
+        lines = getattr(examples, "lines", [])
+        raise InputError(f"id {examples[i].id!r}, but the store {store.folder} has {str(store.ids[i])!r} there "
+                         f"({len(differ)} ids differ): give the file the store was embedded from, with the same "
+                         "--id-field", path=str(path), line=lines[i] if i < len(lines) else None, field=id_field or "id")
 
 
 @dataclass(frozen=True)
@@ -186,6 +373,7 @@ class SelectionRun:
     params: dict[str, Any] = field(default_factory=dict)
     label_set: list[str] = field(default_factory=list)
     llm: dict[str, Any] = field(default_factory=dict)
+    candidates: dict[str, Any] = field(default_factory=dict)  # the index that served the candidates, if any
 
     @property
     def annotated(self) -> Selection | None:
@@ -205,6 +393,8 @@ class SelectionRun:
     def to_label(self, pool: Sequence[Example]) -> list[str]:
         """Ids a person should label, in pick order: the annotated examples (label budget), else every
         chosen demo, that have no label in ``pool`` and none revealed by an oracle."""
+        if not has_texts(pool):  # a store's ids alone: whether they are labelled is not known here
+            return []
         revealed = self.revealed_labels()
         return list(dict.fromkeys(pool[i].id for s in self.by_method for i in s.indices
                                   if pool[i].label is None and i not in revealed))
@@ -212,40 +402,69 @@ class SelectionRun:
 
 def run_selection(selector: Selector, problem: Problem, k: int, *, per_query: bool = False,
                   prune_to: int | None = None, prune_policy: str = "hard", seed: int = 0,
-                  label_budget: int | None = None, retriever: Selector | None = None) -> SelectionRun:
+                  label_budget: int | None = None, retriever: Selector | None = None,
+                  index: Any = None, engine: Any = None) -> SelectionRun:
     """Run a selector, optionally after pruning the pool to ``prune_to`` examples by hardship.
 
     With ``label_budget=B`` it is two-stage ("annotate then retrieve"): ``selector`` picks the B
     examples to label, then ``retriever`` (default kNN) picks k demos from those B, per query when
     ``per_query``. ``info["annotated"]`` holds the B picks (pool indices, pick order). A token
     budget bounds one prompt's demos, so it applies to the retriever's k, not to the B labels.
+
+    ``index`` (a built :class:`~fewshot.index.CandidateIndex` over the pool) serves per-query
+    selection's shortlists (:func:`~fewshot.index.select_per_query_with_index`) and the shared
+    sets of the selectors that use one (GO, vote-k); ``engine(selector, problem, k, index)``, when
+    given, runs per-query selection instead (the Ray engine, :class:`fewshot.distributed.RayEngine`).
     """
     start = time.perf_counter()
     keep = None
     if prune_to is not None and prune_to < problem.n:
         if prune_to < k:
             raise InputError(f"prune_to={prune_to} is smaller than k={k}")
+        if index is not None:
+            raise InputError("--prune-to cannot be combined with an index (the index covers the whole pool)",
+                             field="--prune-to")
         keep = prune(problem.pool, prune_to, policy=prune_policy, seed=seed)
         problem = restrict(problem, keep)
         selector = _oracle_on_original_pool(selector, keep)
     info: dict[str, Any] = {}
     if label_budget is not None:
-        selections, annotated = _annotate_then_retrieve(selector, retriever, problem, k, label_budget, per_query)
+        selections, annotated = _annotate_then_retrieve(selector, retriever, problem, k, label_budget, per_query,
+                                                        index)
         info["annotated"] = annotated if keep is None else remap(annotated, keep)
+    elif per_query:
+        selections = _per_query(selector, problem, k, index, engine)
     else:
-        selections = selector.select_per_query(problem, k) if per_query else [selector.select(problem, k)]
+        selections = [_shared(selector, problem, k, index)]
     if keep is not None:
         selections = [remap(s, keep) for s in selections]
     return SelectionRun(selections, time.perf_counter() - start, per_query,
                         pruned_to=None if keep is None else len(keep), info=info)
 
 
+def _per_query(selector: Selector, problem: Problem, k: int, index: Any, engine: Any) -> list[Selection]:
+    if index is not None and selector.query_independent:  # one set for all (vote-k's graph from the index)
+        shared = _shared(selector, problem, k, index)
+        return [replace(shared, query=j) for j in range(problem.m)]
+    if engine is not None:
+        return engine(selector, problem, k, index)
+    if index is not None:
+        return select_per_query_with_index(selector, problem, index, k)
+    return selector.select_per_query(problem, k)
+
+
+def _shared(selector: Selector, problem: Problem, k: int, index: Any) -> Selection:
+    if index is not None and selector.shared_index:
+        return selector.select(problem, k, index=index)
+    return selector.select(problem, k)
+
+
 def _annotate_then_retrieve(selector: Selector, retriever: Selector | None, problem: Problem, k: int,
-                            label_budget: int, per_query: bool) -> tuple[list[Selection], Selection]:
+                            label_budget: int, per_query: bool, index: Any = None) -> tuple[list[Selection], Selection]:
     if label_budget < k:
         raise InputError(f"label_budget={label_budget} is smaller than k={k}", field="--label-budget")
     # the B labels are not one prompt: the token budget is the retriever's, on each prompt's k demos
-    annotated = selector.select(replace(problem, max_tokens=None), label_budget)
+    annotated = _shared(selector, replace(problem, max_tokens=None), label_budget, index)
     labeled = np.array(annotated.indices, dtype=int)
     revealed = {t["index"]: t["label"] for t in annotated.trace if t.get("label") is not None}  # SAL's oracle
     labels = None if problem.labels is None else [revealed.get(i, problem.labels[i]) for i in labeled]
@@ -253,6 +472,46 @@ def _annotate_then_retrieve(selector: Selector, retriever: Selector | None, prob
     retriever = retriever or KNN()
     selections = retriever.select_per_query(subset, k) if per_query else [retriever.select(subset, k)]
     return [remap(s, labeled) for s in selections], annotated
+
+
+def check_index_use(request: Request, index: IndexChoice | None, verify: int | None = None,
+                    engine: str = "local") -> None:
+    """Refuse, before any work, an index (or ``--verify``, ``--engine ray``) the request cannot use:
+    per query, a method that does not shortlist by embedding similarity (BM25, the LLM methods);
+    for a shared set, a method whose shared set uses no index (only GO's and vote-k's do);
+    ``--verify`` without an index or outside per-query mode; the Ray engine outside per-query mode."""
+    selector, retriever = request.selectors()
+    shown = retriever if retriever is not None else selector
+    per_query = request.per_query_mode
+    if engine not in ("local", "ray"):
+        raise InputError(f"unknown engine {engine!r}: use local or ray", field="--engine")
+    if engine == "ray" and (not per_query or request.label_budget is not None):
+        raise InputError("--engine ray runs per-query selection: add --per-query (and no --label-budget)",
+                         field="--engine")
+    if verify is not None:
+        if index is None:
+            raise InputError("--verify measures an index against the exact scan: give --index", field="--verify")
+        if not per_query or request.label_budget is not None:
+            raise InputError("--verify measures per-query selection: add --per-query (and no --label-budget)",
+                             field="--verify")
+        if verify < 1:
+            raise InputError(f"--verify {verify} must be at least 1", field="--verify")
+    if index is None:
+        return
+    if request.prune_to is not None:
+        raise InputError("--prune-to cannot be combined with --index (the index covers the whole pool)",
+                         field="--prune-to")
+    if request.label_budget is not None:
+        if not selector.shared_index:
+            raise InputError(f"--index serves the label budget's picks only for go and votek, not {request.method}",
+                             field="--index")
+        return
+    if per_query and not shown.query_independent:
+        shortlists_by(shown)  # refuses bm25 and the LLM methods
+    elif not shown.shared_index:
+        why = ("picks one set for every query without one" if shown.query_independent
+               else "does not use one for a shared set (go and votek do): drop --index, or add --per-query")
+        raise InputError(f"method {shown.name!r} {why}", field="--index")
 
 
 def _oracle_on_original_pool(selector: Selector, keep: np.ndarray) -> Selector:
@@ -295,7 +554,8 @@ def select_examples(pool: Sequence[Example], queries: Sequence[Example], request
                     llm: Any = None, endpoint: Mapping[str, Any] | None = None,
                     labels: Sequence[str] | None = None, labels_file: str | Path | Mapping[str, str] | None = None,
                     journal: Path | None = None, ask: Ask | None = ask_on_terminal,
-                    calibration: str = "none", label_field: str = "label") -> SelectionRun:
+                    calibration: str = "none", label_field: str = "label", index: IndexChoice | None = None,
+                    source: str | None = None, verify: int | None = None, engine: Any = None) -> SelectionRun:
     """Select demos for ``queries`` from ``pool`` as ``request`` says; ``template`` renders the
     demos (token costs, and the prompts of the methods that consult an LLM).
 
@@ -314,8 +574,15 @@ def select_examples(pool: Sequence[Example], queries: Sequence[Example], request
     answers in ``journal`` (default: in the cache folder, keyed by the pool), else ``ask``, whose
     answers are appended to ``journal`` as they come). The LLM is connected, and every text checked
     against its context, before anything is embedded.
+
+    ``index`` (an :class:`~fewshot.index.IndexChoice`: a kind to build, or a saved index, checked
+    against the store checksum ``source``) serves the selection's candidates (see
+    :func:`run_selection`); ``run.candidates`` says which index, its settings and build time, and
+    with ``verify=N`` also its exact-pick recall on N sampled queries
+    (:func:`fewshot.index.verify`). ``engine``: see :func:`run_selection`.
     """
     selector, retriever = request.selectors()
+    check_index_use(request, index, verify, "local" if engine is None else "ray")
     request.fits(len(pool))
     _check_llm_options(calibration, endpoint)
     _check_labelled(selector, retriever, pool, label_field)
@@ -336,9 +603,15 @@ def select_examples(pool: Sequence[Example], queries: Sequence[Example], request
             check_lengths(model, [pool, queries])
         problem = build_problem(pool, queries, embedder=embedder, pool_vectors=pool_vectors,
                                 query_vectors=query_vectors, template=template, max_tokens=request.max_tokens)
+        built, candidates = index.open(problem.pool, source) if index is not None else (None, None)
         run = run_selection(selector, problem, request.k, per_query=request.per_query_mode,
                             prune_to=request.prune_to, prune_policy=request.prune_policy, seed=request.seed,
-                            label_budget=request.label_budget, retriever=retriever)
+                            label_budget=request.label_budget, retriever=retriever, index=built, engine=engine)
+        if candidates is not None:
+            run.candidates = candidates
+            if verify is not None:
+                run.candidates["verify"] = verify_index(selector, problem, built, request.k, n_sample=verify,
+                                                        seed=request.seed)
     run.params = selector.get_params()
     if consulting:
         model = consulting[0].model
@@ -450,15 +723,17 @@ def selection_prompts(selections: Sequence[Selection]) -> int:
 
 def demo_records(run: SelectionRun, pool: Sequence[Example], queries: Sequence[Example]) -> list[dict[str, Any]]:
     """One record per chosen demo, in pick order (``rank`` 1 = picked first); a label an oracle
-    revealed fills an unlabeled example's; ``query_id`` per query."""
+    revealed fills an unlabeled example's; ``query_id`` per query. A pool of a store's ids alone
+    (:class:`IdsOnly`) gives ``text`` and ``label`` None and ``needs_label`` None (not known)."""
     records = []
+    known = has_texts(pool)
     revealed = run.revealed_labels()
     for selection in run.selections:
         for rank, (index, score) in enumerate(zip(selection.indices, selection.scores), start=1):
             example = pool[index]
             label = example.label if example.label is not None else revealed.get(index)
             record = {"id": example.id, "text": example.text, "label": label, "rank": rank,
-                      "score": round(score, 6), "pool_index": index, "needs_label": label is None}
+                      "score": round(score, 6), "pool_index": index, "needs_label": label is None if known else None}
             if run.per_query:
                 record["query_id"] = queries[selection.query].id
             records.append(record)
@@ -466,14 +741,17 @@ def demo_records(run: SelectionRun, pool: Sequence[Example], queries: Sequence[E
 
 
 def run_meta(run: SelectionRun, request: Request, pool: Sequence[Example], queries: Sequence[Example], *,
-             embedder: Embedder | None, template: Template) -> dict[str, Any]:
+             embedder: Embedder | None, template: Template, embedding_model: str | None = None) -> dict[str, Any]:
     """What ``OUT.meta.json`` holds. ``trace`` is the method's own (the label budget's picks, where
     SAL's oracle labels show), ``retriever_trace`` the retriever's first selection; ``stopped``
-    the reasons some demo lists are short, ``annotation_stopped`` why fewer than B were annotated."""
+    the reasons some demo lists are short, ``annotation_stopped`` why fewer than B were annotated.
+    ``embedding_model``: the model named by the vectors' source (a store's manifest), when known;
+    ``candidates`` the index that served the candidates and ``verify`` its measured exactness."""
     annotated = run.annotated
+    model = embedding_model or ("precomputed" if embedder is None else embedder.model_id)
     meta = {"method": request.method, "params": run.params, "k": request.k, "seed": request.seed,
             "per_query": run.per_query,
-            "embedding_model": "precomputed" if embedder is None else embedder.model_id,
+            "embedding_model": model,
             "embeddings_computed": getattr(embedder, "computed", None),
             "selection_seconds": round(run.seconds, 4), "pool_size": len(pool), "queries": len(queries),
             "max_tokens": request.max_tokens, "template": template.name,
@@ -489,6 +767,10 @@ def run_meta(run: SelectionRun, request: Request, pool: Sequence[Example], queri
         meta["selection_info"] = _json_ready(info)
     if run.llm:
         meta["llm"] = run.llm
+    if run.candidates:
+        meta["candidates"] = {key: value for key, value in run.candidates.items() if key != "verify"}
+        if "verify" in run.candidates:
+            meta["verify"] = run.candidates["verify"]
     return meta
 
 

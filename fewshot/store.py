@@ -97,10 +97,19 @@ def fingerprint_of(embedder: Embedder) -> str | None:
 
 # -- reading ---------------------------------------------------------------------------------------
 
-def open_store(folder: str | Path, embedder: Embedder | None = None) -> Store:
+def open_store(folder: str | Path, embedder: Embedder | None = None, *, field: str | None = None) -> Store:
     """Open a finished store; its files must match its manifest. With ``embedder``, also refuse a
-    query embedder whose model differs from the store's."""
-    folder = Path(folder)
+    query embedder whose model differs from the store's. ``field``: the option that named the
+    folder, for the error messages."""
+    try:
+        return _open_store(Path(folder), embedder)
+    except InputError as err:
+        if field is None:
+            raise
+        raise InputError(err.message, path=err.path, line=err.line, field=field) from None
+
+
+def _open_store(folder: Path, embedder: Embedder | None) -> Store:
     manifest_path = folder / MANIFEST
     if not manifest_path.is_file():
         if (folder / PROGRESS).is_file():
@@ -337,6 +346,35 @@ def embed_to_store(items: Iterable[Any], folder: str | Path, embedder: Embedder,
     store = open_store(writer.folder)
     store.computed = computed
     return store
+
+
+def check_store_folder(folder: str | Path, embedder: Embedder, *, chunk: int = DEFAULT_CHUNK,
+                       dtype: str = "float32") -> None:
+    """Refuse, before any text is read or embedded, a store folder :func:`embed_to_store` would
+    refuse: a bad dtype or chunk, a path that is a file or cannot be written, a folder holding
+    something else, or a store (finished or not) started with other settings."""
+    from .data import check_writable_dir
+
+    writer = StoreWriter(folder, model_id=embedder.model_id, fingerprint=fingerprint_of(embedder), dtype=dtype,
+                         chunk=chunk)
+    check_writable_dir(folder, field="--out")
+    if writer.complete:
+        manifest = _read_json(writer.folder / MANIFEST, writer.folder)
+        changed = [key for key, value in writer.settings.items() if manifest.get(key) != value]
+        if changed:
+            raise InputError(f"the folder holds a finished store with other settings ({', '.join(changed)}): use "
+                             "another folder, or delete this one", path=str(writer.folder))
+
+
+def embed_examples(items: Sequence[Any], folder: str | Path, embedder: Embedder, *, chunk: int = DEFAULT_CHUNK,
+                   dtype: str = "float32", progress: bool | None = None, ray: dict[str, Any] | None = None) -> Store:
+    """:func:`embed_to_store`, or with ``ray`` (the options of
+    :func:`fewshot.distributed.embed_to_store_ray`: ``address``, ``num_actors``, ...) the Ray engine."""
+    if ray is None:
+        return embed_to_store(items, folder, embedder, chunk=chunk, dtype=dtype, progress=progress)
+    from .distributed import embed_to_store_ray
+
+    return embed_to_store_ray(items, folder, embedder, chunk=chunk, dtype=dtype, progress=progress, **ray)
 
 
 def reuse_finished(writer: StoreWriter, items: Iterable[Any]) -> Store:

@@ -157,3 +157,25 @@ def test_report_on_an_empty_records_file_is_an_error(tmp_path):
     (tmp_path / "run" / "records.jsonl").write_text("")
     result = run("report", tmp_path / "run")
     assert result.exit_code == 2 and "records.jsonl" in result.output
+
+
+def test_a_full_disk_for_a_new_out_is_refused_before_any_work(tmp_path, vectors, mounted):
+    """Probe 3c: a full disk still lets the check create a file, so it was caught only after the
+    work; the check now writes 64 KiB."""
+    fill_disk(mounted)
+    result = select(tmp_path, vectors, "--method", "knn", "--k", "2", "--out", mounted / "new.jsonl")
+    assert result.exit_code == 2 and "No space left on device" in result.output and "chose" not in result.output
+    assert not (mounted / "new.jsonl").exists()
+
+
+@pytest.mark.slow  # a fewshot process, for a real standard output
+def test_stdout_on_a_full_device_is_a_clear_error(tmp_path, vectors):
+    """Probe 3c (stdout to /dev/full): 'internal error: OSError' with exit 1; now exit 2 naming stdout."""
+    import subprocess
+    import sys
+
+    args = [sys.executable, "-m", "fewshot", "select", "--pool", EXAMPLES / "pool.jsonl", "--queries",
+            EXAMPLES / "queries.jsonl", "--method", "knn", "--shared", "--k", "2", *vectors]
+    with open("/dev/full", "w") as full:
+        done = subprocess.run([str(a) for a in args], stdout=full, stderr=subprocess.PIPE, text=True, timeout=300)
+    assert done.returncode == 2 and "field 'stdout'" in done.stderr and "internal error" not in done.stderr

@@ -34,3 +34,26 @@ def test_kmeans_recovers_well_separated_clusters(k):
     found = kmeans(points, k, seed=0).assignment
     pairs = {(int(t), int(f)) for t, f in zip(truth, found)}
     assert len(pairs) == k and len({f for _, f in pairs}) == k
+
+
+def test_large_pools_are_clustered_without_a_float64_copy(tmp_path):
+    """Issue 19: k-means copied the pool to float64 (31 GB at 10M x 384); above a size it fits a
+    seeded float32 sample and assigns every row block by block, from a memory map."""
+    import tracemalloc
+
+    rng = np.random.default_rng(5)
+    centers = unit_rows(rng, 6, 32) * 4
+    truth = rng.integers(6, size=200_000)
+    points = (centers[truth] + 0.3 * rng.normal(size=(200_000, 32)).astype(np.float32)).astype(np.float16)
+    np.save(tmp_path / "p.npy", points)
+    mapped = np.load(tmp_path / "p.npy", mmap_mode="r")
+    tracemalloc.start()
+    found = kmeans(mapped, 6, seed=0, exact_entries=1 << 16, sample=4096)  # 6.4M values: above it
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert peak < points.size * 8 / 2  # the float64 copy alone is 51 MB
+    assert len({(int(t), int(f)) for t, f in zip(truth, found.assignment)}) == 6  # one found cluster per true one
+    again = kmeans(mapped, 6, seed=0, exact_entries=1 << 16, sample=4096)
+    assert np.array_equal(found.assignment, again.assignment)
+    np.testing.assert_allclose(found.hardship, np.linalg.norm(points.astype(np.float32) - found.centroids[found.assignment],
+                                                              axis=1), rtol=1e-5)

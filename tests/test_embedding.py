@@ -121,3 +121,28 @@ def test_local_model_id_changes_when_the_model_is_replaced(model_copy):
 
 def test_bundled_model_id_is_stable():
     assert SentenceTransformerEmbedder().model_id == "sentence-transformers/all-MiniLM-L6-v2"
+
+
+def test_precomputed_embeddings_are_memory_mapped_and_checked_in_chunks(tmp_path):
+    """Issue 19: the .npy was loaded whole, then isfinite and normalize made two more full-size
+    copies (over 30 GB at 10M x 384). Unit rows now come back as the memory map itself."""
+    rng = np.random.default_rng(0)
+    unit = rng.normal(size=(1000, 8)).astype(np.float32)
+    unit /= np.linalg.norm(unit, axis=1, keepdims=True)
+    np.save(tmp_path / "unit.npy", unit)
+    mapped = load_embeddings(tmp_path / "unit.npy", 1000, chunk=64)
+    assert isinstance(mapped, np.memmap) and not mapped.flags.writeable and np.array_equal(mapped, unit)
+    np.save(tmp_path / "half.npy", unit.astype(np.float16))
+    assert isinstance(load_embeddings(tmp_path / "half.npy", 1000, chunk=64), np.memmap)
+    scaled = unit * np.arange(1, 1001, dtype=np.float32)[:, None]
+    scaled[7] = 0  # a zero row stays zero
+    np.save(tmp_path / "scaled.npy", scaled)
+    normalised = load_embeddings(tmp_path / "scaled.npy", 1000, chunk=64)
+    assert not isinstance(normalised, np.memmap) and normalised.dtype == np.float32
+    np.testing.assert_allclose(np.delete(normalised, 7, axis=0), np.delete(unit, 7, axis=0), atol=1e-6)
+    assert not normalised[7].any()
+    bad = unit.copy()
+    bad[[700, 900]] = np.inf  # in later chunks: every chunk is checked
+    np.save(tmp_path / "bad.npy", bad)
+    with pytest.raises(InputError, match=r"row 700 holds NaN or infinite values \(2 such rows\)"):
+        load_embeddings(tmp_path / "bad.npy", 1000, chunk=64)

@@ -127,7 +127,7 @@ def test_exact_index_path_gives_todays_picks(method, options, data):
     problem = labelled_problem(pool, queries, budget=options.get("budget", False))
     today = selector.select_per_query(problem, 6)
     served = select_per_query_with_index(selector, problem, ExactIndex(query_chunk=16).build(pool), 6,
-                                         batch=7, search_batch=50)
+                                         search_batch=50)
     assert [s.indices for s in served] == [s.indices for s in today]
     assert [s.query for s in served] == list(range(len(queries)))
     assert [s.stopped for s in served] == [s.stopped for s in today]
@@ -165,3 +165,78 @@ def test_verify_reports_pick_and_shortlist_recall(data):
     assert exact == {"queries": 20, "seed": 1, "pick_recall": 1.0, "shortlist": 256, "shortlist_recall": 1.0}
     rough = verify(make_selector("go"), problem, FaissIndex("ivf", nprobe=1).build(pool), 5, n_sample=20, seed=1)
     assert 0 < rough["pick_recall"] < 1 and 0 < rough["shortlist_recall"] < 1
+
+
+def test_a_query_an_approximate_index_serves_too_few_is_searched_exactly(data):
+    pool, queries = data
+
+    class Blind:  # finds nothing for odd queries, the exact list for even ones
+        def search(self, q, size, absolute=False):
+            scores, ids = ExactIndex().build(pool).search(q, size, absolute=absolute)
+            ids[1::2] = -1
+            return scores, ids
+
+    selector = make_selector("knn")
+    served = select_per_query_with_index(selector, (pool, queries[:10]), Blind(), 5)
+    assert [s.indices for s in served] == [s.indices for s in selector.select_per_query(Problem(pool, queries[:10]), 5)]
+
+
+def test_the_shortlist_asked_of_the_index_may_exceed_the_selectors(data):
+    """``shortlist`` above the selector's own: the index is asked for more, the best of them kept."""
+    pool, queries = data
+    asked = []
+    exact = ExactIndex().build(pool)
+
+    class Recording:
+        def search(self, q, size, absolute=False):
+            asked.append(size)
+            return exact.search(q, size, absolute=absolute)
+
+    selector = make_selector("mmr", shortlist=64)
+    served = select_per_query_with_index(selector, (pool, queries), Recording(), 4, shortlist=300)
+    assert asked == [300]
+    assert [s.indices for s in served] == [s.indices for s in selector.select_per_query(Problem(pool, queries), 4)]
+    assert all(s.trace[0]["feasible"] == 64 for s in served)
+
+
+def test_index_choice_checks_a_saved_index_against_the_store(tmp_path, data):
+    from fewshot.index import IndexChoice
+
+    pool, _ = data
+    FaissIndex("ivf", nlist=8).build(pool).save(tmp_path / "ix")
+    IndexChoice(str(tmp_path / "ix"), {"nprobe": 3}).check(n=len(pool), d=16)
+    index, meta = IndexChoice(str(tmp_path / "ix"), {"nprobe": 3}).open(pool)
+    assert index.nprobe == 3 and meta["kind"] == "ivf" and meta["params"]["nprobe"] == 3 and index.folder is None
+    with pytest.raises(InputError, match=r"built over \(1500, 16\) vectors, the pool is \(10, 16\)"):
+        IndexChoice(str(tmp_path / "ix")).check(n=10, d=16)
+    with pytest.raises(InputError, match="--nlist is set when an index is built"):
+        IndexChoice(str(tmp_path / "ix"), {"nlist": 4}).check(n=len(pool))
+    with pytest.raises(InputError, match="neither an index kind"):
+        IndexChoice(str(tmp_path / "nothing")).check()
+    built, meta = IndexChoice("hnsw", {"ef_search": 40}).open(pool, source="abc")
+    assert built.source == "abc" and meta["params"]["ef_search"] == 40 and meta["build_s"] >= 0
+
+
+def test_ivf_ranks_by_absolute_cosine_with_a_cheap_opposite_search(data):
+    """The -q search first looks in an eighth of the lists; queries with rows of large negative
+    cosine are searched in full, so flipped rows still enter the |cosine| shortlists."""
+    pool, queries = data
+
+    def counted(vectors):
+        index = FaissIndex("ivf", nlist=16, nprobe=16, threads=1).build(vectors)
+        calls, search = [], index.index.search
+        index.index.search = lambda q, size: calls.append((len(q), index.index.nprobe)) or search(q, size)
+        return index, calls
+
+    flipped = pool.copy()
+    flipped[::2] *= -1  # half the pool points away from its cluster
+    ivf, calls = counted(flipped)
+    assert shortlist_recall(ivf, ExactIndex().build(flipped), queries, 50, absolute=True) == 1.0  # all lists: exact
+    assert calls[:2] == [(len(queries), 16), (len(queries), 2)]
+    assert calls[2][1] == 16 and 0 < calls[2][0] <= len(queries)  # the queries with large -cosines, in full
+    common = pool.mean(axis=0) * 40  # every cosine positive, as with sentence embeddings
+    positive = (pool + common) / np.linalg.norm(pool + common, axis=1, keepdims=True)
+    near = (queries + common) / np.linalg.norm(queries + common, axis=1, keepdims=True)
+    ivf, calls = counted(positive)
+    ivf.search(near, 50, absolute=True)
+    assert calls == [(len(queries), 16), (len(queries), 2)]  # no full -q search

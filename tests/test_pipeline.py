@@ -223,3 +223,38 @@ def test_sal_probes_is_connected_without_an_oracle_and_a_pruned_pool_keeps_its_i
     assert set(answered) == {pool[i].text for i in selection.info["probes"]}
     assert not set(selection.indices) & set(selection.info["held_out"])
     assert all(set(t["shortlist"]) >= {t["index"]} for t in selection.trace)
+
+
+def test_an_index_serves_the_selection_and_is_described_in_meta():
+    """Issue 19: select_examples with an IndexChoice; an exact index gives the picks of no index."""
+    from fewshot.index import IndexChoice
+
+    pool, queries = examples(200), [Example(f"q{j}", f"query {j}") for j in range(6)]
+    pool_vectors, query_vectors = vectors(200, 6)
+    request = Request("mmr", k=3)
+    plain = select_examples(pool, queries, request, template=TEMPLATE, pool_vectors=pool_vectors,
+                            query_vectors=query_vectors)
+    served = select_examples(pool, queries, request, template=TEMPLATE, pool_vectors=pool_vectors,
+                             query_vectors=query_vectors, index=IndexChoice("exact"), verify=4)
+    assert [s.indices for s in served.selections] == [s.indices for s in plain.selections]
+    meta = run_meta(served, request, pool, queries, embedder=None, template=TEMPLATE)
+    assert meta["candidates"]["kind"] == "exact" and meta["verify"]["pick_recall"] == 1.0
+    assert meta["verify"]["queries"] == 4 and "candidates" not in run_meta(plain, request, pool, queries,
+                                                                           embedder=None, template=TEMPLATE)
+    with pytest.raises(InputError, match="'bm25' does not shortlist by embedding similarity"):
+        select_examples(pool, queries, Request("bm25", k=3), template=TEMPLATE, pool_vectors=pool_vectors,
+                        query_vectors=query_vectors, index=IndexChoice("exact"))
+
+
+def test_a_store_without_its_file_gives_ids_and_unknown_labels():
+    from fewshot.pipeline import IdsOnly
+
+    pool = IdsOnly(np.array([f"s{i}" for i in range(30)]))
+    queries = [Example("q0", "query")]
+    pool_vectors, query_vectors = vectors(30, 1)
+    run = select_examples(pool, queries, Request("knn", k=2), template=TEMPLATE, pool_vectors=pool_vectors,
+                          query_vectors=query_vectors)
+    records = demo_records(run, pool, queries)
+    assert [r["id"] for r in records] == [pool[i].id for i in run.selections[0].indices]
+    assert all(r["text"] is None and r["label"] is None and r["needs_label"] is None for r in records)
+    assert run.to_label(pool) == []

@@ -58,7 +58,7 @@ REFERENCES = {"shared": "random:s", "full": "knn:q"}  # annotate: random annotat
 # answers from the cache); the selection's are these with "selection_" in front (see SELECTION_KEYS)
 COST_KEYS = {"http_requests": "calls", "cached_answers": "cached", "prompt_tokens": "prompt_tokens",
              "cached_prompt_tokens": "cached_prompt_tokens", "uncached_prompt_tokens": "uncached_prompt_tokens",
-             "label_fallbacks": "label_fallbacks"}
+             "label_fallbacks": "label_fallbacks", "server_restarts": "server_restarts"}
 SELECTION_KEYS = {"selection_requests": "calls", "selection_cached_answers": "cached",
                   "selection_prompt_tokens": "prompt_tokens"}
 

@@ -336,11 +336,12 @@ class LocalServer:
 
 
 def _kill(process: subprocess.Popen) -> None:
-    """SIGTERM, then SIGKILL after 10 s; waits for the process to end."""
+    """SIGTERM, then SIGKILL after 3 s; waits for the process to end. llama-server ignores SIGTERM
+    while it is busy, and it holds nothing to save (answers are cached on fewshot's side)."""
     if process.poll() is None:
         os.kill(process.pid, signal.SIGTERM)
         try:
-            process.wait(timeout=10)
+            process.wait(timeout=3)
         except subprocess.TimeoutExpired:
             os.kill(process.pid, signal.SIGKILL)
             process.wait()

@@ -71,7 +71,7 @@ def make_selector(name: str, **params: Any) -> Selector:
     >>> make_selector("go", nosie=0.1)
     Traceback (most recent call last):
     ...
-    fewshot.errors.InputError: field '--param': unknown parameter 'nosie' for method 'go' (valid: objective, ridge, noise, shortlist, label_balance, center)
+    fewshot.errors.InputError: field '--param': unknown parameter 'nosie' for method 'go' (valid: objective, ridge, noise, shortlist, label_balance, center, candidate_pool, query_sample, seed)
     >>> make_selector("votek", neighbors=0)
     Traceback (most recent call last):
     ...

@@ -5,6 +5,11 @@ Every selector is a small object with explicit parameters and two calls:
 - ``select(problem, k)`` -> one shared :class:`Selection` for all queries;
 - ``select_per_query(problem, k)`` -> one :class:`Selection` per query.
 
+Per-query selectors that shortlist by embedding similarity (``shortlist_by`` is not None) also take
+``select_per_query(problem, k, candidates=source)``: ``source(rows, size)`` gives each query row its
+``size`` candidate pool ids (a vector index's shortlist, :mod:`fewshot.index`) instead of a scan of
+the whole pool.
+
 Selectors only score candidates. The driver here picks the best feasible one, T times, and so
 enforces for every method alike: no duplicates, the token budget (budget-aware: a demo that no
 longer fits is skipped, never truncated afterwards) and optional label balance.
@@ -23,6 +28,59 @@ import numpy as np
 from ..errors import InputError
 from ..similarity import top_k
 from .params import Constraint, check, init_parameters, is_collaborator, unknown
+
+# A candidate source: ``source(rows, size)`` -> ``(len(rows), size)`` pool ids for the query rows
+# ``rows``, best first; -1 where it has none (such a slot is never picked).
+Candidates = Callable[[np.ndarray, int], np.ndarray]
+
+# Pool rows per block when a product or a pass runs over the whole pool (a memory map, float16 or
+# not): about 64 MB of float32 per block, so nothing pool-sized is ever copied.
+BLOCK_ELEMENTS = 1 << 24
+
+
+def as_float(array: np.ndarray) -> np.ndarray:
+    """float32 or float64 rows to compute with (float16 is widened; float32 and float64 are not copied)."""
+    return np.asarray(array, dtype=np.result_type(array.dtype, np.float32))
+
+
+def rows_per_block(width: int) -> int:
+    """Rows of ``width`` entries in a block of :data:`BLOCK_ELEMENTS`."""
+    return max(1, BLOCK_ELEMENTS // max(1, width))
+
+
+def block_size(pool: np.ndarray) -> int:
+    """Pool rows per block of :data:`BLOCK_ELEMENTS` entries."""
+    return rows_per_block(pool.shape[1])
+
+
+def dot_pool(targets: np.ndarray, pool: np.ndarray) -> np.ndarray:
+    """``targets @ pool.T`` block by block over the pool rows, each block widened to float32 at
+    most: a float16 or memory-mapped pool is never copied whole. One block (the plain product)
+    for a pool under :data:`BLOCK_ELEMENTS` entries.
+
+    >>> dot_pool(np.array([[1., 2.]]), np.array([[1., 0.], [0., 1.], [1., 1.]], dtype=np.float16)).tolist()
+    [[1.0, 2.0, 3.0]]
+    """
+    step = block_size(pool)
+    if len(pool) <= step:
+        return targets @ as_float(pool).T
+    out = np.empty((len(targets), len(pool)), dtype=np.result_type(targets.dtype, as_float(pool[:0]).dtype))
+    for start in range(0, len(pool), step):
+        out[:, start:start + step] = targets @ as_float(pool[start:start + step]).T
+    return out
+
+
+def row_norms(pool: np.ndarray) -> np.ndarray:
+    """``(n,)`` squared norms of the rows, block by block."""
+    step = block_size(pool)
+    if len(pool) <= step:
+        block = as_float(pool)
+        return np.einsum("ij,ij->i", block, block)
+    parts = []
+    for start in range(0, len(pool), step):
+        block = as_float(pool[start:start + step])
+        parts.append(np.einsum("ij,ij->i", block, block))
+    return np.concatenate(parts)
 
 
 @dataclass(frozen=True)
@@ -88,6 +146,38 @@ class Selection:
     info: dict[str, Any] = field(default_factory=dict)
 
 
+def pool_mean(pool: np.ndarray) -> np.ndarray:
+    """The mean row, summed block by block in float64 (no full copy of a float16 or memory-mapped pool)."""
+    total = np.zeros(pool.shape[1], dtype=np.float64)
+    for start in range(0, len(pool), block_size(pool)):
+        total += as_float(pool[start:start + block_size(pool)]).sum(axis=0, dtype=np.float64)
+    return (total / max(1, len(pool))).astype(np.float32)
+
+
+class ShiftedRows:
+    """The rows of ``pool`` minus ``shift``, computed as they are read: a centred pool without a
+    pool-sized copy, for the selectors' gathers (``rows[ids]``) and block passes.
+
+    >>> rows = ShiftedRows(np.array([[1., 2.], [3., 4.]]), np.array([1., 1.]))
+    >>> rows[np.array([1])].tolist(), len(rows), rows.shape
+    ([[2.0, 3.0]], 2, (2, 2))
+    """
+
+    def __init__(self, pool: np.ndarray, shift: np.ndarray) -> None:
+        self.pool, self.shift = pool, shift
+        self.shape, self.dtype = pool.shape, np.result_type(as_float(pool[:0]).dtype, shift.dtype)
+
+    def __len__(self) -> int:
+        return len(self.pool)
+
+    def __getitem__(self, index: Any) -> np.ndarray:
+        return as_float(self.pool[index]) - self.shift
+
+    def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
+        whole = self[:]
+        return whole if dtype is None else whole.astype(dtype)
+
+
 class Selector:
     """Base class: parameters live on the instance under their ``__init__`` names, as in scikit-learn.
 
@@ -109,6 +199,11 @@ class Selector:
 
     name: ClassVar[str] = ""
     query_independent: ClassVar[bool] = False  # the set does not depend on the queries
+    # How per-query candidates are shortlisted: "cosine", "abs-cosine" (GO), or None (not by embedding
+    # similarity: BM25 scores words, SAL asks an LLM), which refuses a candidate source (a vector index).
+    shortlist_by: ClassVar[str | None] = None
+    # Whether select(problem, k, index=...) uses a candidate index for the shared set (GO, vote-k).
+    shared_index: ClassVar[bool] = False
     parameter_constraints: ClassVar[dict[str, list[Constraint]]] = {}
     label_balance: bool = False
 
@@ -195,7 +290,8 @@ class Feasibility:
 
     def __init__(self, problem: Problem, candidates: np.ndarray, k: int, label_balance: bool) -> None:
         b, _ = candidates.shape
-        self.open = np.ones(candidates.shape, dtype=bool)
+        self.complete = candidates.strides[0] == 0 or bool((candidates >= 0).all())  # no -1 (no candidate) slot
+        self.open = np.ones(candidates.shape, dtype=bool) if self.complete else candidates >= 0
         self.costs = None
         if problem.max_tokens is not None and problem.token_costs is not None:
             self.costs = np.asarray(problem.token_costs)[candidates]
@@ -246,7 +342,9 @@ class CandidateVectors:
     """The embeddings of a batch of candidate sets ``(b, M)``, for products with one vector per row.
 
     When every row holds the whole pool in order (the exact per-query mode, and shared sets), the
-    pool is not copied b times: ``dot`` is then one matrix product ``targets @ pool.T``.
+    pool is not copied b times: ``dot`` is then one matrix product ``targets @ pool.T`` (block by
+    block for a large pool, :func:`dot_pool`). Otherwise the candidates' vectors are gathered once,
+    widened to float32 from float16; a -1 candidate (none) gathers some row, never picked.
 
     >>> pool = np.eye(3); whole = CandidateVectors(pool, np.tile(np.arange(3), (2, 1)))
     >>> whole.whole, whole.dot(np.array([[1., 0, 0], [0, 2, 0]])).tolist()
@@ -260,24 +358,53 @@ class CandidateVectors:
         n = len(pool)
         rows = candidates[:1] if candidates.strides[0] == 0 else candidates  # a broadcast: one row
         self.whole = candidates.shape[1] == n and bool((rows == np.arange(n)).all())
-        self.gathered = None if self.whole else pool[candidates]  # (b, M, d)
+        self.gathered = None if self.whole else as_float(pool[candidates])  # (b, M, d)
 
     def dot(self, targets: np.ndarray, rows: np.ndarray | None = None) -> np.ndarray:
         """``(r, M)``: each target vector ``(r, d)`` against the candidates of its row (``rows``:
         sorted distinct row indices, default all rows)."""
         if self.whole:
-            return targets @ self.pool.T
+            return dot_pool(targets, self.pool)
         block = self.gathered if rows is None or len(rows) == len(self.gathered) else self.gathered[rows]
         return np.matmul(block, targets[:, :, None])[:, :, 0]
 
     def at(self, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
         """``(r, d)``: the vectors of candidates ``candidates[rows, cols]``."""
-        return self.pool[self.candidates[rows, cols]]
+        return as_float(self.pool[self.candidates[rows, cols]])
 
     def sq_norms(self) -> np.ndarray:
-        """``(b, M)`` squared norms of the candidates."""
-        norms = np.einsum("ij,ij->i", self.pool, self.pool)
-        return np.broadcast_to(norms, self.candidates.shape).copy() if self.whole else norms[self.candidates]
+        """``(b, M)`` squared norms of the candidates (of the gathered rows only: no pass over the pool)."""
+        if self.whole:
+            return np.broadcast_to(row_norms(self.pool), self.candidates.shape).copy()
+        flat = self.gathered.reshape(-1, self.gathered.shape[-1])
+        return np.einsum("ij,ij->i", flat, flat).reshape(self.candidates.shape)
+
+
+class StackedRows:
+    """The rows of ``pool`` then those of ``queries`` as one candidate row (``b = 1``, every
+    column), for a shared design's posterior over both, without concatenating them: the pool (a
+    memory map, float16 or not) is read block by block (:func:`dot_pool`), never copied.
+
+    >>> rows = StackedRows(np.eye(2), np.array([[1., 1.]]))
+    >>> rows.dot(np.array([[1., 2.]])).tolist(), rows.sq_norms().tolist(), rows.at(np.array([0]), np.array([2])).tolist()
+    ([[1.0, 2.0, 3.0]], [[1.0, 1.0, 2.0]], [[1.0, 1.0]])
+    """
+
+    whole = True
+
+    def __init__(self, pool: np.ndarray, queries: np.ndarray) -> None:
+        self.pool, self.queries = pool, queries
+        self.dtype = np.result_type(as_float(pool[:0]).dtype, as_float(queries[:0]).dtype)
+
+    def dot(self, targets: np.ndarray, rows: np.ndarray | None = None) -> np.ndarray:
+        return np.concatenate([dot_pool(targets, self.pool), targets @ as_float(self.queries).T], axis=1)
+
+    def at(self, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
+        n = len(self.pool)
+        return np.stack([self.pool[c] if c < n else self.queries[c - n] for c in cols.tolist()]).astype(self.dtype)
+
+    def sq_norms(self) -> np.ndarray:
+        return np.concatenate([row_norms(self.pool), row_norms(self.queries)])[None, :]
 
 
 class GreedySelector(Selector):
@@ -290,15 +417,18 @@ class GreedySelector(Selector):
     - ``_commit(state, rows, cols)``: the pick ``candidates[rows, cols]`` was made; update state.
 
     Per-query mode shortlists each query's ``shortlist`` most relevant candidates first
-    (``shortlist=None``: the whole pool, exact). Queries are processed in chunks of as many rows
-    as fit ``chunk_elements`` state entries, so memory stays bounded for any m; in exact mode the
-    candidates' vectors are the pool itself (see :class:`CandidateVectors`), not b copies of it.
+    (``shortlist=None``: the whole pool, exact), or takes them from a candidate source
+    (``candidates=``: a vector index's shortlists, ranked by ``shortlist_by``). Queries are
+    processed in chunks of as many rows as fit ``chunk_elements`` state entries, so memory stays
+    bounded for any m; in exact mode the candidates' vectors are the pool itself (see
+    :class:`CandidateVectors`), not b copies of it.
 
     Selectors whose gains never change after a pick (:class:`StaticGains`: kNN, BM25, random) skip
     the k-step loop when no token budget or label balance is active: their picks are the top k.
     """
 
     shortlist: int | None = None
+    shortlist_by: ClassVar[str | None] = "cosine"
     static_gains: ClassVar[bool] = False
     chunk_elements: ClassVar[int] = 1 << 24  # ~64 MB of float32 state per chunk of queries
 
@@ -317,32 +447,46 @@ class GreedySelector(Selector):
 
     def _relevance(self, problem: Problem, queries: np.ndarray) -> np.ndarray:
         """``(b, n)`` relevance used to shortlist candidates per query (cosine by default)."""
-        return problem.queries[queries] @ problem.pool.T
+        return dot_pool(problem.queries[queries], problem.pool)
+
+    def shortlist_size(self, n: int, k: int) -> int:
+        """Candidates per query: ``shortlist`` (at least 4k), or the whole pool when it is None."""
+        return n if self.shortlist is None else min(n, max(self.shortlist, 4 * k))
 
     def select(self, problem: Problem, k: int) -> Selection:
         check_k(problem, k)
         candidates = np.arange(problem.n)[None, :]
         return self._drive(problem, candidates, None, k)[0]
 
-    def select_per_query(self, problem: Problem, k: int) -> list[Selection]:
+    def select_per_query(self, problem: Problem, k: int, *, candidates: Candidates | None = None) -> list[Selection]:
+        """One selection per query. ``candidates(rows, size)``: each query row's ``size`` candidate
+        pool ids (-1: none) instead of the top ``size`` by relevance over the whole pool."""
         check_k(problem, k)
         if self.query_independent:
             shared = self.select(problem, k)
             return [replace(shared, query=j) for j in range(problem.m)]
-        n = problem.n
-        size = n if self.shortlist is None else min(n, max(self.shortlist, 4 * k))
+        if candidates is not None and self.shortlist_by is None:
+            raise InputError(f"method {self.name!r} does not shortlist by embedding similarity: a vector index "
+                             "cannot serve it", field="--index")
+        n, d = problem.n, problem.pool.shape[1]
+        size = self.shortlist_size(n, k)
         # state per query row: ~k + 8 arrays over its candidates; a shortlist also gathers their
-        # vectors and scores the whole pool once to find them
-        per_row = size * (k + 8) + (0 if size == n else size * problem.pool.shape[1] + n)
+        # vectors, and without a candidate source scores the whole pool once to find them
+        if candidates is not None:
+            per_row = size * (k + 8 + d)
+        else:
+            per_row = size * (k + 8) + (0 if size == n else size * d + n)
         chunk = max(1, min(problem.m, self.chunk_elements // per_row))
         out: list[Selection] = []
         for start in range(0, problem.m, chunk):
             queries = np.arange(start, min(start + chunk, problem.m))
-            if size == n:
-                candidates = np.broadcast_to(np.arange(n), (len(queries), n))
+            if candidates is not None:
+                ids = _checked_candidates(candidates(queries, size), len(queries), size, n)
+            elif size == n:
+                ids = np.broadcast_to(np.arange(n), (len(queries), n))
             else:
-                candidates = top_k(self._relevance(problem, queries), size)
-            out.extend(self._drive(problem, candidates, queries, k))
+                ids = top_k(self._relevance(problem, queries), size)
+            out.extend(self._drive(problem, ids, queries, k))
         return out
 
     def _drive(self, problem: Problem, candidates: np.ndarray, queries: np.ndarray | None,
@@ -353,7 +497,7 @@ class GreedySelector(Selector):
         picks: list[list[int]] = [[] for _ in range(b)]
         scores: list[list[float]] = [[] for _ in range(b)]
         traces: list[list[dict]] = [[] for _ in range(b)]
-        if self.static_gains and feasible.costs is None and feasible.codes is None:
+        if self.static_gains and feasible.costs is None and feasible.codes is None and feasible.complete:
             # Gains never change and nothing but distinctness constrains a pick: the greedy loop
             # would take the top k in order (ties: lower column, as np.argmax), so take them at once.
             gains = self._gains(state, feasible.mask())
@@ -415,6 +559,16 @@ class GreedySelector(Selector):
             results.append(Selection(tuple(picks[row]), tuple(scores[row]), tuple(traces[row]),
                                      query=None if queries is None else int(queries[row]), stopped=stopped))
         return results
+
+
+def _checked_candidates(ids: Any, rows: int, size: int, n: int) -> np.ndarray:
+    """A candidate source's answer as ``(rows, size)`` int64 pool ids in [-1, n), or an error."""
+    ids = np.asarray(ids)
+    if ids.shape != (rows, size) or ids.dtype.kind not in "iu":
+        raise InputError(f"the candidate source gave {ids.shape} {ids.dtype} for {rows} queries x {size} candidates")
+    if ids.size and (ids.min() < -1 or ids.max() >= n):
+        raise InputError(f"the candidate source gave pool ids outside [-1, {n})")
+    return ids.astype(np.int64, copy=False)
 
 
 class StaticGains(GreedySelector):

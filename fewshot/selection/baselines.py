@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import re
 from collections import Counter
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import numpy as np
 from scipy import sparse
@@ -13,7 +13,7 @@ from scipy import sparse
 from ..clustering import kmeans
 from ..errors import InputError
 from ..similarity import nearest
-from .base import CandidateVectors, GreedySelector, Problem, StaticGains
+from .base import CandidateVectors, GreedySelector, Problem, Selection, StaticGains, check_k
 from .linear import LinearPosterior
 from .params import FLAG, SEED, SHORTLIST, Interval
 
@@ -134,6 +134,7 @@ class BM25(StaticGains):
     """BM25 lexical relevance (per query; shared: summed over queries, each scaled to max 1)."""
 
     name: ClassVar[str] = "bm25"
+    shortlist_by: ClassVar[str | None] = None  # words, not vectors: no vector index serves it
     parameter_constraints: ClassVar[dict] = {"k1": [Interval(float, 0, None)], "b": [Interval(float, 0, 1)],
                                              "shortlist": SHORTLIST, "label_balance": FLAG}
 
@@ -204,6 +205,7 @@ class VoteK(GreedySelector):
 
     name: ClassVar[str] = "votek"
     query_independent: ClassVar[bool] = True
+    shared_index: ClassVar[bool] = True
     # neighbors=0 left a graph without edges: every score 0, and the picks were 0, 1, 2, ...
     parameter_constraints: ClassVar[dict] = {"neighbors": [Interval(int, 1, None)], "rho": [Interval(float, 1, None)],
                                              "label_balance": FLAG}
@@ -211,12 +213,31 @@ class VoteK(GreedySelector):
     def __init__(self, neighbors: int = 15, rho: float = 10.0, label_balance: bool = False) -> None:
         self.neighbors, self.rho, self.label_balance = neighbors, rho, label_balance
 
+    def select(self, problem: Problem, k: int, *, index: Any = None) -> Selection:
+        """The shared set; ``index`` (a :class:`~fewshot.index.CandidateIndex` over the pool) finds
+        each example's neighbours instead of an all-pairs scan (with an exact index, the same graph)."""
+        if index is None:
+            return super().select(problem, k)
+        check_k(problem, k)
+        run = self.clone()  # the graph travels on a copy: this selector keeps no state between calls
+        run._graph = self._neighbours(problem, index)
+        return GreedySelector.select(run, problem, k)
+
+    def _neighbours(self, problem: Problem, index: Any = None, block: int = 4096) -> np.ndarray:
+        """``(n, width)`` each example's nearest pool rows, itself included (-1: none found)."""
+        width = min(self.neighbors + 1, problem.n)
+        if index is None:
+            return nearest(problem.pool, problem.pool, width)[0]
+        return np.concatenate([index.search(np.asarray(problem.pool[s:s + block]), width)[1]
+                               for s in range(0, problem.n, block)])
+
     def _start(self, problem, candidates, queries, k):
         n = problem.n
-        width = min(self.neighbors + 1, n)  # each example's nearest, itself included
-        idx, _ = nearest(problem.pool, problem.pool, width)
-        rows = np.repeat(np.arange(n), width)
-        graph = sparse.csr_matrix((np.ones(n * width), (rows, idx.ravel())), shape=(n, n))
+        idx = getattr(self, "_graph", None)
+        idx = self._neighbours(problem) if idx is None else idx
+        found = idx >= 0
+        rows = np.repeat(np.arange(n), idx.shape[1])[found.ravel()]
+        graph = sparse.csr_matrix((np.ones(len(rows)), (rows, idx[found])), shape=(n, n))
         graph.setdiag(0)  # an example does not vote for itself
         graph.eliminate_zeros()
         return {"graph": graph, "covered": np.zeros(n), "selected": np.zeros(n, dtype=bool)}

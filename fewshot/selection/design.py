@@ -24,9 +24,10 @@ from typing import Any, ClassVar, Literal, Sequence
 import numpy as np
 
 from ..errors import InputError
-from .base import CandidateVectors, GreedySelector, Problem, Selection
+from .base import (BLOCK_ELEMENTS, Candidates, CandidateVectors, GreedySelector, Problem, Selection, ShiftedRows,
+                   StackedRows, as_float, block_size, check_k, dot_pool, pool_mean, rows_per_block)
 from .linear import LinearPosterior
-from .params import FLAG, SHORTLIST, Interval, Options
+from .params import FLAG, SEED, SHORTLIST, Interval, Options
 
 
 @dataclass
@@ -64,6 +65,16 @@ class GO(GreedySelector):
     embeddings share a large common direction, which otherwise makes the most "generic"
     example look the most informative.
 
+    The shared set at scale: nothing pool-sized is copied (the pool may be a float16 memory map;
+    each step reads it block by block), and G's query rows are kept only for the queries the lazy
+    scoring touched. Two settings trade exactness for size, both off by default (exact):
+    ``query_sample`` designs for a seeded (``seed``) sample of that many queries instead of all
+    of them; ``candidate_pool`` scores only about that many pool examples, the union of the (sampled)
+    queries' nearest by |cosine| (from the ``index`` given to :meth:`select`, else an exact
+    search). Given an ``index`` and no ``candidate_pool``, each query brings its ``shortlist``
+    nearest. The selection's ``info`` then says how many queries and candidates were used and the
+    largest and mean variance left over all the queries (exact, whatever was sampled).
+
     >>> rng = np.random.default_rng(0); X = rng.normal(size=(50, 8)); X /= np.linalg.norm(X, axis=1, keepdims=True)
     >>> sel = GO(objective="g").select(Problem(pool=X, queries=X[:5]), k=3)
     >>> len(sel.indices), len(set(sel.indices))
@@ -71,27 +82,85 @@ class GO(GreedySelector):
     """
 
     name: ClassVar[str] = "go"
+    shortlist_by: ClassVar[str | None] = "abs-cosine"
+    shared_index: ClassVar[bool] = True
+    g_cache_elements: ClassVar[int] = 1 << 25  # at most ~128 MB of kept q . x rows (shared G)
     parameter_constraints: ClassVar[dict] = {
         "objective": [Options("g", "v")], "ridge": [Interval(float, 0, None, closed="neither")],
         "noise": [Interval(float, 0, None, closed="neither")], "shortlist": SHORTLIST, "label_balance": FLAG,
-        "center": FLAG}
+        "center": FLAG, "candidate_pool": [Interval(int, 1, None), None], "query_sample": [Interval(int, 1, None), None],
+        "seed": SEED}
 
     def __init__(self, objective: Literal["g", "v"] = "g", ridge: float = 1.0, noise: float = 0.1,
-                 shortlist: int | None = 256, label_balance: bool = False, center: bool = False) -> None:
+                 shortlist: int | None = 256, label_balance: bool = False, center: bool = False,
+                 candidate_pool: int | None = None, query_sample: int | None = None, seed: int = 0) -> None:
         self.objective, self.ridge, self.noise = objective, ridge, noise
         self.shortlist, self.label_balance, self.center = shortlist, label_balance, center
+        self.candidate_pool, self.query_sample, self.seed = candidate_pool, query_sample, seed
 
-    def _centered(self, problem: Problem) -> Problem:
+    def _centered(self, problem: Problem, mean: np.ndarray | None = None) -> Problem:
+        """Pool and queries minus the pool's mean (``mean``: a given one). A pool of more than one
+        block (:data:`~fewshot.selection.base.BLOCK_ELEMENTS`) is shifted as it is read, not copied."""
         if not self.center:
             return problem
-        mean = problem.pool.mean(axis=0)
-        return replace(problem, pool=problem.pool - mean, queries=problem.queries - mean)
+        small = isinstance(problem.pool, np.ndarray) and problem.pool.size <= BLOCK_ELEMENTS
+        if mean is None:
+            mean = problem.pool.mean(axis=0) if small else pool_mean(problem.pool)
+        pool = problem.pool - mean if small else ShiftedRows(problem.pool, mean)
+        return replace(problem, pool=pool, queries=problem.queries - mean)
 
-    def select(self, problem: Problem, k: int) -> Selection:
-        return super().select(self._centered(problem), k)
+    def select(self, problem: Problem, k: int, *, index: Any = None) -> Selection:
+        """The shared set; ``index`` (a :class:`~fewshot.index.CandidateIndex` over the pool) picks
+        the candidates (see the class notes)."""
+        if index is None and self.candidate_pool is None and self.query_sample is None:
+            return super().select(self._centered(problem), k)
+        check_k(problem, k)
+        rows = self._sampled_queries(problem.m)
+        keep = self._candidate_pool(problem, rows, k, index)
+        mean = None
+        if self.center:  # the whole pool's mean, as without candidates
+            mean = pool_mean(problem.pool) if keep is not None else None
+        sub = problem if keep is None else restrict_pool(problem, keep)
+        sub = replace(sub, queries=problem.queries[rows])
+        selection = super().select(self._centered(sub, mean), k)
+        if keep is not None:
+            selection = remap_selection(selection, keep)
+        chosen = list(selection.indices)
+        left = query_variances(self._centered(problem, mean), chosen, self.ridge, self.noise)
+        info = {"queries_used": int(len(rows)), "candidates_scored": int(problem.n if keep is None else len(keep)),
+                "max_query_variance": float(left.max()), "mean_query_variance": float(left.mean())}
+        return replace(selection, info={**selection.info, **info})
 
-    def select_per_query(self, problem: Problem, k: int) -> list[Selection]:
-        return super().select_per_query(self._centered(problem), k)
+    def _sampled_queries(self, m: int) -> np.ndarray:
+        if self.query_sample is None or self.query_sample >= m:
+            return np.arange(m)
+        return np.sort(np.random.default_rng(self.seed).choice(m, size=self.query_sample, replace=False))
+
+    def _candidate_pool(self, problem: Problem, rows: np.ndarray, k: int, index: Any) -> np.ndarray | None:
+        """Sorted pool rows to score: the union of the queries' nearest by |cosine|, about
+        ``candidate_pool`` of them (None: the whole pool)."""
+        n = problem.n
+        if self.candidate_pool is None and index is None:
+            return None
+        if self.candidate_pool is not None and self.candidate_pool >= n:
+            return None
+        if index is None:
+            from ..index import ExactIndex
+
+            index = ExactIndex().build(problem.pool)
+        # each query brings its nearest; without candidate_pool its shortlist, else as many as make
+        # the union reach candidate_pool (doubled until it does: at least that many, under about twice)
+        want = k if self.candidate_pool is None else max(k, self.candidate_pool)
+        per_query = (self.shortlist_size(n, k) if self.candidate_pool is None
+                     else max(1, self.candidate_pool // len(rows)))
+        queries = problem.queries[rows]
+        while True:
+            ids = np.concatenate([index.search(queries[s:s + 1024], per_query, absolute=True)[1]
+                                  for s in range(0, len(queries), 1024)])
+            keep = np.unique(ids[ids >= 0])
+            if len(keep) >= want or per_query >= n:
+                return keep if len(keep) < n else None
+            per_query = min(n, 2 * per_query)
 
     # -- shared set over all queries ---------------------------------------------------------
     def _start(self, problem: Problem, candidates: np.ndarray, queries: np.ndarray | None,
@@ -99,19 +168,18 @@ class GO(GreedySelector):
         if queries is not None:
             return self._start_per_query(problem, candidates, queries)
         pool, qs = problem.pool, problem.queries
-        both = np.concatenate([pool, qs])
-        post = LinearPosterior(CandidateVectors(both, np.arange(len(both))[None, :]), self.ridge, self.noise,
-                               keep_projections=True)
+        post = LinearPosterior(StackedRows(pool, qs), self.ridge, self.noise, keep_projections=True)
         state = _SharedState(pool, qs, post, {})
         if self.objective == "v":
-            # sum_q (q^T Sigma x)^2 = x^T Sigma C Sigma x with C = Q^T Q: a d x d form, no m x n matrix.
+            # sum_q (q^T Sigma x)^2 = x^T Sigma C Sigma x with C = Q^T Q: a d x d form, no m x n matrix;
+            # x C x block by block, and later (P C) u as P (C u): no n x d product is kept
             C = qs.T @ qs
-            state.extra["PC"] = pool @ C
-            state.extra["xCx"] = np.einsum("ij,ij->i", state.extra["PC"], pool)
+            state.extra["xCx"] = _quadratic_rows(pool, C)
             state.extra["C"], state.extra["CU"], state.extra["Z"] = C, [], []
         else:
-            state.extra["P"] = np.empty((len(qs), len(pool)), dtype=np.result_type(pool, qs))
-            state.extra["have"] = np.zeros(len(qs), dtype=bool)
+            # query row -> its q . x over the pool, kept for rows scored at a second step (the lazy
+            # working set: the first step scores every query once), up to g_cache_elements values
+            state.extra["P"], state.extra["seen"] = {}, set()
         return state
 
     def gains(self, problem: Problem, chosen: Sequence[int]) -> np.ndarray:
@@ -153,9 +221,9 @@ class GO(GreedySelector):
         e = s.extra
         num = e["xCx"] / self.ridge ** 2
         factors = s.post.factors
-        for u in factors[len(e["Z"]):]:  # C u and PC u of the picks made since the last call
+        for u in factors[len(e["Z"]):]:  # C u and P C u of the picks made since the last call
             e["CU"].append(e["C"] @ u[0])
-            e["Z"].append(e["PC"] @ u[0])
+            e["Z"].append(dot_pool(e["CU"][-1][None, :], s.pool)[0])
         if factors:
             W, Z = s.projections()[:len(s.pool)], np.stack(e["Z"], axis=1)
             G = np.stack(factors, axis=-1)[0].T @ np.stack(e["CU"], axis=1)  # U^T C U (t x t)
@@ -164,14 +232,19 @@ class GO(GreedySelector):
 
     def _query_rows(self, s: _SharedState, rows: np.ndarray, WQ: np.ndarray | None,
                     WT: np.ndarray | None) -> np.ndarray:
-        """``Q[rows] Sigma Phi^T``; the ``Q Phi^T`` rows are computed once and kept. ``WQ`` (m, t)
-        and ``WT`` (t, n) hold u_j . q and u_j . x (None before any pick)."""
-        P, have = s.extra["P"], s.extra["have"]
-        missing = rows[~have[rows]]
-        if len(missing):
-            P[missing] = s.queries[missing] @ s.pool.T
-            have[missing] = True
-        block = P[rows] / self.ridge
+        """``Q[rows] Sigma Phi^T``; the ``Q Phi^T`` rows of the lazy working set (rows scored again
+        after the first time) are kept, within ``g_cache_elements``. ``WQ`` (m, t) and ``WT`` (t, n)
+        hold u_j . q and u_j . x (None before any pick)."""
+        P, seen = s.extra["P"], s.extra["seen"]
+        wanted = rows.tolist()
+        missing = [q for q in wanted if q not in P]
+        fresh = dict(zip(missing, dot_pool(s.queries[missing], s.pool))) if missing else {}
+        room = self.g_cache_elements // max(1, len(s.pool)) - len(P)
+        for q in missing:
+            if q in seen and room > 0:
+                P[q], room = fresh[q], room - 1
+            seen.add(q)
+        block = np.stack([P[q] if q in P else fresh[q] for q in wanted]) / self.ridge
         if WQ is not None:
             block -= WQ[rows] @ WT
         return block
@@ -194,8 +267,9 @@ class GO(GreedySelector):
         WQ, WT = (None, None) if W is None else (W[n:], np.ascontiguousarray(W[:n].T))
         value = np.full(len(den), -np.inf, dtype=den.dtype)
         while True:
-            for start in range(done, size, 128):  # row chunks keep temporaries cache-sized
-                rows = order[start:min(start + 128, size)]
+            step = min(128, rows_per_block(n))  # row chunks keep temporaries cache-sized, and bounded
+            for start in range(done, size, step):
+                rows = order[start:min(start + step, size)]
                 block = self._query_rows(s, rows, WQ, WT)
                 np.square(block, out=block)
                 block /= den
@@ -223,11 +297,49 @@ class GO(GreedySelector):
         return note
 
     # -- one query at a time, batched over queries, in kernel form over the candidates -------------
+    def select_per_query(self, problem: Problem, k: int, *, candidates: Candidates | None = None) -> list[Selection]:
+        """Per query (``query_sample`` and ``candidate_pool`` do not apply: each query has its shortlist)."""
+        return super().select_per_query(self._centered(problem), k, candidates=candidates)
+
     def _relevance(self, problem: Problem, queries: np.ndarray) -> np.ndarray:
-        return np.abs(problem.queries[queries] @ problem.pool.T)
+        return np.abs(dot_pool(problem.queries[queries], problem.pool))
 
     def _start_per_query(self, problem: Problem, candidates: np.ndarray, queries: np.ndarray) -> LinearPosterior:
         # Per row b: q^T Sigma_b x and x^T Sigma_b x for every candidate x of the row. No (M, M)
         # kernel and no (M, t) factors are kept; the last pick's pass over the candidates is never made.
         return LinearPosterior(CandidateVectors(problem.pool, candidates), self.ridge, self.noise,
                                targets=problem.queries[queries])
+
+
+def _quadratic_rows(pool: np.ndarray, C: np.ndarray) -> np.ndarray:
+    """``(n,)`` x^T C x for every pool row, block by block."""
+    parts = []
+    for start in range(0, len(pool), block_size(pool)):
+        block = as_float(pool[start:start + block_size(pool)])
+        parts.append(np.einsum("ij,ij->i", block @ C, block))
+    return parts[0] if len(parts) == 1 else np.concatenate(parts)
+
+
+def query_variances(problem: Problem, chosen: Sequence[int], ridge: float, noise: float) -> np.ndarray:
+    """``(m,)`` q^T Sigma q for every query after observing the pool rows ``chosen``
+    (Sigma = (ridge I + X^T X / noise)^-1, a d x d solve), in blocks of queries."""
+    X = np.asarray(np.stack([problem.pool[i] for i in chosen]) if chosen else np.zeros((0, problem.queries.shape[1])),
+                   dtype=np.float64)
+    sigma = np.linalg.inv(ridge * np.eye(problem.queries.shape[1]) + X.T @ X / noise)
+    out = np.empty(problem.m)
+    for start in range(0, problem.m, 1 << 14):
+        q = np.asarray(problem.queries[start:start + (1 << 14)], dtype=np.float64)
+        out[start:start + len(q)] = np.einsum("qd,de,qe->q", q, sigma, q)
+    return out
+
+
+def restrict_pool(problem: Problem, keep: np.ndarray) -> Problem:
+    from ..pipeline import restrict  # lazily: the pipeline imports the selectors
+
+    return restrict(problem, keep)
+
+
+def remap_selection(selection: Selection, keep: np.ndarray) -> Selection:
+    from ..pipeline import remap
+
+    return remap(selection, keep)

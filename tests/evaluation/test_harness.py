@@ -259,6 +259,7 @@ def test_records_keep_costs_and_demo_sets_not_scores(tmp_path):
     predictions = {p["cell"]: p for p in map(json.loads, (tmp_path / "run" / "predictions.jsonl").read_text().splitlines())}
     for record in records.values():
         assert "score" not in record and "llm_calls" not in record and record["http_requests"] >= 0
+        assert record["server_restarts"] == 0  # probe 1a: a restart of the local server is recorded per cell
         assert record["demo_sets"] == len({row["demo_set"] for row in predictions[record["cell"]]["rows"]})
     assert records["shared", "go:s"]["demo_sets"] == 1 and records["full", "knn:q"]["demo_sets"] > 1
 

@@ -140,3 +140,34 @@ def test_votek_without_neighbours_is_refused(build):
     was 0 and the picks were 0, 1, 2, ..."""
     with pytest.raises(InputError, match="parameter neighbors=0 for method 'votek' must be int >= 1"):
         build()
+
+
+def test_votek_graph_through_an_index_gives_the_all_pairs_picks():
+    """Issue 19: the graph from an index (here exact, and faiss flat) instead of the n x n scan."""
+    from fewshot.index import ExactIndex, make_index
+
+    rng = np.random.default_rng(9)
+    pool = unit_rows(rng, 600, 12)
+    problem = Problem(pool=pool, queries=pool[:3])
+    today = VoteK(neighbors=10).select(problem, 6)
+    served = VoteK(neighbors=10).select(problem, 6, index=ExactIndex(pool_chunk=128).build(pool))
+    assert served.indices == today.indices and served.scores == today.scores
+    pytest.importorskip("faiss")
+    assert VoteK(neighbors=10).select(problem, 6, index=make_index("flat").build(pool)).indices == today.indices
+
+
+def test_votek_graph_skips_neighbours_an_index_did_not_find():
+    class Sparse:  # finds only the example itself and the next one
+        def search(self, queries, size, absolute=False):
+            n = len(queries)
+            ids = np.full((n, size), -1)
+            ids[:, 0] = np.arange(self.start, self.start + n)
+            ids[:, 1] = (ids[:, 0] + 1) % 40
+            self.start += n
+            return None, ids
+
+    index = Sparse()
+    index.start = 0
+    pool = unit_rows(np.random.default_rng(10), 40, 6)
+    chosen = VoteK(neighbors=5).select(Problem(pool=pool, queries=pool[:2]), 3, index=index)
+    assert len(set(chosen.indices)) == 3 and chosen.scores[0] == 1.0  # one vote each: the ring

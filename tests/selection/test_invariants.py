@@ -201,6 +201,7 @@ REFUSED = {
     "model": [object(), "gpt"],
     "oracle": ["labels.jsonl", 3],
     "query_sample": [0, -1, 1.5],  # 0 used to pass and pick indices 0, 1, 2, ...
+    "candidate_pool": [0, -1, 2.5, "8"],
     "min_label_prob": [-0.1, 1.5],
     "calibration": ["contextual", None],
     "label_coverage": ["yes"],
