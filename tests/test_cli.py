@@ -108,6 +108,7 @@ def test_bad_files_exit_2(tmp_path, vectors):
     assert result.exit_code == 2 and "does not match the pool" in result.output
 
 
+@pytest.mark.slow  # the bundled embedding model on 340 texts
 def test_real_model_end_to_end(tmp_path):
     """The README demo: bundled examples, bundled embedding model, second run from the cache."""
     args = ["select", "--pool", EXAMPLES / "pool.jsonl", "--queries", EXAMPLES / "queries.jsonl",

@@ -69,6 +69,7 @@ def test_missing_field_fails_before_the_llm(tmp_path):
     assert result.exit_code == 2 and "line 2, field 'label': missing label" in result.output
 
 
+@pytest.mark.slow  # loads the bundled embedding model
 def test_unreachable_llm_is_a_clear_error(tmp_path):
     rows = [{"text": f"t{i}", "label": "ab"[i % 2]} for i in range(60)]
     data = write_jsonl(tmp_path / "d.jsonl", rows)

@@ -37,6 +37,7 @@ class Axes:
         return out / np.linalg.norm(out, axis=1, keepdims=True)
 
 
+@pytest.mark.slow  # loads the bundled embedding model
 def test_knn_in_few_shot_prompt_template_with_the_bundled_embedder():
     selector = FewshotExampleSelector.from_examples(EXAMPLES, method="knn", k=1, input_keys=["input"])
     prompt = FewShotPromptTemplate(example_selector=selector,
