@@ -521,7 +521,7 @@ def evaluate(
     if not suite and data is None:
         raise InputError("give --suite NAME or --data FILE_OR_NAME", field="--data")
     plan = load_suite(suite) if suite else Suite()
-    listed = lambda text: text and [t.strip() for t in text.split(",") if t.strip()]  # noqa: E731
+    listed = lambda text: _listed(text) or None  # noqa: E731 - None: the suite's value stands
     numbers = lambda text, name: text and _integers(text, name)  # noqa: E731
     overrides = {"data": listed(data), "methods": listed(methods), "k": numbers(k, "--k"),
                  "label_budgets": numbers(label_budgets, "--label-budgets"), "annotators": listed(annotators),

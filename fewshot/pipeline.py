@@ -625,10 +625,9 @@ def _check_labelled(selector: Selector, retriever: Selector | None, pool: Sequen
     reads only the labels of the annotated examples; after SAL, its oracle has revealed them)."""
     revealed = "oracle" in parameters(type(selector))
     readers = [selector] + ([retriever] if retriever is not None and not revealed else [])
+    readers = [reader for reader in readers if needs_labels(reader)]
+    missing = [i for i, e in enumerate(pool) if e.label is None] if readers else []
     for reader in readers:
-        if not needs_labels(reader):
-            continue
-        missing = [i for i, e in enumerate(pool) if e.label is None]
         if missing:
             role = "" if reader is selector else "the retriever "
             raise InputError(f"{role}{reader.name} reads the pool's labels (demos and held-out probes), and "

@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
+from ..data import replace_files
 from ..errors import InputError
 
 log = logging.getLogger(__name__)
@@ -147,16 +148,9 @@ def _append(path: Path, row: dict[str, Any]) -> None:
 
 
 def write_atomic(path: Path, data: str | bytes) -> None:
-    """Write a whole file or leave the old one: a temporary file beside it, then a rename."""
-    path = Path(path)
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(temporary, "wb") as handle:
-            handle.write(data.encode("utf-8") if isinstance(data, str) else data)
-        os.replace(temporary, path)
-    except OSError as err:
-        temporary.unlink(missing_ok=True)
-        raise InputError(f"cannot write ({err.strerror})", path=str(path)) from None
+    """Write a whole file or leave the old one (:func:`fewshot.data.replace_files`: a synced
+    temporary file beside it, then a rename)."""
+    replace_files([(Path(path), [data.encode("utf-8") if isinstance(data, str) else data])], None)
 
 
 # -- the code version -----------------------------------------------------------------------------
