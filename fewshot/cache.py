@@ -228,16 +228,20 @@ class SqliteStore:
                 found.update(rows.fetchall())
             return found
 
+        return self._read(read, {})
+
+    def _read(self, work: Callable[[], T], empty: T) -> T:
+        """A read that a full, damaged or unreadable cache turns into ``empty`` (and no more reads)."""
         with self._lock:
             if self._db is None:
-                return {}
+                return empty
             try:
-                return self._retry(read)
+                return self._retry(work)
             except Exception as err:  # noqa: BLE001 - _unusable decides
                 if not _unusable(err):
                     raise
                 self._give_up(err, reads=True)
-                return {}
+                return empty
 
     def get(self, key: str) -> bytes | None:
         return self.get_many([key]).get(key)
@@ -271,10 +275,7 @@ class SqliteStore:
                     self._give_up(err, reads=False)
 
     def __len__(self) -> int:
-        with self._lock:
-            if self._db is None:
-                return 0
-            return self._retry(lambda: self._db.execute(f"SELECT COUNT(*) FROM {self._table}").fetchone()[0])
+        return self._read(lambda: self._db.execute(f"SELECT COUNT(*) FROM {self._table}").fetchone()[0], 0)
 
     def close(self) -> None:
         if self._db is not None:

@@ -269,3 +269,11 @@ def test_a_cache_on_a_read_only_file_system(mounted, caplog):
         assert CachedEmbedder(inner, path).embed(["old", "new"]).shape == (2, 2)
     (warning,) = _warnings(caplog)
     assert str(path) in warning and inner.seen in (["new"], ["old", "new"])
+
+
+def test_counting_a_cache_that_fails_is_empty_not_an_error(tmp_path, monkeypatch):
+    """len() went around the unusable-cache handling that get_many and put_many have."""
+    store = SqliteStore(tmp_path / "c.sqlite", "t")
+    store.put_many([("a", b"1")])
+    monkeypatch.setattr(store, "_retry", lambda work, **_: (_ for _ in ()).throw(sqlite3.OperationalError("disk I/O error")))
+    assert len(store) == 0 and store.get("a") is None
