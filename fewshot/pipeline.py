@@ -18,7 +18,7 @@ import time
 from contextlib import ExitStack
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
@@ -403,13 +403,16 @@ class SelectionRun:
 def run_selection(selector: Selector, problem: Problem, k: int, *, per_query: bool = False,
                   prune_to: int | None = None, prune_policy: str = "hard", seed: int = 0,
                   label_budget: int | None = None, retriever: Selector | None = None,
-                  index: Any = None, engine: Any = None) -> SelectionRun:
+                  index: Any = None, engine: Any = None, reveal: Callable[[int], Any] | None = None) -> SelectionRun:
     """Run a selector, optionally after pruning the pool to ``prune_to`` examples by hardship.
 
     With ``label_budget=B`` it is two-stage ("annotate then retrieve"): ``selector`` picks the B
     examples to label, then ``retriever`` (default kNN) picks k demos from those B, per query when
     ``per_query``. ``info["annotated"]`` holds the B picks (pool indices, pick order). A token
     budget bounds one prompt's demos, so it applies to the retriever's k, not to the B labels.
+    The retriever sees the labels of those B only: an oracle's (SAL's trace), else the problem's,
+    else ``reveal(i)`` (pool index i; the eval's problem carries no labels, so the annotator
+    cannot read them): a retriever that reads labels (valsearch, ...) holds its probes out of the B.
 
     ``index`` (a built :class:`~fewshot.index.CandidateIndex` over the pool) serves per-query
     selection's shortlists (:func:`~fewshot.index.select_per_query_with_index`) and the shared
@@ -429,8 +432,10 @@ def run_selection(selector: Selector, problem: Problem, k: int, *, per_query: bo
         selector = _oracle_on_original_pool(selector, keep)
     info: dict[str, Any] = {}
     if label_budget is not None:
+        if reveal is not None and keep is not None:
+            reveal = functools.partial(_revealed_in_pool, reveal, keep)
         selections, annotated = _annotate_then_retrieve(selector, retriever, problem, k, label_budget, per_query,
-                                                        index)
+                                                        index, reveal)
         info["annotated"] = annotated if keep is None else remap(annotated, keep)
     elif per_query:
         selections = _per_query(selector, problem, k, index, engine)
@@ -459,19 +464,37 @@ def _shared(selector: Selector, problem: Problem, k: int, index: Any) -> Selecti
     return selector.select(problem, k)
 
 
+def _revealed_in_pool(reveal: Callable[[int], Any], keep: np.ndarray, i: int) -> Any:
+    """``reveal`` asked about a pruned pool's example i, by its index in the whole pool."""
+    return reveal(int(keep[i]))
+
+
 def _annotate_then_retrieve(selector: Selector, retriever: Selector | None, problem: Problem, k: int,
-                            label_budget: int, per_query: bool, index: Any = None) -> tuple[list[Selection], Selection]:
+                            label_budget: int, per_query: bool, index: Any = None,
+                            reveal: Callable[[int], Any] | None = None) -> tuple[list[Selection], Selection]:
     if label_budget < k:
         raise InputError(f"label_budget={label_budget} is smaller than k={k}", field="--label-budget")
     # the B labels are not one prompt: the token budget is the retriever's, on each prompt's k demos
     annotated = _shared(selector, replace(problem, max_tokens=None), label_budget, index)
     labeled = np.array(annotated.indices, dtype=int)
-    revealed = {t["index"]: t["label"] for t in annotated.trace if t.get("label") is not None}  # SAL's oracle
-    labels = None if problem.labels is None else [revealed.get(i, problem.labels[i]) for i in labeled]
-    subset = replace(restrict(problem, labeled), labels=labels)
+    subset = replace(restrict(problem, labeled), labels=_annotated_labels(problem, annotated, reveal))
     retriever = retriever or KNN()
     selections = retriever.select_per_query(subset, k) if per_query else [retriever.select(subset, k)]
     return [remap(s, labeled) for s in selections], annotated
+
+
+def _annotated_labels(problem: Problem, annotated: Selection,
+                      reveal: Callable[[int], Any] | None) -> list[Any] | None:
+    """The labels of the annotated examples, in pick order (None: none known): an oracle's from the
+    trace (SAL), else the problem's, else ``reveal``'s."""
+    if problem.labels is None and reveal is None:
+        return None
+    revealed = {t["index"]: t["label"] for t in annotated.trace if t.get("label") is not None}  # SAL's oracle
+
+    def label(i: int) -> Any:
+        known = revealed.get(i, None if problem.labels is None else problem.labels[i])
+        return known if known is not None or reveal is None else reveal(i)
+    return [label(int(i)) for i in annotated.indices]
 
 
 def check_index_use(request: Request, index: IndexChoice | None, verify: int | None = None,

@@ -258,3 +258,46 @@ def test_a_store_without_its_file_gives_ids_and_unknown_labels():
     assert [r["id"] for r in records] == [pool[i].id for i in run.selections[0].indices]
     assert all(r["text"] is None and r["label"] is None and r["needs_label"] is None for r in records)
     assert run.to_label(pool) == []
+
+
+def test_a_feedback_retriever_holds_its_probes_among_the_b_annotated_and_caps_them_to_half_of_b():
+    """`fewshot select --label-budget 32 --retriever valsearch` on a labelled pool: the retriever's
+    defaults (60 probes) are capped to half of B, its probes and demos among the B annotated."""
+    pool, queries = examples(80), [Example("q0", "a"), Example("q1", "b")]
+    pool_vectors, query_vectors = vectors(80, 2)
+    model = Stub()
+    request = Request("random", k=4, label_budget=32, retriever="valsearch")
+    run = select_examples(pool, queries, request, template=TEMPLATE, pool_vectors=pool_vectors,
+                          query_vectors=query_vectors, llm=model)
+    (selection,) = run.selections  # valsearch: one shared set
+    annotated = set(run.annotated.indices)
+    assert len(annotated) == 32 and len(selection.info["held_out"]) == 16
+    assert set(selection.info["held_out"]) <= annotated and set(selection.indices) <= annotated
+    assert not set(selection.indices) & set(selection.info["held_out"])
+    assert run.llm["selection_prompts"] == model.prompts == selection.info["prompts"] > 0
+
+
+def test_a_retriever_reads_revealed_labels_of_the_annotated_examples_only_in_whole_pool_indices():
+    """The eval's problem has no labels: ``reveal`` gives the retriever those of the B annotated,
+    asked by their index in the whole pool (after --prune-to too)."""
+    from fewshot.selection import make_selector
+
+    pool_vectors, query_vectors = vectors(60, 2)
+    pool = examples(60)
+    problem = Problem(pool=pool_vectors, queries=query_vectors, pool_texts=tuple(e.text for e in pool),
+                      query_texts=("a", "b"), labels=None)
+    for prune_to in (None, 40):
+        asked = []
+
+        def reveal(i):
+            asked.append(i)
+            return pool[i].label
+
+        retriever = make_selector("random-search", model=Stub(), probes=6, budget=24)
+        run = run_selection(Random(seed=1), problem, 2, label_budget=16, retriever=retriever, reveal=reveal,
+                            prune_to=prune_to)
+        annotated = set(run.annotated.indices)
+        assert sorted(asked) == sorted(annotated)
+        assert set(run.selections[0].info["held_out"]) <= annotated and set(run.selections[0].indices) <= annotated
+    with pytest.raises(InputError, match="random-search"):  # without reveal the retriever has no labels
+        run_selection(Random(seed=1), problem, 2, label_budget=16, retriever=retriever)

@@ -10,7 +10,9 @@ valued, sal-probes), which see them all; the LLM answers every test query with t
 labels B and demos k:
 
 - ``shared``: one demo set for every query (B = k);
-- ``annotate``: an annotator picks B examples to label, the retriever picks k of them per query;
+- ``annotate``: an annotator picks B examples to label, a retriever picks k of them (per query, or
+  one shared set); a retriever that reads labels (valsearch, random-search, ...) reads only those
+  B, its probes among them, so B counts every label it used;
 - ``full``: selection from a fully labeled pool (B = pool size): per-query methods, and the
   methods that read the pool's labels, shared sets included.
 
@@ -53,7 +55,7 @@ from .metrics import HEADLINE, best, headline_score
 from .runfolder import CellKey, RunFolder, code_version, merge_run, run_lock
 from .suites import MethodSpec, Suite
 
-REFERENCES = {"shared": "random:s", "full": "knn:q"}  # annotate: random annotation + the suite's retriever
+REFERENCES = {"shared": "random:s", "full": "knn:q"}  # annotate: random annotation + the suite's first retriever
 # a record's answering costs: its field -> the LLM client's counter (calls are HTTP requests; cached:
 # answers from the cache); the selection's are these with "selection_" in front (see SELECTION_KEYS)
 COST_KEYS = {"http_requests": "calls", "cached_answers": "cached", "prompt_tokens": "prompt_tokens",
@@ -64,8 +66,9 @@ SELECTION_KEYS = {"selection_requests": "calls", "selection_cached_answers": "ca
 
 
 def references(suite: Suite) -> dict[str, str]:
-    """Per setting, the method every other method of that setting is compared with."""
-    return {**REFERENCES, "annotate": f"random:s>{suite.spec(suite.retriever).label}"}
+    """Per setting, the method every other method of that setting is compared with (annotate:
+    random annotation with the suite's first retriever)."""
+    return {**REFERENCES, "annotate": f"random:s>{suite.spec(suite.retriever_names[0]).label}"}
 
 
 def split(dataset: Dataset, pool_size: int, test_size: int, seed: int) -> tuple[list[Example], list[Example]]:
@@ -178,7 +181,7 @@ def _selector(spec: MethodSpec, seed: int, predictor: LLMPredictor, pool: Sequen
 def _selected(pool: Sequence[Example], run: SelectionRun, m: int) -> Selected:
     sets = [[pool[i] for i in s.indices] for s in run.selections]
     used = {i for s in run.selections for i in s.indices}
-    if run.annotated is not None:
+    if run.annotated is not None:  # the retriever's labels (demos, probes) are among the B annotated
         used = set(run.annotated.indices)
     read = [s.info["labels_read"] for s in run.by_method if "labels_read" in s.info]
     labels = max(sum(read), len(used)) if read else len(used)
@@ -188,6 +191,10 @@ def _selected(pool: Sequence[Example], run: SelectionRun, m: int) -> Selected:
         if "valuation_prompts" in s.info:
             facts["valuation_prompts"] = s.info["valuation_prompts"]
             facts["valuation_reliability"] = s.info.get("reliability", s.info.get("valuation_reliability"))
+    if run.annotated is not None and "held_out" in run.selections[0].info:
+        # the annotated examples the retriever kept out of its demos (valsearch's probes: at most half
+        # of B, a larger probes parameter is capped there; the record says how many were held)
+        facts["retriever_held_out"] = len(run.selections[0].info["held_out"])
     return Selected(run.seconds, sets if run.per_query else sets * m, labels, facts)
 
 
@@ -206,7 +213,7 @@ def plan_cells(suite: Suite, dataset: Dataset, problem: Problem, pool: list[Exam
             return _selected(pool, run_selection(selector, shown, k, seed=seed, **options), m)
         return work
 
-    retriever = suite.spec(suite.retriever)
+    retrievers = [suite.spec(text) for text in suite.retriever_names]
     for k in suite.k:
         for spec in map(suite.spec, suite.methods):
             full = spec.per_query or needs_labels(SELECTORS[spec.name])
@@ -216,10 +223,13 @@ def plan_cells(suite: Suite, dataset: Dataset, problem: Problem, pool: list[Exam
             if budget < k:
                 continue
             for spec in map(suite.spec, suite.annotators):
-                work = selected(spec, k, per_query=retriever.per_query, label_budget=budget,
-                                retriever=_selector(retriever, seed, predictor, pool))
-                yield Cell(name, seed, "annotate", f"{spec.label}>{retriever.label}", budget, k,
-                           {**dict(spec.params), **{f"retriever.{p}": v for p, v in retriever.params}}, work)
+                for retriever in retrievers:
+                    # the annotated examples' labels are revealed to the retriever (those B only)
+                    work = selected(spec, k, per_query=retriever.per_query, label_budget=budget,
+                                    retriever=_selector(retriever, seed, predictor, pool),
+                                    reveal=lambda i: pool[i].label)
+                    yield Cell(name, seed, "annotate", f"{spec.label}>{retriever.label}", budget, k,
+                               {**dict(spec.params), **{f"retriever.{p}": v for p, v in retriever.params}}, work)
         if suite.oracle_sets:
             def best_of(k: int = k) -> Selected:
                 # the first set is the random row's own, so this row is never below random
@@ -321,7 +331,7 @@ def run_suite(suite: Suite, datasets: list[Dataset], client: LLMClient, template
                      for cell in plan_cells(suite, dataset, problem, pool, len(test), predictor, seed)]
     plan.sort(key=lambda job: job.cell.seed)  # seed by seed: a run stopped early holds whole seeds of every data set
     run = {"configuration": configuration(suite, datasets, client.model, client.api, templates, max_tokens),
-           "suite": asdict(suite), "references": references(suite), "cells": [job.cell.key for job in plan],
+           "suite": suite.record(), "references": references(suite), "cells": [job.cell.key for job in plan],
            "code": code_version()}
     with run_lock(out):
         done = open_run(folder, run, {job.cell.key: job.cell.params for job in plan}, allow_code_change=allow_code_change)

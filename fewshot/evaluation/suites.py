@@ -13,7 +13,7 @@ Unknown parameters and wrong types are errors that name the suite file and the v
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -68,8 +68,14 @@ class Suite:
     """What an eval runs. ``k``: demos per prompt. ``methods`` run in the shared setting (B = k)
     or, per query, in the full-labels setting (so do the methods that read every pool label,
     shared sets included: valsearch, random-search, ...); each of ``annotators`` picks
-    ``label_budgets`` examples to label, then ``retriever`` picks k of them per query
-    (annotate-then-retrieve)."""
+    ``label_budgets`` examples to label, then each of ``retrievers`` picks k of them
+    (annotate-then-retrieve; cells ``annotator>retriever``). ``retriever`` is the one-retriever
+    form (default knn); give it or ``retrievers``, not both. A retriever that reads labels
+    (valsearch, random-search, ...) reads only the B annotated ones: its probes count in B.
+
+    >>> Suite().retriever_names, Suite(retrievers=["knn", "valsearch"]).retriever_names
+    (['knn'], ['knn', 'valsearch'])
+    """
 
     name: str = "custom"
     data: list[str] = field(default_factory=lambda: ["sst2"])
@@ -77,7 +83,8 @@ class Suite:
     k: list[int] = field(default_factory=lambda: [4])
     label_budgets: list[int] = field(default_factory=list)
     annotators: list[str] = field(default_factory=lambda: ["random", "kmeans", "votek", "go"])
-    retriever: str = "knn"
+    retriever: str | None = None  # the one-retriever form; None: knn (unless retrievers says)
+    retrievers: list[str] | None = None
     variants: dict[str, dict[str, Any]] = field(default_factory=dict)
     seeds: int = 1
     pool_size: int = 300
@@ -93,29 +100,64 @@ class Suite:
     def spec(self, text: str) -> MethodSpec:
         return MethodSpec.parse(text, self.variants)
 
+    @property
+    def retriever_names(self) -> list[str]:
+        """The retrievers of the annotate setting, in cell order."""
+        if self.retrievers is not None:
+            return list(self.retrievers)
+        return [self.retriever or "knn"]
+
     def check(self) -> None:
         """Every method, variant and budget is valid (before any expensive work)."""
-        for text in [*self.variants, *self.methods, *self.annotators, self.retriever]:
+        self._check_retriever_fields()
+        for text in [*self.variants, *self.methods, *self.annotators, *self.retriever_names]:
             self.spec(text)
         for text in self.annotators:
             if self.spec(text).per_query:
                 raise InputError(f"annotator {text!r} must pick one shared set (use {text.split(':')[0]}:s)",
                                  field="annotators")
-        if self.spec(self.retriever).name == "sal":
-            raise InputError("the retriever picks among already labeled examples: use knn, go:q, mmr, ... not sal",
-                             field="retriever")
-        # the annotate setting's pool is unlabeled (B counts every label bought): a method that reads
-        # the whole pool's labels belongs to the full-label setting (list it under methods)
-        for field_name, texts in (("annotators", self.annotators), ("retriever", [self.retriever])):
-            for text in texts:
-                if needs_labels(SELECTORS[self.spec(text).name]):
-                    raise InputError(f"{text!r} reads the labels of the whole pool, and the annotate setting's pool is "
-                                     "unlabeled: list it under methods (the full-label setting)", field=field_name)
+        field_name = "retrievers" if self.retrievers is not None else "retriever"
+        for text in self.retriever_names:
+            if self.spec(text).name == "sal":
+                raise InputError("the retriever picks among already labeled examples: use knn, go:q, mmr, ... not sal",
+                                 field=field_name)
+        # the annotate setting's pool is unlabeled (B counts every label bought): an annotator that reads
+        # the whole pool's labels belongs to the full-label setting; a retriever reads only the B it is given
+        for text in self.annotators:
+            if needs_labels(SELECTORS[self.spec(text).name]):
+                raise InputError(f"{text!r} reads the labels of the whole pool, and the annotate setting's pool is "
+                                 "unlabeled: list it under methods (the full-label setting), or under retrievers "
+                                 "(it then reads only the B annotated labels)", field="annotators")
         if not self.k or min(self.k) < 1:
             raise InputError(f"k (demos per prompt) must be positive integers, got {self.k}", field="k")
         if self.label_budgets and min(self.label_budgets) < min(self.k):
             raise InputError(f"label budgets {self.label_budgets} must be at least k={min(self.k)}",
                              field="label_budgets")
+
+    def _check_retriever_fields(self) -> None:
+        if self.retrievers is None:
+            return
+        if self.retriever is not None:
+            raise InputError(f"give retriever = {self.retriever!r} (one) or retrievers = [...] (several), not both",
+                             field="retrievers")
+        if not isinstance(self.retrievers, list) or not all(isinstance(r, str) for r in self.retrievers):
+            raise InputError(f"retrievers must be a list of method names, got {self.retrievers!r}", field="retrievers")
+        if not self.retrievers:
+            raise InputError("retrievers is empty: name one at least (or leave it out: knn)", field="retrievers")
+        labels = [self.spec(text).label for text in self.retrievers]
+        twice = sorted({label for label in labels if labels.count(label) > 1})
+        if twice:
+            raise InputError(f"retrievers name {', '.join(twice)} twice (their cells would have one key)",
+                             field="retrievers")
+
+    def record(self) -> dict[str, Any]:
+        """The suite as run.json keeps it: a one-retriever suite exactly as before ``retrievers``
+        existed (``retriever``, no ``retrievers``), so run folders written then compare alike."""
+        values = asdict(self)
+        if self.retrievers is None:
+            values["retriever"] = self.retriever or "knn"
+            del values["retrievers"]
+        return values
 
 
 def load_suite(name_or_path: str | Path) -> Suite:

@@ -471,9 +471,87 @@ def test_sal_records_its_simulated_prompts_apart_from_answering(tmp_path):
     assert sal["selection_requests"] == sal["selection_prompts"] > 0 and sal["http_requests"] == 8
 
 
-@pytest.mark.parametrize("changes, field", [({"annotators": ["valsearch"]}, "annotators"),
-                                            ({"retriever": "excess-loss"}, "retriever")])
-def test_a_method_that_reads_every_label_is_refused_in_the_annotate_setting(changes, field):
-    suite = Suite(**{"label_budgets": [8], **changes})
-    with pytest.raises(InputError, match=f"field '{field}': .* reads the labels of the whole pool"):
-        suite.check()
+def test_an_annotator_that_reads_every_label_is_refused_but_a_retriever_reads_only_the_b():
+    with pytest.raises(InputError, match="field 'annotators': .* reads the labels of the whole pool"):
+        Suite(label_budgets=[8], annotators=["valsearch"]).check()
+    Suite(label_budgets=[8], retriever="excess-loss").check()  # it reads the B annotated labels only
+
+
+# -- LLM-feedback retrievers in the annotate setting: B counts their probes --------------------------
+
+def annotate_cells(suite, n=200, pool_size=100, test_size=8, predictor=None):
+    data = small_data(n)
+    pool, test = split(data, pool_size, test_size, seed=0)
+    # the harness's problem: no pool labels (revealed only for the annotated examples)
+    problem = replace(build_problem(pool, test, embedder=HashEmbedder()), labels=None)
+    predictor = predictor or LLMPredictor(FakeClient(), load_template("classification"), data.labels)
+    return pool, test, problem, predictor, list(plan_cells(suite, data, problem, pool, len(test), predictor, seed=0))
+
+
+BUDGET_VARIANTS = {"vs": {"method": "valsearch:s", "candidates": 20, "probes": 16, "budget": 120},
+                   "rs": {"method": "random-search:s", "probes": 16, "budget": 120}}
+
+
+def test_every_annotator_meets_every_retriever_in_cells_named_annotator_to_retriever():
+    suite = Suite(methods=[], k=[4], label_budgets=[32, 64], annotators=["random", "kmeans"],
+                  retrievers=["knn", "vs", "rs"], variants=BUDGET_VARIANTS, zero_shot=False, oracle_sets=0)
+    cells = annotate_cells(suite)[-1]
+    assert [c.key for c in cells] == [f"d|0|annotate|{a}>{r}|B{b}|k4" for b in (32, 64)
+                                      for a in ("random:s", "kmeans:s") for r in ("knn:q", "vs", "rs")]
+    params = {c.method: c.params for c in cells}
+    assert params["kmeans:s>vs"] == {"retriever.candidates": 20, "retriever.probes": 16, "retriever.budget": 120}
+    assert params["random:s>knn:q"] == {}
+
+
+def test_a_one_retriever_suite_plans_and_records_what_it_did_before(tmp_path):
+    """Committed run folders resume: retriever = "knn" (or none) gives the cell keys and run.json of old."""
+    records = run(tmp_path, retriever="knn")
+    assert sorted(r["cell"] for r in records if r["setting"] == "annotate") == [
+        "d|0|annotate|kmeans:s>knn:q|B6|k2", "d|0|annotate|random:s>knn:q|B6|k2"]
+    run_json = tmp_path / "run" / "run.json"
+    saved = json.loads(run_json.read_text())
+    assert saved["suite"]["retriever"] == "knn" and "retrievers" not in saved["suite"]
+    assert saved["references"]["annotate"] == "random:s>knn:q"
+    before = (run_json.read_bytes(), (tmp_path / "run" / "records.jsonl").read_bytes())
+    run(tmp_path)  # the default retriever: the same suite, nothing redone, nothing rewritten differently
+    assert (run_json.read_bytes(), (tmp_path / "run" / "records.jsonl").read_bytes()) == before
+
+
+class RecordingPredictor(LLMPredictor):
+    """Remembers the text of every demo and query its prompts show."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.shown = set()
+
+    def predict_many(self, jobs):
+        for demos, text in jobs:
+            self.shown.update([text, *(d.text for d in demos)])
+        return super().predict_many(jobs)
+
+
+@pytest.mark.parametrize("retriever", ["vs", "rs"])
+def test_a_feedback_retriever_picks_and_probes_among_the_b_annotated_examples(retriever):
+    suite = Suite(methods=[], k=[4], label_budgets=[32], annotators=["random"], retrievers=[retriever],
+                  variants=BUDGET_VARIANTS, zero_shot=False, oracle_sets=0)
+    predictor = RecordingPredictor(FakeClient(), load_template("classification"), ("a", "b"))
+    pool, test, problem, predictor, (cell,) = annotate_cells(suite, predictor=predictor)
+    _, demo_sets, labels, facts = cell.work()
+    annotated = {pool[i].text for i in make_selector("random", seed=0).select(problem, 32).indices}
+    assert labels == 32 and facts["selection_prompts"] == predictor.client.stats["calls"] > 0
+    assert facts["retriever_held_out"] == 16  # the probes, inside B
+    assert predictor.shown <= annotated and len(predictor.shown) > 16  # probes and demos, all annotated
+    assert len({tuple(d.id for d in demos) for demos in demo_sets}) == 1 and len(demo_sets) == len(test)
+    assert {d.text for d in demo_sets[0]} <= annotated and len(demo_sets[0]) == 4
+
+
+def test_a_feedback_retriever_cell_records_b_labels_and_its_selection_prompts(tmp_path):
+    records = {r["method"]: r for r in run(tmp_path, k=[4], label_budgets=[32], annotators=["kmeans"],
+                                           retrievers=["knn", "vs"], variants=BUDGET_VARIANTS, methods=[],
+                                           pool_size=40, oracle_sets=0, zero_shot=False)}
+    assert set(records) == {"kmeans:s>knn:q", "kmeans:s>vs"}
+    vs, knn = records["kmeans:s>vs"], records["kmeans:s>knn:q"]
+    assert vs["labels"] == vs["label_budget"] == knn["labels"] == 32
+    assert vs["selection_prompts"] == vs["selection_requests"] > 0 and vs["http_requests"] == vs["n_test"] == 8
+    assert vs["demo_sets"] == 1 and knn["selection_prompts"] == 0 and "retriever_held_out" not in knn
+    assert vs["params"] == {"retriever.candidates": 20, "retriever.probes": 16, "retriever.budget": 120}

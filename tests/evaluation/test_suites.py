@@ -61,3 +61,51 @@ def test_a_dotted_variant_name_must_be_quoted(tmp_path):
         load_suite(path)
     path.write_text('methods = ["go-0.1"]\n[variants."go-0.1"]\nmethod = "go"\nnoise = 0.1\n')
     assert dict(load_suite(path).spec("go-0.1").params) == {"noise": 0.1}
+
+
+# -- several retrievers in the annotate setting (issue 18's label-budget goal) ------------------------
+
+def test_retrievers_is_a_list_and_retriever_its_one_element_shorthand():
+    assert Suite().retriever_names == ["knn"] and Suite(retriever="go:q").retriever_names == ["go:q"]
+    assert Suite(retrievers=["knn", "valsearch"]).retriever_names == ["knn", "valsearch"]
+    Suite(label_budgets=[8], retrievers=["knn", "valsearch", "random-search:s", "excess-loss"]).check()
+    with pytest.raises(InputError, match="field 'retrievers': give retriever = 'knn' .* not both"):
+        Suite(retriever="knn", retrievers=["go:q"]).check()
+    with pytest.raises(InputError, match="field 'retrievers': retrievers is empty"):
+        Suite(retrievers=[]).check()
+    with pytest.raises(InputError, match="field 'retrievers': retrievers must be a list"):
+        Suite(retrievers="knn").check()
+    with pytest.raises(InputError, match="field 'retrievers': retrievers name knn:q twice"):
+        Suite(retrievers=["knn", "knn:q"]).check()
+    with pytest.raises(InputError, match="field 'retrievers': .*not sal"):
+        Suite(retrievers=["knn", "sal"]).check()
+    with pytest.raises(InputError, match="unknown method 'nope'"):
+        Suite(retrievers=["knn", "nope"]).check()
+
+
+def test_a_suite_file_giving_both_retriever_forms_is_refused_naming_it(tmp_path):
+    path = tmp_path / "both.toml"
+    path.write_text('label_budgets = [8]\nretriever = "knn"\nretrievers = ["knn", "go:q"]\n')
+    with pytest.raises(InputError) as err:
+        load_suite(path)
+    assert str(path) in str(err.value) and "field 'retrievers'" in str(err.value) and "not both" in str(err.value)
+
+
+def test_a_one_retriever_suite_records_itself_as_before_retrievers_existed():
+    # run.json keeps the suite: a suite saying retriever = "knn" (or nothing) writes what it wrote then
+    before = ["name", "data", "methods", "k", "label_budgets", "annotators", "retriever", "variants", "seeds",
+              "pool_size", "test_size", "oracle_sets", "zero_shot", "contextual", "model", "regression_samples",
+              "text_field", "label_field"]
+    for suite in (Suite(), Suite(retriever="knn")):
+        assert list(suite.record()) == before and suite.record()["retriever"] == "knn"
+    assert Suite(retriever="mmr").record()["retriever"] == "mmr"
+    several = Suite(retrievers=["knn", "valsearch"]).record()
+    assert several["retrievers"] == ["knn", "valsearch"] and several["retriever"] is None
+
+
+def test_the_feedback_budget_suite_compares_three_retrievers_at_two_budgets():
+    suite = load_suite("tune-feedback-budget")
+    assert suite.retriever_names == ["knn", "random-search-120", "valsearch-120"] and suite.methods == []
+    assert suite.label_budgets == [32, 64] and suite.annotators == ["random", "kmeans", "votek"]
+    assert [suite.spec(r).name for r in suite.retriever_names] == ["knn", "random-search", "valsearch"]
+    assert dict(suite.spec("valsearch-120").params)["probes"] == dict(suite.spec("random-search-120").params)["probes"] == 16
