@@ -173,10 +173,21 @@ def selector_family(method: str, variants: dict[str, dict[str, Any]]) -> str:
     return str(variants.get(first, {}).get("method", first)).split(":")[0]
 
 
+def is_ours(method: str, variants: dict[str, dict[str, Any]]) -> bool:
+    """Whether a method label runs one of fewshot's own selectors (GO, SAL, the LLM-feedback ones):
+    in the annotate setting, as the annotator or as the retriever.
+
+    >>> variants = {"vs-120": {"method": "valsearch:s"}, "rs-120": {"method": "random-search:s"}}
+    >>> is_ours("random:s>vs-120", variants), is_ours("random:s>rs-120", variants), is_ours("go:s>knn:q", {})
+    (True, False, True)
+    """
+    return any(selector_family(part, variants) in DESIGN_FAMILIES for part in method.split(">"))
+
+
 def goal_check(records: Sequence[dict[str, Any]], scores: Scores, variants: dict[str, dict[str, Any]], *,
                margin: float = 0.02, metrics: Sequence[str] = ("accuracy@batch", "accuracy"),
                seed: int = 0) -> list[dict[str, Any]]:
-    """Per setting x (labels, k) and classification metric: the best GO/SAL method (the highest
+    """Per setting x (labels, k) and classification metric: the best fewshot method (:func:`is_ours`; the highest
     mean over the (data set, seed) units every ranked method ran) against the best baseline,
     paired on those units' common queries. In an unfinished run, methods with half the
     group's units or fewer are not ranked (``waiting``). ``met``: the difference is at least ``margin``
@@ -192,7 +203,7 @@ def goal_check(records: Sequence[dict[str, Any]], scores: Scores, variants: dict
                     scores[r["cell"]][0][metric]
     out = []
     for (setting, budget, k, metric), methods in sorted(cells.items()):
-        ours = [m for m in methods if selector_family(m, variants) in DESIGN_FAMILIES]
+        ours = [m for m in methods if is_ours(m, variants)]
         baselines = [m for m in methods if m not in ours]
         # an unfinished run: methods with half the group's units or fewer wait; the rest are ranked on
         # the units they all ran, so no method is ranked on luckier units than another

@@ -44,16 +44,17 @@ def comparisons_table(rows: list[dict[str, str]]) -> list[str]:
 
 
 def goal_table(rows: list[dict[str, str]]) -> list[str]:
-    """The goal check (goal.csv): per setting, the best GO/SAL method against the best baseline."""
+    """The goal check (goal.csv): per setting, the best fewshot method (GO, SAL, LLM feedback) against the
+    best baseline."""
     if not rows:
         return []
     margin = float(rows[0]["margin"])
-    lines = ["## Goal check: the best GO or SAL method against the best baseline", "",
-             f"Goal: in each setting, the best GO or SAL method beats the best baseline of that setting at the "
+    lines = ["## Goal check: the best fewshot method (GO, SAL, LLM feedback) against the best baseline", "",
+             f"Goal: in each setting, the best fewshot method beats the best baseline of that setting at the "
              f"same labels and k by at least {margin:.2f} ({margin * 100:g} points) with the 95% CI above 0. "
              "\"Best\" is the highest mean over the units every ranked method ran, the same data the difference is measured on, "
              "so both sides are the luckiest of their group; the interval does not correct for that choice.", "",
-             "| setting | labels | k | metric | best GO/SAL (mean) | best baseline (mean) | difference | 95% CI | mdd | units | queries | goal |",
+             "| setting | labels | k | metric | best fewshot (mean) | best baseline (mean) | difference | 95% CI | mdd | units | queries | goal |",
              "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         met = "met" if r["met"] == "True" else "not met"
@@ -63,7 +64,7 @@ def goal_table(rows: list[dict[str, str]]) -> list[str]:
                      f"{r['queries']} | {met} |")
     tried = {(r["setting"], r["labels"], r["k"]): r for r in rows}
     lines += ["", "Methods in each group: " + "; ".join(
-        f"{s} (labels {b}, k {k}): GO/SAL {r['ours_tried']}; baselines {r['baselines_tried']}"
+        f"{s} (labels {b}, k {k}): fewshot {r['ours_tried']}; baselines {r['baselines_tried']}"
         + (f"; not ranked yet (half the units or fewer: the run is unfinished) {r['waiting']}" if r.get("waiting") else "")
         for (s, b, k), r in sorted(tried.items())) + ".", ""]
     return lines

@@ -210,3 +210,15 @@ def test_one_batch_definition_per_report_and_the_summary_says_which(tmp_path):
     out = folder_with(tmp_path, *mixed)
     write_report(out, REFERENCES)
     assert "over the whole cell, in every cell (the definition of the 1 per-query cell(s)" in (out / "summary.md").read_text()
+
+
+def test_goal_check_counts_an_llm_feedback_retriever_as_ours():
+    from fewshot.evaluation.report import goal_check
+
+    variants = {"vs-120": {"method": "valsearch:s"}, "rs-120": {"method": "random-search:s"}}
+    right, wrong = [1, 1, 1, 0], [1, 0, 0, 0]
+    records, predictions = run(*(cell(m, seed, right if m == "kmeans:s>vs-120" else wrong, setting="annotate",
+                                      budget=32)
+                                 for seed in range(2) for m in ("kmeans:s>vs-120", "kmeans:s>rs-120", "kmeans:s>knn:q")))
+    (row,) = goal_check(records, score_cells(records, predictions), variants, metrics=("accuracy",))
+    assert row["ours"] == "kmeans:s>vs-120" and row["baselines_tried"] == "kmeans:s>knn:q kmeans:s>rs-120"
