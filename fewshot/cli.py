@@ -18,7 +18,7 @@ from typing import Any, Callable, Iterator, Optional
 import typer
 
 from . import selection as registry
-from .data import Example, check_writable_dir, check_writable_file, load_examples, write_outputs
+from .data import Example, check_writable_dir, check_writable_file, label_words, load_examples, write_outputs
 from .errors import FewshotError, InputError, Interrupted
 from .llm.client import DEFAULT_TIMEOUT, check_wait
 from .llm.context import check_fits
@@ -28,6 +28,7 @@ from .index import IndexChoice
 from .pipeline import (Inputs, Request, SelectionRun, check_index_use, check_lengths, demo_records, has_texts,
                        make_embedder, open_model, run_meta, select_examples)
 from .prompts import Template, load_template, prompt_order
+from .tokens import check_token_budget
 
 TIMEOUT_HELP = "Seconds one LLM request may wait for an answer (each try)."
 LLM_METHODS = "Methods that consult an LLM (sal, valsearch, random-search, excess-loss, valued, sal-probes)"
@@ -222,8 +223,8 @@ def select(
         with _stdout():
             for record in records:
                 print(json.dumps(record, ensure_ascii=False, sort_keys=True))
-    pool_labels = {e.label for e in pool_examples if e.label is not None} if has_texts(pool_examples) else set()
-    known = run.label_set or _listed(labels) or sorted(pool_labels | {r["label"] for r in records if r["label"]})
+    pool_labels = [e.label for e in pool_examples] if has_texts(pool_examples) else []
+    known = run.label_set or label_words(_listed(labels), pool_labels + [r["label"] or None for r in records])
     if render:
         with _stdout():
             _print_prompts(records, run, query_examples, demo_template, known)
@@ -293,7 +294,7 @@ def value(
     options = {"k": k, "budget": budget, "probes_per_set": probes_per_set, "metric": metric, "seed": seed,
                "cache_dir": cache_dir}
     Valuation(None, **options).plan(golds)  # a pool too small or a budget under one set fails before a server starts
-    label_set = _listed(labels) or sorted(set(golds))
+    label_set = label_words(_listed(labels), golds)
     with contextlib.ExitStack() as stack:
         predictor = open_model(stack, prompt_template, label_set, base_url,  # calibration "none": the raw answers
                                {"model": model, "api_key": api_key, "api": api, "local_model": local_model,
@@ -532,8 +533,7 @@ def evaluate(
             setattr(plan, key, value)
     plan.check()
     check_wait(timeout, deadline)
-    if max_tokens is not None and max_tokens < 1:
-        raise InputError(f"max_tokens={max_tokens} must be at least 1", field="--max-tokens")
+    check_token_budget(max_tokens)
     if cache_dir is not None:
         check_writable_dir(cache_dir, field="--cache-dir")
     datasets = load_datasets(plan.data, text_field=plan.text_field, label_field=plan.label_field)

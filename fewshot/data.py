@@ -118,8 +118,10 @@ def load_examples(path: str | Path, *, text_field: str = "text", label_field: st
     the result's ``id_field`` says which. Labels are optional unless ``require_labels``: a row without
     the label field (or with null/empty) gets ``label=None``. In a JSONL file every label has one JSON
     type (all strings, all numbers or all booleans), so ``1`` and ``"positive"`` never become two classes
-    by accident; a CSV's values are all strings, so there is no type to check. The result's ``lines``
-    and ``where(i)`` give each example's line.
+    by accident, nor ``1`` and ``"1"`` (a string is never read as a number: the mix is refused, naming
+    the lines of each type); numbers equal to an integer are written as it, so ``1`` and ``1.0`` are one
+    class, ``"1"`` (see :func:`label_text`). A CSV's values are all strings, kept as written, so there is
+    no type to check. The result's ``lines`` and ``where(i)`` give each example's line.
     """
     path = check_file(path)
     examples = parse_examples(_records(path), lambda line: {"path": str(path), "line": line}, text_field=text_field,
@@ -170,12 +172,42 @@ def parse_examples(rows: Iterable[tuple[int, Mapping[str, Any]]], where: Callabl
             raise InputError(f"duplicate id {ident!r} (first on {_place(first)})", field=ids_from or "id",
                              **where(position))
         seen[ident] = position
-        examples.append(Example(id=ident, text=text, label=None if label is None else str(label)))
+        examples.append(Example(id=ident, text=text, label=None if label is None else label_text(label)))
         examples.lines.append(position)
     if len(label_kinds) > 1:
         raise _mixed_labels(label_kinds, where, label_field)
     examples.id_field = id_field or examples.id_field
     return examples
+
+
+def label_text(label: Any) -> str:
+    """A label as its class: a number equal to an integer is written as that integer, so ``1``,
+    ``1.0`` and numpy's ``1.0`` are one class, ``"1"``; every other label as ``str`` writes it
+    (a string is kept exactly, so ``"1.0"`` and ``"1"`` in a CSV stay two classes).
+
+    >>> label_text(1.0), label_text(1), label_text(2.5), label_text("1.0"), label_text(True)
+    ('1', '1', '2.5', '1.0', 'True')
+    """
+    if isinstance(label, numbers.Real) and not isinstance(label, bool):
+        try:
+            whole = int(label)
+            if whole == label:
+                return str(whole)
+        except (ValueError, ArithmeticError):  # NaN and infinities (also Decimal's) stay as written
+            pass
+    return str(label)
+
+
+def label_words(given: Iterable[str] | None, labels: Iterable[str | None] = ()) -> list[str]:
+    """The label set: ``given`` (e.g. ``--labels``) stripped, without blanks and repeats, in its
+    order; when that leaves none, the distinct ``labels`` present, sorted (a None label is no label).
+
+    >>> label_words([" pos", "neg", "pos", ""]), label_words(None, ["b", None, "a", "b"])
+    (['pos', 'neg'], ['a', 'b'])
+    """
+    listed = dict.fromkeys(word.strip() for word in given or ())
+    listed.pop("", None)
+    return list(listed) or sorted({label for label in labels if label is not None})
 
 
 def _label_kind(label: Any, field: str | None, place: dict[str, Any]) -> str:

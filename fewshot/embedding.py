@@ -7,6 +7,7 @@ Every embedder returns float32, L2-normalised rows, so a dot product is a cosine
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import sys
 from pathlib import Path
@@ -18,6 +19,7 @@ from .cache import SqliteStore, default_cache_dir
 from .errors import InputError
 
 DEFAULT_MODEL = "all-MiniLM-L6-v2"
+log = logging.getLogger(__name__)
 
 
 @runtime_checkable
@@ -108,12 +110,53 @@ class SentenceTransformerEmbedder:
             self._model = SentenceTransformer(str(self.path or default_model_path()), device=self.device)
         return self._model
 
-    def embed(self, texts: Sequence[str]) -> np.ndarray:
+    def embed(self, texts: Sequence[str], *, warn_truncated: bool = True) -> np.ndarray:
+        """Unit vectors of ``texts``. The model reads only its first ``max_seq_length`` tokens of a
+        text; when some texts are longer, one warning says how many and which is first (unless
+        ``warn_truncated`` is False: the caller has already said so)."""
         if not texts:
             return np.zeros((0, 0), dtype=np.float32)
+        if warn_truncated:
+            warn_truncated_texts(texts, self.truncated(texts), self.read_limit())
         vectors = self._load().encode(list(texts), batch_size=self.batch_size,
                                       show_progress_bar=self.progress, convert_to_numpy=True)
         return normalize(vectors)
+
+    def read_limit(self) -> int | None:
+        """How many tokens of a text the model reads, special tokens included (None: unknown)."""
+        return getattr(self._load(), "max_seq_length", None)
+
+    def truncated(self, texts: Sequence[str], *, batch: int = 2048) -> np.ndarray:
+        """Positions of the texts the model reads only in part (longer than :meth:`read_limit`
+        tokens, special tokens included). Only texts with more UTF-8 bytes than the limit leaves for
+        text are tokenized (``batch`` at a time): a word piece covers at least one byte of its text,
+        so a shorter text always fits."""
+        tokenizer, limit = getattr(self._load(), "tokenizer", None), self.read_limit()
+        if not limit or tokenizer is None:
+            return np.zeros(0, dtype=np.int64)
+        specials = tokenizer.num_special_tokens_to_add() if hasattr(tokenizer, "num_special_tokens_to_add") else 0
+        maybe = np.asarray([i for i, text in enumerate(texts) if len(text.encode("utf-8")) > limit - specials],
+                           dtype=np.int64)
+        lengths = np.zeros(len(maybe), dtype=np.int64)
+        for start in range(0, len(maybe), batch):
+            ids = tokenizer([texts[i] for i in maybe[start:start + batch]], add_special_tokens=True,
+                            truncation=False, verbose=False)["input_ids"]
+            lengths[start:start + len(ids)] = [len(row) for row in ids]
+        return maybe[lengths > limit]
+
+
+def warn_truncated_texts(texts: Sequence[str], positions: np.ndarray, limit: int | None, *,
+                         first_position: int | None = None) -> None:
+    """One warning for the texts at ``positions`` of ``texts``, longer than the ``limit`` tokens the
+    model reads: how many, and the first one's position (``first_position`` when the caller's list
+    is not ``texts``, e.g. only its uncached texts are) and start."""
+    if not len(positions):
+        return
+    first = int(positions[0])
+    log.warning("%d of the %d texts embedded now are longer than the %s tokens the embedding model reads: only "
+                "their start is embedded, so similarities ignore the rest (first: the text at position %d, "
+                "counting from 0: %r...)", len(positions), len(texts), limit,
+                first if first_position is None else first_position, texts[first][:60])
 
 
 class OpenAIEmbedder:
@@ -143,9 +186,10 @@ class CachedEmbedder:
     """Wraps an embedder with a sqlite cache: texts embedded once are never embedded again.
 
     New texts are embedded and saved ``chunk_size`` at a time, so a run killed midway keeps every
-    finished chunk. The cache is best-effort (see :mod:`fewshot.cache`): when it cannot be written,
-    the vectors are still returned. ``computed`` counts the texts this instance had to embed (the
-    rest came from the cache).
+    finished chunk. New texts the model reads only in part are named in one warning per call (see
+    :meth:`SentenceTransformerEmbedder.truncated`). The cache is best-effort (see
+    :mod:`fewshot.cache`): when it cannot be written, the vectors are still returned. ``computed``
+    counts the texts this instance had to embed (the rest came from the cache).
     """
 
     def __init__(self, embedder: Embedder, path: str | Path | None = None, *, chunk_size: int = 1024) -> None:
@@ -161,14 +205,28 @@ class CachedEmbedder:
         keys = [text_key(self.model_id, t) for t in texts]
         found = self.store.get_many(keys)
         missing = list(dict.fromkeys(t for t, k in zip(texts, keys) if k not in found))
+        quiet = self._warn_truncated(texts, missing)
         for start in range(0, len(missing), self.chunk_size):
             chunk = missing[start:start + self.chunk_size]
-            vectors = np.asarray(self.inner.embed(chunk), dtype=np.float32)
+            vectors = np.asarray(self.inner.embed(chunk, **quiet), dtype=np.float32)
             fresh = {text_key(self.model_id, t): v.tobytes() for t, v in zip(chunk, vectors)}
             self.store.put_many(fresh.items())
             found.update(fresh)
             self.computed += len(chunk)
         return np.stack([np.frombuffer(found[k], dtype=np.float32) for k in keys])
+
+    def _warn_truncated(self, texts: Sequence[str], missing: list[str]) -> dict[str, bool]:
+        """One warning for all of ``missing`` (the first named by its position in ``texts``) rather
+        than one per chunk, when the inner embedder can tell which texts it reads only in part; the
+        options that keep it from warning again. Cached texts are not checked: no model is loaded for
+        them, and they were named when first embedded."""
+        if not missing or not isinstance(self.inner, SentenceTransformerEmbedder):
+            return {}
+        positions = self.inner.truncated(missing)
+        if len(positions):  # missing keeps the order of texts: its first long text is the first in texts
+            warn_truncated_texts(missing, positions, self.inner.read_limit(),
+                                 first_position=list(texts).index(missing[int(positions[0])]))
+        return {"warn_truncated": False}
 
 
 def load_embeddings(path: str | Path, expected_rows: int | None, *, what: str = "pool",

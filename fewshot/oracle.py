@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Callable, Mapping, Sequence
 
 from .cache import default_cache_dir
-from .data import Example, load_examples
+from .data import Example, label_text, label_words, load_examples
 from .errors import InputError
 
 Ask = Callable[[Example, Sequence[str]], str]
@@ -66,7 +66,7 @@ def read_journal(path: Path, pool: Sequence[Example]) -> dict[str, str]:
             continue
         ident = str(row.get("id")) if isinstance(row, dict) else None
         if ident in texts and row.get("text") == texts[ident] and row.get("label") is not None:
-            labels[ident] = str(row["label"])
+            labels[ident] = label_text(row["label"])
     return labels
 
 
@@ -157,6 +157,5 @@ def make_oracle(pool: Sequence[Example], *, labels_file: str | Path | Mapping[st
     """
     from_file = read_labels_file(labels_file) if isinstance(labels_file, (str, Path)) else labels_file
     oracle = Oracle(pool, from_file=from_file, journal=journal, ask=ask)
-    given = [label.strip() for label in labels or () if label.strip()]
-    oracle.labels = given or sorted(oracle.known_labels())
+    oracle.labels = label_words(labels, oracle.known_labels())
     return oracle

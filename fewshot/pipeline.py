@@ -23,7 +23,7 @@ from typing import Any, Callable, Mapping, Sequence
 import numpy as np
 
 from .clustering import prune
-from .data import Example, load_examples
+from .data import Example, label_words, load_examples
 from .embedding import CachedEmbedder, Embedder, OpenAIEmbedder, SentenceTransformerEmbedder, load_embeddings
 from .errors import InputError
 from .index import IndexChoice, select_per_query_with_index, shortlists_by, verify as verify_index
@@ -31,7 +31,7 @@ from .oracle import Ask, ask_on_terminal, journal_path, make_oracle
 from .prompts import Template
 from .selection import (KNN, PER_QUERY_METHODS, Problem, Selection, Selector, make_selector, needs_labels,
                         needs_model, parameters)
-from .tokens import count_tokens
+from .tokens import check_token_budget, count_tokens
 
 
 @functools.lru_cache(maxsize=1)
@@ -69,9 +69,8 @@ def build_problem(pool: Sequence[Example], queries: Sequence[Example], *, embedd
     if not queries:
         raise InputError("there are no queries")
     costs = None
+    check_token_budget(max_tokens)
     if max_tokens is not None:
-        if max_tokens < 1:
-            raise InputError(f"max_tokens={max_tokens} must be positive", field="--max-tokens")
         if template is None:
             raise InputError("a token budget needs the template that renders the demos")
         costs = demo_costs(pool, template)
@@ -334,8 +333,7 @@ class Request:
             raise InputError(f"k={self.k} must be at least 1", field="--k")
         if self.label_budget is not None and self.label_budget < self.k:
             raise InputError(f"label_budget={self.label_budget} is smaller than k={self.k}", field="--label-budget")
-        if self.max_tokens is not None and self.max_tokens < 1:
-            raise InputError(f"max_tokens={self.max_tokens} must be positive", field="--max-tokens")
+        check_token_budget(self.max_tokens)
         picks = self.label_budget or self.k
         if self.prune_to is not None and self.prune_to < picks:
             raise InputError(f"prune_to={self.prune_to} is smaller than "
@@ -617,8 +615,7 @@ def select_examples(pool: Sequence[Example], queries: Sequence[Example], request
             selector.set_params(oracle=oracle)
         if selector.model is None and not oracle.labels:
             raise InputError("SAL needs the label set: pass --labels a,b,c (the pool has no labels)", field="--labels")
-    label_set = oracle.labels if oracle is not None else (
-        [y.strip() for y in labels or () if y.strip()] or sorted({e.label for e in pool if e.label is not None}))
+    label_set = oracle.labels if oracle is not None else label_words(labels, (e.label for e in pool))
     consulting = [s for s in (selector, retriever) if s is not None and needs_model(s)]
     with ExitStack() as stack:
         if consulting:  # the LLM first: a text too long for its context is refused before any embedding

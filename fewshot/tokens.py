@@ -7,6 +7,8 @@ from typing import Sequence
 
 import numpy as np
 
+from .errors import InputError
+
 
 @lru_cache(maxsize=4)
 def encoding(name: str = "cl100k_base"):
@@ -29,3 +31,15 @@ def count_tokens(texts: Sequence[str], encoding_name: str = "cl100k_base") -> np
     """
     enc = encoding(encoding_name)
     return np.array([len(t) for t in enc.encode_ordinary_batch(list(texts))], dtype=np.int64)
+
+
+def check_token_budget(max_tokens: int | None, field: str = "--max-tokens") -> None:
+    """Refuse a token budget under 1 (None: no budget) with an InputError naming ``field``.
+
+    >>> check_token_budget(0)
+    Traceback (most recent call last):
+    ...
+    fewshot.errors.InputError: field '--max-tokens': max_tokens=0 must be positive
+    """
+    if max_tokens is not None and max_tokens < 1:
+        raise InputError(f"max_tokens={max_tokens} must be positive", field=field)

@@ -108,6 +108,46 @@ def test_one_label_type_per_file_is_fine_and_missing_labels_do_not_count(tmp_pat
     assert [e.label for e in load_examples(write_jsonl(tmp_path / "n.jsonl", rows))] == ["1", "0.5", None, None]
 
 
+def test_numerically_equal_labels_are_one_class(tmp_path):
+    rows = [{"text": "a", "label": 1}, {"text": "b", "label": 1.0}, {"text": "c", "label": 0.0},
+            {"text": "d", "label": 2.5}, {"text": "e", "label": 1e20}, {"text": "f", "label": -0.0}]
+    labels = [e.label for e in load_examples(write_jsonl(tmp_path / "n.jsonl", rows))]
+    assert labels == ["1", "1", "0", "2.5", "100000000000000000000", "0"]
+
+
+def test_numpy_and_python_numbers_from_a_list_are_one_class():
+    np = pytest.importorskip("numpy")
+    rows = enumerate([{"text": "a", "label": np.int64(1)}, {"text": "b", "label": np.float64(1.0)},
+                      {"text": "c", "label": np.float32(1.0)}, {"text": "d", "label": 1.0}])
+    assert {e.label for e in parse_examples(rows, lambda i: {"path": f"rows[{i}]"})} == {"1"}
+
+
+def test_string_labels_are_kept_as_written(tmp_path):
+    rows = [{"text": "a", "label": "1.0"}, {"text": "b", "label": "1"}, {"text": "c", "label": "01"}]
+    assert [e.label for e in load_examples(write_jsonl(tmp_path / "s.jsonl", rows))] == ["1.0", "1", "01"]
+
+
+def test_a_number_and_the_same_number_as_a_string_are_refused_naming_the_lines(tmp_path):
+    path = write_jsonl(tmp_path / "p.jsonl", [{"text": "a", "label": "1"}, {"text": "b", "label": 1.0}])
+    with pytest.raises(InputError, match="strings on line 1; numbers on line 2") as err:
+        load_examples(path)
+    assert str(err.value).startswith(f"{path}, field 'label': labels mix 2 JSON types")
+
+
+def test_not_a_number_labels_stay_as_written():
+    assert [data.label_text(v) for v in (float("nan"), float("inf"), True, 3)] == ["nan", "inf", "True", "3"]
+
+
+@pytest.mark.parametrize("given, present, words", [
+    ([" pos", "neg ", "pos", "", "  "], ["x"], ["pos", "neg"]),  # stripped, no blanks or repeats, in the given order
+    (None, ["b", None, "a", "b"], ["a", "b"]),  # none given: the labels present, sorted
+    (["", " "], ["b", "a"], ["a", "b"]),
+    ([], [None], []),
+])
+def test_label_words(given, present, words):
+    assert data.label_words(given, present) == words
+
+
 def test_a_label_that_is_a_list_is_refused(tmp_path):
     with pytest.raises(InputError, match="line 2, field 'label': a label must be a string, a number or a boolean"):
         load_examples(write_jsonl(tmp_path / "p.jsonl", [{"text": "a", "label": "x"}, {"text": "b", "label": ["x"]}]))

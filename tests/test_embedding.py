@@ -146,3 +146,88 @@ def test_precomputed_embeddings_are_memory_mapped_and_checked_in_chunks(tmp_path
     np.save(tmp_path / "bad.npy", bad)
     with pytest.raises(InputError, match=r"row 700 holds NaN or infinite values \(2 such rows\)"):
         load_embeddings(tmp_path / "bad.npy", 1000, chunk=64)
+
+
+# -- texts longer than the model reads ------------------------------------------------------------------
+
+class WordTokenizer:
+    """Test double of a model's tokenizer: one token per word plus two special tokens; records
+    which texts it was asked to tokenize."""
+
+    def __init__(self):
+        self.seen = []
+
+    def num_special_tokens_to_add(self):
+        return 2
+
+    def __call__(self, texts, *, add_special_tokens, truncation, verbose):
+        assert add_special_tokens and not truncation
+        self.seen.extend(texts)
+        return {"input_ids": [[0] * (len(t.split()) + 2) for t in texts]}
+
+
+class TinyModel:
+    """Test double of a SentenceTransformer that reads 8 tokens (6 words) of a text."""
+
+    max_seq_length = 8
+
+    def __init__(self):
+        self.tokenizer = WordTokenizer()
+        self.encoded = []
+
+    def encode(self, texts, **options):
+        self.encoded.extend(texts)
+        return np.array([[len(t), 1.0] for t in texts], dtype=np.float32)
+
+
+def tiny_embedder():
+    embedder = SentenceTransformerEmbedder(progress=False)
+    embedder._model = TinyModel()  # loaded: _load hands it back
+    return embedder
+
+
+SEVEN_WORDS = "one two three four five six seven"
+
+
+def test_texts_longer_than_the_model_reads_are_named_in_one_warning(caplog):
+    embedder = tiny_embedder()
+    texts = ["short", "six words is all it reads", SEVEN_WORDS, "abcdefghijklmnop", SEVEN_WORDS + " eight"]
+    with caplog.at_level("WARNING", logger="fewshot.embedding"):
+        vectors = embedder.embed(texts)
+    assert vectors.shape == (5, 2)
+    [record] = caplog.records
+    assert "2 of the 5 texts embedded now are longer than the 8 tokens" in record.getMessage()
+    assert "position 2" in record.getMessage() and "'one two three" in record.getMessage()
+    # texts of at most 6 bytes cannot hold 7 words: never tokenized
+    assert "short" not in embedder._model.tokenizer.seen and "abcdefghijklmnop" in embedder._model.tokenizer.seen
+
+
+def test_no_warning_when_every_text_fits(caplog):
+    embedder = tiny_embedder()
+    with caplog.at_level("WARNING", logger="fewshot.embedding"):
+        embedder.embed(["short", "six words is all it reads"])
+    assert not caplog.records and embedder._model.tokenizer.seen == ["six words is all it reads"]
+
+
+def test_cached_embedder_warns_once_per_call_naming_the_callers_position(tmp_path, caplog):
+    inner = tiny_embedder()
+    cached = CachedEmbedder(inner, tmp_path / "e.sqlite", chunk_size=1)
+    with caplog.at_level("WARNING", logger="fewshot.embedding"):
+        cached.embed(["short", "short", SEVEN_WORDS, SEVEN_WORDS + " eight"])
+    [record] = caplog.records  # not one per chunk
+    assert "2 of the 3 texts embedded now" in record.getMessage() and "position 2" in record.getMessage()
+    caplog.clear()
+    tokenized = len(inner._model.tokenizer.seen)
+    with caplog.at_level("WARNING", logger="fewshot.embedding"):
+        cached.embed([SEVEN_WORDS, "short"])  # all cached: nothing tokenized, nothing said again
+    assert not caplog.records and len(inner._model.tokenizer.seen) == tokenized
+
+
+@pytest.mark.slow
+def test_the_real_model_reads_256_word_pieces(caplog):
+    embedder = SentenceTransformerEmbedder(progress=False)
+    texts = ["word " * 254, "word " * 255]  # 254 + [CLS] + [SEP] = 256 fit; 255 do not
+    assert embedder.truncated(texts).tolist() == [1]
+    with caplog.at_level("WARNING", logger="fewshot.embedding"):
+        embedder.embed(texts)
+    assert "1 of the 2 texts embedded now are longer than the 256 tokens" in caplog.text

@@ -17,6 +17,7 @@ require("langchain_core", "langchain")
 from langchain_core.example_selectors import BaseExampleSelector  # noqa: E402
 
 from ..api import DemoPool  # noqa: E402
+from ..data import label_text  # noqa: E402
 from ..embedding import Embedder  # noqa: E402
 from ..prompts import prompt_order  # noqa: E402
 from ..tokens import count_tokens  # noqa: E402
@@ -75,7 +76,7 @@ class FewshotExampleSelector(BaseExampleSelector):
         if not examples:
             return
         costs = count_tokens([self._costed_text(e) for e in examples]).tolist() if self.pool.max_tokens is not None else None
-        labels = [None if self.label_key is None or e.get(self.label_key) is None else str(e[self.label_key])
+        labels = [None if self.label_key is None or e.get(self.label_key) is None else label_text(e[self.label_key])
                   for e in examples]
         self.pool.add([_joined(e, self.input_keys) for e in examples], labels, costs)
         self.examples += [dict(e) for e in examples]
