@@ -129,6 +129,19 @@ def gold_scores(predictions: Sequence[Prediction], golds: Sequence[str], metric:
     return np.where(scored, np.log(np.maximum(probs[rows, gold], EPS)), math.log(EPS))
 
 
+def json_number(x: float, digits: int | None = None) -> float | None:
+    """``x`` as a JSON number for a record: a Python float (rounded to ``digits`` when given), or
+    None for NaN and infinities (JSON has neither). The one such cleaner: the LLM-feedback
+    selectors' traces and info, SAL's trace and :func:`write_values` use it.
+
+    >>> json_number(np.float64(0.12345678), 6), json_number(float("nan")), json_number(-math.inf), json_number(2)
+    (0.123457, None, None, 2.0)
+    """
+    if not math.isfinite(x):
+        return None
+    return float(x) if digits is None else round(float(x), digits)
+
+
 def model_key(model: Any) -> str:
     """What identifies a model's answers in the valuation store: its ``cache_key`` attribute if it
     has one, else, for an :class:`~fewshot.llm.predictor.LLMPredictor`, its endpoint, model name,
@@ -325,12 +338,12 @@ def ask_in_prefix_order(model: PredictiveModel, jobs: list, groups: Sequence[Any
     consecutive). When every set has as many jobs, they are sent so that the requests in flight
     work on different demo sets (:func:`fewshot.selection.sal.prefix_order`: each set's prefix is
     computed once); the answers do not depend on the order."""
-    from .selection.sal import _width, prefix_order  # lazily: fewshot.selection imports this module's users
+    from .selection.sal import in_flight, prefix_order  # lazily: fewshot.selection imports this module's users
 
     sizes = [len(list(run)) for _, run in itertools.groupby(groups)]
     if len(set(sizes)) != 1:
         return model.predict_many(jobs)
-    order = prefix_order(len(sizes), sizes[0], _width(model))
+    order = prefix_order(len(sizes), sizes[0], in_flight(model))
     answered = model.predict_many([jobs[i] for i in order])
     return [answered[i] for i in np.argsort(order)]
 
@@ -369,7 +382,7 @@ def write_values(path: str | Path, ids: Sequence[str], values: np.ndarray, *, te
     rows = []
     for rank, i in enumerate(order, start=1):
         row: dict[str, Any] = {"rank": rank, "id": ids[i],
-                               "value": round(float(values[i]), 6) if np.isfinite(values[i]) else None}
+                               "value": json_number(values[i], 6)}
         if labels is not None:
             row["label"] = labels[i]
         if texts is not None:
@@ -393,4 +406,4 @@ def write_values(path: str | Path, ids: Sequence[str], values: np.ndarray, *, te
 
 def _plain(value: Any) -> Any:
     """A value for a row: NaN and infinities as None (JSON has none; an empty CSV cell)."""
-    return None if isinstance(value, float) and not math.isfinite(value) else value
+    return json_number(value) if isinstance(value, float) else value

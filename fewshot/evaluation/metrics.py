@@ -21,7 +21,7 @@ pool's range with no demos).
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import Any, Collection, Sequence
 
 import numpy as np
 
@@ -37,36 +37,55 @@ PER_QUERY_SETTINGS = ("full", "annotate")  # settings whose prompts have demo se
 PerQuery = dict[str, dict[str, float]]  # metric -> query id -> score
 
 
-def cell_scores(prediction: dict[str, Any], task: str, *, by_demo_set: bool = True) -> tuple[PerQuery, dict[str, float]]:
+def cell_scores(prediction: dict[str, Any], task: str, *, by_demo_set: bool = True,
+                only: Collection[str] | None = None) -> tuple[PerQuery, dict[str, float]]:
     """Per-query scores by metric, and whole-cell numbers, of one cell's answers (a line of
     predictions.jsonl: ``labels`` and ``rows``). ``by_demo_set=False``: batch-calibrate over the
-    whole cell (the definition of rows without demo-set ids).
+    whole cell (the definition of rows without demo-set ids). ``only``: compute just these metrics
+    (per query or per cell; the others are left out, their calibrations never run), with the
+    values all of them would have.
 
     >>> rows = [{"id": "1", "gold": "a", "unscored": False, "probs": [0.9, 0.1], "demo_set": 0},
     ...         {"id": "2", "gold": "b", "unscored": False, "probs": [0.6, 0.4], "demo_set": 0}]
     >>> per_query, whole = cell_scores({"labels": ["a", "b"], "rows": rows}, "classification")
     >>> per_query["accuracy"], per_query["accuracy@batch"], whole["unscored"]
     ({'1': 1.0, '2': 0.0}, {'1': 1.0, '2': 1.0}, 0.0)
+    >>> cell_scores({"labels": ["a", "b"], "rows": rows}, "classification", only={"accuracy@batch"})
+    ({'accuracy@batch': {'1': 1.0, '2': 1.0}}, {})
     """
+    keep = None if only is None else set(only)
+
+    def wanted(name: str) -> bool:
+        return keep is None or name in keep
+
     rows = prediction["rows"]
     ids = [r["id"] for r in rows]
     if task == "regression":
-        return ({"mse": dict(zip(ids, (float(r["error"]) for r in rows)))},
-                {"mae": float(np.mean([r["abs_error"] for r in rows])),
-                 "unparsed": float(sum(not r.get("parsed", True) for r in rows))})
+        by_query = {"mse": lambda: dict(zip(ids, (float(r["error"]) for r in rows)))}
+        by_cell = {"mae": lambda: float(np.mean([r["abs_error"] for r in rows])),
+                   "unparsed": lambda: float(sum(not r.get("parsed", True) for r in rows))}
+        return ({name: score() for name, score in by_query.items() if wanted(name)},
+                {name: score() for name, score in by_cell.items() if wanted(name)})
     labels = prediction["labels"]
     gold = [r["gold"] for r in rows]
     scored = np.array([not r["unscored"] for r in rows])
     probs = np.array([r["probs"] for r in rows], dtype=float)
     groups = [r["demo_set"] for r in rows] if by_demo_set and all("demo_set" in r for r in rows) else None
-    variants = {"": probs, "@batch": batch_calibrate(probs, scored, groups=groups)}
+    variants = {"": lambda: probs, "@batch": lambda: batch_calibrate(probs, scored, groups=groups)}
     if all("prior" in r for r in rows):
-        variants["@contextual"] = divide_by_prior(probs, np.array([r["prior"] for r in rows], dtype=float))
-    per_query, whole = {}, {"unscored": float((~scored).sum())}
-    for suffix, p in variants.items():
+        variants["@contextual"] = lambda: divide_by_prior(probs, np.array([r["prior"] for r in rows], dtype=float))
+    per_query: PerQuery = {}
+    whole = {"unscored": float((~scored).sum())} if wanted("unscored") else {}
+    for suffix, calibrated in variants.items():
+        accuracy, f1 = f"accuracy{suffix}", f"macro_f1{suffix}"
+        if not (wanted(accuracy) or wanted(f1)):
+            continue  # e.g. best-of-N asks for the headline only: no other calibration runs
+        p = calibrated()
         predicted = [labels[j] if ok else None for j, ok in zip(p.argmax(axis=1), scored)]
-        per_query[f"accuracy{suffix}"] = {i: float(y == g) for i, y, g in zip(ids, predicted, gold)}
-        whole[f"macro_f1{suffix}"] = macro_f1(gold, predicted, labels)
+        if wanted(accuracy):
+            per_query[accuracy] = {i: float(y == g) for i, y, g in zip(ids, predicted, gold)}
+        if wanted(f1):
+            whole[f1] = macro_f1(gold, predicted, labels)
     return per_query, whole
 
 
@@ -76,8 +95,10 @@ def mean_score(per_query: PerQuery, metric: str) -> float:
 
 
 def headline_score(rows: list[dict[str, Any]], labels: Sequence[str], task: str) -> float:
-    """A cell's score under its task's headline metric (:data:`HEADLINE`)."""
-    return mean_score(cell_scores({"labels": list(labels), "rows": rows}, task)[0], HEADLINE[task])
+    """A cell's score under its task's headline metric (:data:`HEADLINE`), computed alone (the
+    best-of-N choice scores every candidate set with it)."""
+    metric = HEADLINE[task]
+    return mean_score(cell_scores({"labels": list(labels), "rows": rows}, task, only={metric})[0], metric)
 
 
 def best(scores: Sequence[float], metric: str) -> int:

@@ -27,7 +27,7 @@ import tokenize
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterable, Iterator
 
 from ..data import replace_files
 from ..errors import InputError
@@ -125,9 +125,14 @@ def _repair_tail(path: Path) -> None:
             handle.truncate(start)
 
 
+def _line(row: dict[str, Any]) -> bytes:
+    """A row as its line of a run folder's JSONL file."""
+    return (json.dumps(row) + "\n").encode("utf-8")
+
+
 def _append(path: Path, row: dict[str, Any]) -> None:
     """Append one line whole or not at all: a failed write (a full disk) is undone, then reported."""
-    line = memoryview((json.dumps(row) + "\n").encode("utf-8"))
+    line = memoryview(_line(row))
     try:
         fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
     except OSError as err:
@@ -147,10 +152,15 @@ def _append(path: Path, row: dict[str, Any]) -> None:
         os.close(fd)
 
 
-def write_atomic(path: Path, data: str | bytes) -> None:
+def write_atomic(path: Path, data: str | bytes | Iterable[bytes]) -> None:
     """Write a whole file or leave the old one (:func:`fewshot.data.replace_files`: a synced
-    temporary file beside it, then a rename)."""
-    replace_files([(Path(path), [data.encode("utf-8") if isinstance(data, str) else data])], None)
+    temporary file beside it, then a rename). ``data``: the text, or its bytes, whole or as chunks
+    written as they come (a generator: the file is never held whole in memory)."""
+    if isinstance(data, str):
+        data = [data.encode("utf-8")]
+    elif isinstance(data, bytes):
+        data = [data]
+    replace_files([(Path(path), data)], None)
 
 
 # -- the code version -----------------------------------------------------------------------------
@@ -303,7 +313,7 @@ class RunFolder:
         predictions = read_jsonl(self.predictions_file)
         kept = list({p["cell"]: p for p in predictions if p["cell"] in done}.values())
         if len(kept) < len(predictions):
-            write_atomic(self.predictions_file, "".join(json.dumps(p) + "\n" for p in kept))
+            write_atomic(self.predictions_file, (_line(p) for p in kept))  # line by line, never one string
 
     def append_cell(self, prediction: dict[str, Any], record: dict[str, Any]) -> None:
         """A finished cell: its answers, then its record (the line that marks it done)."""

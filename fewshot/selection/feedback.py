@@ -43,7 +43,7 @@ from ..errors import InputError
 from ..models import Prediction, PredictiveModel
 from ..similarity import nearest, top_k
 from ..valuation import (ESTIMATORS, EPS, METRICS, Valuation, ask_in_prefix_order, check_labels, check_model,
-                         gold_scores, shown_demos)
+                         gold_scores, json_number, shown_demos)
 from .base import Feasibility, Problem, Selection, Selector, StaticGains, check_k
 from .params import FLAG, SEED, SHORTLIST, HasMethods, Interval, Options
 from .sal import SAL
@@ -55,6 +55,7 @@ TOP_VALUED = 0.25  # the "valued" generator draws from this top fraction of the 
 OUTSIDE = -10.0  # excess-loss: score offset of an example outside the shortlist (picked only as a fallback)
 MODEL = [HasMethods("predict_many"), None]
 PROMPTS = [Interval(int, 1, None)]
+DIGITS = 6  # decimals of the losses and values in a trace (info's numbers stay unrounded)
 
 
 class NameList:
@@ -106,11 +107,6 @@ def hold_out_probes(labels: Sequence[str], wanted: int, k: int, seed: int) -> np
     if len(probes) == 0:
         raise InputError(f"a pool of {n} examples leaves no probe beside k={k} demos: give a larger pool")
     return probes
-
-
-def _finite(x: float) -> float | None:
-    """For JSON records: None instead of NaN or inf."""
-    return float(x) if math.isfinite(x) else None
 
 
 def _texts(problem: Problem, method: str) -> None:
@@ -400,7 +396,7 @@ class ValidationSearch(_ProbeSearch):
         # the whole pool's valuation, as `valued` computes it (same plan: one computation, stored, for both)
         values = Valuation(self.model, k=k, budget=self.valuation_budget, seed=self.seed).run(problem.pool_texts, labels)
         return values.marginal, {"valuation_prompts": values.prompts, "valuation_asked": values.asked,
-                                 "valuation_reliability": _finite(values.reliability)}
+                                 "valuation_reliability": json_number(values.reliability)}
 
 
 class RandomSearch(_ProbeSearch):
@@ -619,12 +615,10 @@ class ExcessLoss(Selector):
                           for s in selections[1:]]
 
     def _explained(self, selection: Selection, scores: ExcessScores, problem: Problem, scored: int) -> Selection:
-        def number(x: float) -> float | None:
-            return None if not math.isfinite(x) else round(float(x), 6)
-
-        trace = tuple({**t, "label": problem.labels[t["index"]], "target_loss": number(scores.target[t["index"]]),
-                       "reference_loss": number(scores.reference[t["index"]]),
-                       "excess": number(scores.excess[t["index"]]),
+        trace = tuple({**t, "label": problem.labels[t["index"]],
+                       "target_loss": json_number(scores.target[t["index"]], DIGITS),
+                       "reference_loss": json_number(scores.reference[t["index"]], DIGITS),
+                       "excess": json_number(scores.excess[t["index"]], DIGITS),
                        "suspected_noise": bool(scores.noise[t["index"]])} for t in selection.trace)
         read = problem.n if self.reference == "logreg" else scored + len(scores.context)
         info = {"prompts": scores.prompts, "labels_read": read, "scored": scored, "context": list(scores.context),
@@ -694,8 +688,8 @@ class Valued(Selector):
         dropped = lowest_valued(value, labels, self.drop, k)
         keep = np.setdiff1d(np.arange(problem.n), dropped)
         info = {"prompts": values.asked, "valuation_prompts": values.prompts, "labels_read": problem.n,
-                "dropped": dropped.tolist(), "held_out": dropped.tolist(), "reliability": _finite(values.reliability),
-                "estimator": self.estimator}
+                "dropped": dropped.tolist(), "held_out": dropped.tolist(),
+                "reliability": json_number(values.reliability), "estimator": self.estimator}
         return _subproblem(problem, keep), keep, value, info
 
     def _inner(self) -> Selector:
@@ -706,8 +700,7 @@ class Valued(Selector):
     @staticmethod
     def _valued(selection: Selection, keep: np.ndarray, value: np.ndarray, info: dict[str, Any]) -> Selection:
         selection = _remapped(selection, keep)
-        trace = tuple({**t, "value": None if not math.isfinite(value[t["index"]]) else round(float(value[t["index"]]), 6)}
-                      for t in selection.trace)
+        trace = tuple({**t, "value": json_number(value[t["index"]], DIGITS)} for t in selection.trace)
         return replace(selection, trace=trace, info=info)
 
     def select(self, problem: Problem, k: int) -> Selection:
@@ -723,7 +716,7 @@ class Valued(Selector):
 
 # -- SAL scored on probes --------------------------------------------------------------------------
 
-class SALProbes(SAL):
+class SALProbes(Selector):
     """SAL on probes: SAL's greedy rounds and shortlist, each candidate scored by the LLM's answers
     on held-out labelled probes with the candidate added under its real label, instead of by
     simulated labels on the queries (needs labels and an LLM).
@@ -731,7 +724,11 @@ class SALProbes(SAL):
     Per round: the shortlist (GO's V-optimal greedy continued from the picks, relevant to a seeded
     sample of ``query_sample`` queries, as in SAL) and, for each candidate x, the set picks + x
     answered on the first ``min(probes, budget // (k x shortlist))`` probes; the best ``metric``
-    wins. ``budget`` bounds the prompts of one selection (per query: of each query's).
+    wins. ``budget`` bounds the prompts of one selection (per query: of each query's). The query
+    sample and the shortlists are a :class:`~fewshot.selection.sal.SAL`'s with the same
+    ``shortlist``, ``query_sample``, ``ridge``, ``noise`` and ``seed`` (its public
+    :meth:`~fewshot.selection.sal.SAL.sampled_queries` and
+    :meth:`~fewshot.selection.sal.SAL.shortlist_candidates`); SAL's simulation is not used.
     """
 
     name: ClassVar[str] = "sal-probes"
@@ -749,9 +746,24 @@ class SALProbes(SAL):
         self.model, self.shortlist, self.query_sample, self.probes = model, shortlist, query_sample, probes
         self.budget, self.metric, self.ridge, self.noise = budget, metric, ridge, noise
         self.seed, self.label_balance = seed, label_balance
-        self.oracle = None  # labels come from the pool: this is a full-label method
 
-    def _rounds(self, problem: Problem, k: int, sample: np.ndarray, query: int | None) -> Selection:
+    def _sal(self) -> SAL:
+        """The SAL whose query sample and shortlists the rounds use (its LLM and oracle: none, it
+        simulates nothing here)."""
+        return SAL(shortlist=self.shortlist, query_sample=self.query_sample, ridge=self.ridge, noise=self.noise,
+                   seed=self.seed, label_balance=self.label_balance)
+
+    def select(self, problem: Problem, k: int) -> Selection:
+        check_k(problem, k)
+        sal = self._sal()
+        return self._rounds(problem, k, sal, sal.sampled_queries(problem), None)
+
+    def select_per_query(self, problem: Problem, k: int) -> list[Selection]:
+        check_k(problem, k)
+        sal = self._sal()
+        return [self._rounds(problem, k, sal, np.array([j]), j) for j in range(problem.m)]
+
+    def _rounds(self, problem: Problem, k: int, sal: SAL, sample: np.ndarray, query: int | None) -> Selection:
         labels = check_labels(problem.labels, self.name)
         check_model(self.model, self.name)
         _texts(problem, self.name)
@@ -772,7 +784,7 @@ class SALProbes(SAL):
             ok = feasible.mask()[0]
             if not ok.any():
                 break
-            shortlist = self._shortlist(problem, sample, chosen, ok)
+            shortlist = sal.shortlist_candidates(problem, sample, chosen, ok)
             shortlisted.update(int(x) for x in shortlist)
             sets = [tuple(chosen + [int(x)]) for x in shortlist]
             spent = scorer.extend(sets, upto)

@@ -38,6 +38,7 @@ from ..data import Example
 from ..errors import InputError
 from ..models import Prediction, PredictiveModel
 from ..prompts import prompt_order
+from ..valuation import json_number
 from .base import Feasibility, Problem, Selection, Selector, check_k
 from .design import GO
 from .params import FLAG, SEED, SHORTLIST, HasMethods, Interval, Options
@@ -97,14 +98,19 @@ def prefix_order(groups: int, size: int, width: int) -> np.ndarray:
     return np.concatenate(blocks) if blocks else np.arange(0)
 
 
-def _width(model: object) -> int:
-    """How many requests the model's LLM client keeps in flight (1 when it does not say)."""
+def in_flight(model: object) -> int:
+    """How many requests the model's LLM client keeps in flight (1 when it does not say): the
+    ``width`` of :func:`prefix_order`."""
     return int(getattr(getattr(model, "client", None), "concurrency", 1) or 1)
 
 
 class SAL(Selector):
     """Simulation-based active learning: the LLM scores how much each candidate would cut its
-    uncertainty on the queries (needs an LLM; see `fewshot select --method sal`)."""
+    uncertainty on the queries (needs an LLM; see `fewshot select --method sal`).
+
+    Besides the selector protocol, two steps of a round are public for selectors built on SAL's
+    rounds (``sal-probes``): :meth:`sampled_queries` (Q') and :meth:`shortlist_candidates` (C).
+    """
 
     name: ClassVar[str] = "sal"
     parameter_constraints: ClassVar[dict] = {
@@ -128,10 +134,7 @@ class SAL(Selector):
 
     def select(self, problem: Problem, k: int) -> Selection:
         check_k(problem, k)
-        sample = np.arange(problem.m)
-        if self.query_sample is not None and self.query_sample < problem.m:
-            sample = np.sort(np.random.default_rng(self.seed).choice(problem.m, self.query_sample, replace=False))
-        return self._rounds(problem, k, sample, None)
+        return self._rounds(problem, k, self.sampled_queries(problem), None)
 
     def select_per_query(self, problem: Problem, k: int) -> list[Selection]:
         check_k(problem, k)
@@ -145,10 +148,20 @@ class SAL(Selector):
         raise InputError(f"pool example {index} has no label and SAL has no oracle to ask "
                          "(give a labels file, or run on a terminal to label interactively)")
 
-    def _shortlist(self, problem: Problem, sample: np.ndarray, chosen: list[int], ok: np.ndarray) -> np.ndarray:
-        """``shortlist`` feasible examples, relevant to the query sample and unlike each other: GO's
-        V-optimal greedy continued from H, each shortlisted example conditioned on as if picked (the
-        top gains alone are often near-duplicates of one another)."""
+    def sampled_queries(self, problem: Problem) -> np.ndarray:
+        """Q' of a shared selection, sorted query indices: every query, or a sample of
+        ``query_sample`` of them drawn by ``seed``."""
+        if self.query_sample is None or self.query_sample >= problem.m:
+            return np.arange(problem.m)
+        return np.sort(np.random.default_rng(self.seed).choice(problem.m, self.query_sample, replace=False))
+
+    def shortlist_candidates(self, problem: Problem, sample: np.ndarray, chosen: list[int],
+                             ok: np.ndarray) -> np.ndarray:
+        """C of a round, sorted pool indices: ``shortlist`` of the feasible examples (``ok``, one
+        flag per pool example; all of them when ``shortlist`` is None or not smaller), relevant to
+        the queries ``sample`` and unlike each other: GO's V-optimal greedy (``ridge``, ``noise``)
+        continued from the picks ``chosen``, each shortlisted example conditioned on as if picked
+        (the top gains alone are often near-duplicates of one another)."""
         if self.shortlist is None or self.shortlist >= ok.sum():
             return np.flatnonzero(ok)
         go = GO(objective="v", ridge=self.ridge, noise=self.noise)
@@ -174,7 +187,7 @@ class SAL(Selector):
             ok = feasible.mask()[0]
             if not ok.any():
                 break
-            shortlist = self._shortlist(problem, sample, chosen, ok)
+            shortlist = self.shortlist_candidates(problem, sample, chosen, ok)
             # demos in the order the final prompt shows them: a candidate picked now is shown as the
             # last pick so far
             shown = prompt_order(demos)
@@ -182,7 +195,7 @@ class SAL(Selector):
             hypotheses = [self._hypotheses(p) for p in first]
             jobs = [(prompt_order([*demos, Example(str(x), problem.pool_texts[x], y)]), q)
                     for x, hyp in zip(shortlist, hypotheses) for y, _ in hyp for q in queries]
-            order = prefix_order(len(jobs) // max(1, len(queries)), len(queries), _width(self.model))
+            order = prefix_order(len(jobs) // max(1, len(queries)), len(queries), in_flight(self.model))
             answered = self.model.predict_many([jobs[i] for i in order])
             answers = iter([answered[i] for i in np.argsort(order)])
             prompts += len(shortlist) + len(jobs)
@@ -204,7 +217,7 @@ class SAL(Selector):
             trace.append({"step": step + 1, "index": pick, "score": -float(expected[best]),
                           "loss": float(expected[best]), "objective": self._objective(len(queries)), "label": label,
                           "runner_up": int(shortlist[order[1]]) if len(order) > 1 else None,
-                          "runner_up_score": -runner_up if math.isfinite(runner_up) else None,  # JSON has no inf
+                          "runner_up_score": json_number(-runner_up),  # JSON has no inf
                           "shortlist": [int(x) for x in shortlist], "prompts": len(shortlist) + len(jobs),
                           "covering_only": covering is not None})
             feasible.take(np.array([0]), np.array([pick]))

@@ -1,7 +1,9 @@
 """Metrics: per-query scores raw and calibrated, whole-cell counts, the best-of-N choice."""
 
+import numpy as np
 import pytest
 
+from fewshot.evaluation import metrics
 from fewshot.evaluation.metrics import best, cell_scores, headline_score, mean_score, whole_cell_batch
 
 
@@ -61,3 +63,22 @@ def test_which_cells_keep_the_whole_cell_batch_definition():
     old = {"task": "classification", "setting": "full"}
     assert whole_cell_batch(old) and not whole_cell_batch({**old, "demo_sets": 40})
     assert not whole_cell_batch({**old, "setting": "shared"}) and not whole_cell_batch({**old, "task": "regression"})
+
+
+def test_the_headline_alone_is_computed_and_equals_the_full_tables(monkeypatch):
+    rng = np.random.default_rng(0)
+    rows = [{"id": str(i), "gold": "ab"[i % 2], "unscored": i == 3, "probs": rng.dirichlet([1, 1]).tolist(),
+             "prior": rng.dirichlet([1, 1]).tolist(), "demo_set": i % 3} for i in range(12)]
+    per_query, whole = cell_scores({"labels": ["a", "b"], "rows": rows}, "classification")
+    only, none = cell_scores({"labels": ["a", "b"], "rows": rows}, "classification", only={"accuracy@batch"})
+    assert only == {"accuracy@batch": per_query["accuracy@batch"]} and none == {}
+    _, f1 = cell_scores({"labels": ["a", "b"], "rows": rows}, "classification", only={"macro_f1@contextual"})
+    assert f1 == {"macro_f1@contextual": whole["macro_f1@contextual"]}
+
+    def not_needed(*args, **kwargs):
+        raise AssertionError("best-of-N needs only the headline: no contextual calibration")
+
+    monkeypatch.setattr(metrics, "divide_by_prior", not_needed)
+    assert headline_score(rows, ["a", "b"], "classification") == mean_score(per_query, "accuracy@batch")
+    regression = [{"id": "1", "error": 4.0}, {"id": "2", "error": 2.0}]  # no abs_error: mae is never computed
+    assert headline_score(regression, [], "regression") == 3.0

@@ -83,6 +83,45 @@ def test_a_failed_append_leaves_no_torn_line_and_names_the_file(tmp_path, monkey
     assert folder.records_file.read_bytes() == before and read_jsonl(folder.predictions_file) == [{"cell": "a"}]
 
 
+def test_repair_rewrites_the_predictions_line_by_line_keeping_the_recorded_cells(tmp_path, monkeypatch):
+    folder = RunFolder(tmp_path / "run")
+    folder.path.mkdir()
+    first_a, orphan, b, last_a = ({"cell": "a", "rows": [1]}, {"cell": "x", "rows": [2]}, {"cell": "b", "rows": [3]},
+                                  {"cell": "a", "rows": [4]})
+    folder.predictions_file.write_text("".join(json.dumps(p) + "\n" for p in (first_a, orphan, b, last_a)))
+    folder.records_file.write_text('{"cell": "a"}\n{"cell": "b"}\n')  # x's record never came
+    written = []
+    real = runfolder.replace_files
+
+    def spy(files, field):
+        (target, chunks), = files
+        assert not isinstance(chunks, (list, tuple, str, bytes))  # a generator, never the whole file
+        written.append(chunks := list(chunks))
+        real([(target, chunks)], field)
+
+    monkeypatch.setattr(runfolder, "replace_files", spy)
+    with folder.lock():
+        folder.repair()
+    # a cell keeps its first place and its last answers; one chunk per line
+    assert written == [[(json.dumps(last_a) + "\n").encode(), (json.dumps(b) + "\n").encode()]]
+    assert read_jsonl(folder.predictions_file) == [last_a, b]
+
+
+def test_a_streamed_write_that_fails_leaves_the_old_file_and_no_temporary_one(tmp_path):
+    path = tmp_path / "predictions.jsonl"
+    path.write_text('{"cell": "a"}\n')
+
+    def lines():
+        yield b'{"cell": "b"}\n'
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    with pytest.raises(InputError, match=r"cannot write \(No space left on device\)"):
+        runfolder.write_atomic(path, lines())
+    assert path.read_text() == '{"cell": "a"}\n' and sorted(p.name for p in tmp_path.iterdir()) == ["predictions.jsonl"]
+    runfolder.write_atomic(path, iter([b'{"cell": "b"}\n', b'{"cell": "c"}\n']))
+    assert read_jsonl(path) == [{"cell": "b"}, {"cell": "c"}]
+
+
 def test_an_unwritable_folder_is_named_before_any_work(tmp_path):
     (tmp_path / "file").write_text("")
     with pytest.raises(InputError, match="cannot write the run folder") as err:

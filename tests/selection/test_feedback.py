@@ -10,7 +10,7 @@ import pytest
 from fewshot.errors import InputError
 from fewshot.models import Prediction
 from fewshot.prompts import prompt_order
-from fewshot.selection import KNN, Problem
+from fewshot.selection import KNN, Problem, SAL
 from fewshot.selection.feedback import (ExcessLoss, RandomSearch, SALProbes, ValidationSearch, Valued, draw_probes,
                                         generate_sets, halving_schedule, hold_out_probes, reference_losses)
 from tests.conftest import unit_rows
@@ -426,3 +426,52 @@ def test_excess_loss_and_valued_are_deterministic(method, per_query):
     run = lambda seed: make(seed).select_per_query(problem, 4) if per_query else [make(seed).select(problem, 4)]  # noqa: E731
     assert run(3) == run(3)
     assert run(3) != run(4)  # the seed moves the context (excess-loss) or the valuation's sets (valued)
+
+
+# -- picks pinned: a refactor of the selectors must not move them ------------------------------------
+
+PINNED = {  # method: (shared picks, each query's picks), on labelled(m=3), k=4, the Hashed LLM
+    "valsearch": (lambda model: ValidationSearch(model, candidates=6, probes=8, budget=96, seed=3,
+                                                 generators="valued,random,go", valuation_budget=120),
+                  (20, 43, 42, 15), [(20, 43, 42, 15)] * 3),
+    "random-search": (lambda model: RandomSearch(model, probes=8, budget=64, seed=2),
+                      (16, 2, 18, 55), [(16, 2, 18, 55)] * 3),
+    "excess-loss": (lambda model: ExcessLoss(model, context=2, seed=1),
+                    (20, 53, 37, 42), [(29, 45, 51, 47), (37, 53, 20, 12), (46, 20, 36, 23)]),
+    "valued": (lambda model: Valued(model, budget=120, cache=False, seed=4),
+               (29, 23, 37, 17), [(29, 47, 57, 28), (53, 37, 40, 25), (23, 36, 59, 25)]),
+    "sal-probes": (lambda model: SALProbes(model, seed=5),
+                   (53, 43, 37, 42), [(11, 3, 16, 29), (40, 7, 14, 16), (16, 1, 17, 46)]),
+}
+
+
+@pytest.mark.parametrize("method", sorted(PINNED))
+def test_the_picks_for_a_fixed_problem_and_seed_stay_as_pinned(method):
+    make, shared, per_query = PINNED[method]
+    problem = labelled(m=3)
+    assert make(Hashed()).select(problem, 4).indices == shared
+    assert [s.indices for s in make(Hashed()).select_per_query(problem, 4)] == per_query
+
+
+def test_recorded_numbers_are_json_safe_rounded_where_the_trace_rounds():
+    problem = labelled(m=3)
+    excess = ExcessLoss(Hashed(), context=2, seed=1).select(problem, 4)
+    assert excess.trace[0]["target_loss"] == 2.427295 and excess.trace[0]["excess"] == 1.621998  # 6 digits
+    valued = Valued(Hashed(), budget=120, cache=False, seed=4).select(problem, 4)
+    assert valued.trace[0]["value"] is None and valued.trace[1]["value"] == 0.06059  # unvalued: None, not NaN
+    assert valued.info["reliability"] == 0.1711722825928954  # info keeps the whole number
+
+
+def test_sal_probes_shortlists_as_sal_does_with_the_same_parameters():
+    problem = labelled(m=6)
+    selection = SALProbes(Hashed(), shortlist=5, query_sample=3, ridge=0.5, noise=0.2, seed=2).select(problem, 3)
+    sal = SAL(shortlist=5, query_sample=3, ridge=0.5, noise=0.2, seed=2)
+    sample = sal.sampled_queries(problem)
+    open_ = np.ones(problem.n, dtype=bool)
+    open_[selection.info["held_out"]] = False  # probes are never candidates
+    chosen = []
+    for step in selection.trace:
+        assert step["shortlist"] == sal.shortlist_candidates(problem, sample, chosen, open_).tolist()
+        chosen.append(step["index"])
+        open_[step["index"]] = False
+    assert selection.info["queries_sampled"] == 3

@@ -235,7 +235,8 @@ def test_the_shortlist_holds_no_duplicates_of_the_best_candidate():
     pool = np.concatenate([problem.pool, problem.pool[[best, best]]])
     copies = Problem(pool=pool, queries=problem.queries, pool_texts=[*problem.pool_texts, "copy1", "copy2"],
                      query_texts=problem.query_texts, labels=[*problem.labels, "0", "0"])
-    shortlist = SAL(shortlist=4, query_sample=None)._shortlist(copies, np.arange(6), [], np.ones(22, dtype=bool))
+    sal = SAL(shortlist=4, query_sample=None)
+    shortlist = sal.shortlist_candidates(copies, np.arange(6), [], np.ones(22, dtype=bool))
     assert len(shortlist) == 4 and len({tuple(pool[i]) for i in shortlist}) == 4
     assert best in shortlist
 
@@ -280,3 +281,13 @@ def test_per_query_mi_scores_by_entropy_instead_of_ignoring_the_model():
         assert selection.indices == (5,) and selection.trace[0]["objective"] == "entropy"
     with pytest.raises(InputError, match=r"shortlist=0 for method 'sal' must be int >= 1 or None"):
         SAL(shortlist=0)
+
+
+def test_the_query_sample_is_seeded_sorted_and_every_query_when_it_asks_for_as_many():
+    problem, _, _ = linear_problem(0, n=30, m=12)
+    sample = SAL(query_sample=5, seed=3).sampled_queries(problem)
+    assert len(sample) == 5 and len(set(sample.tolist())) == 5 and sample.tolist() == sorted(sample.tolist())
+    assert sample.tolist() == SAL(query_sample=5, seed=3).sampled_queries(problem).tolist()
+    assert sample.tolist() != SAL(query_sample=5, seed=4).sampled_queries(problem).tolist()
+    assert SAL(query_sample=None).sampled_queries(problem).tolist() == list(range(12))
+    assert SAL(query_sample=12).sampled_queries(problem).tolist() == list(range(12))
