@@ -223,7 +223,7 @@ def test_ivf_ranks_by_absolute_cosine_with_a_cheap_opposite_search(data):
     pool, queries = data
 
     def counted(vectors):
-        index = FaissIndex("ivf", nlist=16, nprobe=16, threads=1).build(vectors)
+        index = FaissIndex("ivf", nlist=16, nprobe=16, threads=1, encoding="flat").build(vectors)  # exact, all lists
         calls, search = [], index.index.search
         index.index.search = lambda q, size: calls.append((len(q), index.index.nprobe)) or search(q, size)
         return index, calls
