@@ -5,6 +5,7 @@
     python benchmarks/scale.py --sizes 20000 --queries 500 --ray                       # + Ray's overhead
     python benchmarks/scale.py --embed 2000 --sizes                                    # embedding rates only
     python benchmarks/scale.py --sizes 1000000 --queries 10000 --methods knn go --engines ivf   # the issue's goal
+    python benchmarks/scale.py --sizes 1000000 --queries 100000 --methods --engines   # 1M x 100k, commands only
     python benchmarks/scale.py --sizes --ten-million --queries 10000                   # 10M float16 (7.7 GB)
 
 Data. Real vectors: ``--real`` AG News texts (StaICC, the eval extra; a seeded sample) embedded
@@ -213,10 +214,12 @@ def run_size(n: int, args, seeds: np.ndarray, queries: np.ndarray, with_ray: boo
     print(f"n={n:,}: pool store ready in {seconds:.1f} s ({store.folder})", file=sys.stderr)
     size = max(args.shortlist, 4 * args.k)
     sample = queries[:args.recall_sample]
-    exact = ExactIndex().build(store.vectors)
-    truth = {absolute: exact.search(sample, size, absolute=absolute)[1] for absolute in (False, True)}
     rows, today = [], {}
-    in_memory, load_s, _ = timed(lambda: np.array(store.vectors))  # today's CLI loads the .npy into memory
+    if args.engines:
+        exact = ExactIndex().build(store.vectors)
+        truth = {absolute: exact.search(sample, size, absolute=absolute)[1] for absolute in (False, True)}
+    if args.methods:
+        in_memory, load_s, _ = timed(lambda: np.array(store.vectors))  # today's CLI loads the .npy into memory
     for method in args.methods:
         selector = make_selector(method)
         out, seconds, peak = timed(lambda: selector.select_per_query(Problem(pool=in_memory, queries=queries), args.k))
@@ -224,7 +227,8 @@ def run_size(n: int, args, seeds: np.ndarray, queries: np.ndarray, with_ray: boo
         rows.append({"n": n, "method": method, "engine": "today", "build": load_s, "select": seconds, "peak": peak,
                      "shortlist": 1.0, "picks": 1.0, "ratio": 1.0})
         print(rows[-1], file=sys.stderr)
-    del in_memory
+    if args.methods:
+        del in_memory
     for engine in args.engines:
         index, build_s, build_peak = timed(lambda: make_index(engine).build(store.vectors))
         for method in args.methods:
@@ -376,32 +380,48 @@ def table(rows: list[dict]) -> str:
 # -- embedding rates --------------------------------------------------------------------------------
 
 def embedding_rates(count: int, seed: int) -> str:
-    """texts/s: the model's raw encode, embed_to_store with the same loaded model, and ONNX."""
-    from fewshot.embedding import SentenceTransformerEmbedder, default_model_path
+    """texts/s of the bundled model, float32 (torch) and int8 backends: the raw encode and
+    embed_to_store with the same loaded model; the cosine between their vectors; and ONNX."""
+    import torch
+
+    from fewshot.embedding import SentenceTransformerEmbedder, default_model_path, normalize
 
     texts = agnews_texts(count, seed + 7)
-    embedder = SentenceTransformerEmbedder(batch_size=64, progress=False)
-    model = embedder._load()
-    model.encode(texts[:64], batch_size=64)  # warm-up
-    raw_s = store_s = float("inf")
-    for attempt in range(2):  # alternated, best of two: a shared CPU's noise hits both alike
-        _, seconds, _ = timed(lambda: model.encode(texts, batch_size=64, convert_to_numpy=True, show_progress_bar=False))
-        raw_s = min(raw_s, seconds)
-        folder = Path(tempfile.mkdtemp()) / "store"
-        _, seconds, _ = timed(lambda: embed_to_store(texts, folder, embedder, chunk=1024, progress=False))
-        store_s = min(store_s, seconds)
-        shutil.rmtree(folder.parent, ignore_errors=True)
-    lines = [f"Embedding {count} AG News texts, bundled all-MiniLM-L6-v2, batch 64, torch CPU (best of 2):",
-             f"- raw SentenceTransformer.encode: {count / raw_s:.1f} texts/s",
-             f"- embed_to_store (chunks of 1,024, committed): {count / store_s:.1f} texts/s "
-             f"({store_s / raw_s:.2f}x the raw time)"]
+    embedders = {backend: SentenceTransformerEmbedder(batch_size=64, progress=False, backend=backend)
+                 for backend in ("torch", "int8")}
+    best, vectors = {}, {}
+    for backend, embedder in embedders.items():
+        embedder._load().encode(texts[:64], batch_size=64)  # warm-up
+    for attempt in range(2):  # alternated, best of two: a shared CPU's noise hits all alike
+        for backend, embedder in embedders.items():
+            model = embedder._load()
+            vectors[backend], seconds, _ = timed(lambda: model.encode(texts, batch_size=64, convert_to_numpy=True,
+                                                                      show_progress_bar=False))
+            best[backend, "raw"] = min(best.get((backend, "raw"), float("inf")), seconds)
+            folder = Path(tempfile.mkdtemp()) / "store"
+            _, seconds, _ = timed(lambda: embed_to_store(texts, folder, embedder, chunk=1024, progress=False))
+            best[backend, "store"] = min(best.get((backend, "store"), float("inf")), seconds)
+            shutil.rmtree(folder.parent, ignore_errors=True)
+    cosines = np.einsum("ij,ij->i", normalize(vectors["torch"]), normalize(vectors["int8"]))
+    raw_s, store_s = best["torch", "raw"], best["torch", "store"]
+    lines = [f"Embedding {count} AG News texts, bundled all-MiniLM-L6-v2, batch 64, CPU, {torch.get_num_threads()} "
+             f"torch threads (best of 2):",
+             f"- raw SentenceTransformer.encode, float32 (backend torch): {count / raw_s:.1f} texts/s",
+             f"- embed_to_store, float32 (chunks of 1,024, committed): {count / store_s:.1f} texts/s "
+             f"({store_s / raw_s:.2f}x the raw time)",
+             f"- raw encode, backend int8 (Linear layers in int8): {count / best['int8', 'raw']:.1f} texts/s "
+             f"({raw_s / best['int8', 'raw']:.2f}x the float32 rate)",
+             f"- embed_to_store, backend int8: {count / best['int8', 'store']:.1f} texts/s "
+             f"({store_s / best['int8', 'store']:.2f}x the float32 rate)",
+             f"- int8 vs float32 vectors: cosine mean {cosines.mean():.4f}, lowest {cosines.min():.4f}, "
+             f"1st percentile {np.percentile(cosines, 1):.4f}"]
     try:
         from sentence_transformers import SentenceTransformer
 
         onnx = SentenceTransformer(str(default_model_path()), backend="onnx", device="cpu")
         onnx.encode(texts[:64], batch_size=64)
         _, onnx_s, _ = timed(lambda: onnx.encode(texts, batch_size=64, convert_to_numpy=True, show_progress_bar=False))
-        lines.append(f"- ONNX backend: {count / onnx_s:.1f} texts/s ({raw_s / onnx_s:.2f}x the torch rate)")
+        lines.append(f"- ONNX backend: {count / onnx_s:.1f} texts/s ({raw_s / onnx_s:.2f}x the float32 rate)")
     except Exception as err:  # noqa: BLE001 - report why the backend is unavailable, whatever it is
         reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         lines.append(f"- ONNX backend: unavailable here ({type(err).__name__}: {reason[:200]})")
@@ -418,8 +438,9 @@ def main() -> None:
     parser.add_argument("--held", type=int, default=1000, help="of them, held out as query seeds")
     parser.add_argument("--noise", type=float, default=0.6, help="norm of the Gaussian noise grown onto real vectors")
     parser.add_argument("--recall-sample", type=int, default=500, help="queries for the shortlist recall")
-    parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
-    parser.add_argument("--engines", nargs="+", default=list(ENGINES), choices=ENGINES)
+    parser.add_argument("--methods", nargs="*", default=list(METHODS), choices=METHODS,
+                        help="methods of the in-process rows (none: only the whole-command rows)")
+    parser.add_argument("--engines", nargs="*", default=list(ENGINES), choices=ENGINES)
     parser.add_argument("--ray", action="store_true", help="also the Ray engine on the smallest size")
     parser.add_argument("--cli-methods", nargs="*", default=["knn", "go"], choices=METHODS,
                         help="methods of the whole-command rows (none: no such rows)")
@@ -429,7 +450,8 @@ def main() -> None:
                              "per-query kNN as commands, with their peak RSS")
     parser.add_argument("--ten-million-encoding", default="sq8", choices=["flat", "fp16", "sq8"],
                         help="how the 10M IVF index stores vectors (flat: 15 GB in memory)")
-    parser.add_argument("--embed", type=int, default=0, help="also time embedding on this many texts")
+    parser.add_argument("--embed", type=int, default=0,
+                        help="also time embedding on this many texts (float32 and int8 backends, and ONNX)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()

@@ -6,6 +6,7 @@ Every embedder returns float32, L2-normalised rows, so a dot product is a cosine
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
 import os
@@ -19,6 +20,9 @@ from .cache import SqliteStore, default_cache_dir
 from .errors import InputError
 
 DEFAULT_MODEL = "all-MiniLM-L6-v2"
+# how a local model computes: "torch" as shipped (float32); "int8" with its Linear layers in int8
+# (about 1.7x the CPU rate on one core; cosine about 0.997 with the float32 vectors)
+BACKENDS = ("torch", "int8")
 log = logging.getLogger(__name__)
 
 
@@ -74,23 +78,57 @@ def model_fingerprint(path: str | Path, *, hash_below: int = 1 << 20) -> str:
     return digest.hexdigest()[:16]
 
 
+def check_backend(backend: str, *, field: str = "backend", device: str = "cpu") -> str:
+    """``backend`` if it is one of :data:`BACKENDS` and runs fast on ``device``, else an
+    InputError naming ``field``. Checking int8 imports torch (a second or two)."""
+    if backend not in BACKENDS:
+        raise InputError(f"backend {backend!r} must be one of {', '.join(BACKENDS)}", field=field)
+    if backend == "int8" and device != "cpu":
+        raise InputError(f"backend 'int8' runs on the CPU only, not on device {device!r}", field=field)
+    if backend == "int8" and not int8_supported():
+        raise InputError("backend 'int8' needs a CPU with AVX-512 VNNI and torch's oneDNN (without them torch "
+                         "multiplies int8 matrices in a plain loop, about 25x slower than float32): use backend "
+                         "torch", field=field)
+    return backend
+
+
+def int8_supported() -> bool:
+    """Whether torch multiplies int8 matrices fast on this CPU: ``torch._int_mm`` goes to oneDNN
+    only where the CPU has AVX-512 VNNI (most server CPUs since Intel Cascade Lake and AMD Zen 4;
+    not Apple silicon, nor most laptops)."""
+    import torch
+
+    if not hasattr(torch, "_int_mm") or not (torch.backends.mkldnn.is_available() and torch.backends.mkldnn.enabled):
+        return False
+    capabilities = getattr(torch.cpu, "get_capabilities", None)
+    if capabilities is not None:
+        return bool(capabilities().get("avx512_vnni", False))
+    vnni = getattr(torch.cpu, "_is_vnni_supported", None)  # torch before get_capabilities
+    return bool(vnni is not None and vnni())
+
+
 class SentenceTransformerEmbedder:
     """A local sentence-transformers model; never downloads (``HF_HUB_OFFLINE=1``).
 
     ``model``: a local folder; None = the bundled all-MiniLM-L6-v2. The model loads on first use.
     ``progress``: show a progress bar; None = only when stderr is a terminal.
+    ``backend``: "torch" (the model as shipped) or "int8" (its Linear layers in int8 on the CPU:
+    faster, vectors close to but not equal to torch's; see :func:`quantize_linear_layers`).
     """
 
     def __init__(self, model: str | Path | None = None, *, batch_size: int = 64,
-                 progress: bool | None = None, device: str = "cpu") -> None:
+                 progress: bool | None = None, device: str = "cpu", backend: str = "torch") -> None:
+        self.backend = check_backend(backend, device=device)
         self.path = Path(model) if model else None
         if self.path is not None and not self.path.exists():
             raise InputError("embedding model folder does not exist (models are never downloaded)",
                              path=str(self.path))
         # a local folder is named by where it is and what it holds: a replaced or edited model gets a
-        # new id, so the cache never serves vectors another model computed
-        self.model_id = (f"sentence-transformers/{DEFAULT_MODEL}" if self.path is None
-                         else f"{self.path.resolve()}@{model_fingerprint(self.path)}")
+        # new id, so the cache never serves vectors another model computed; so is a backend other
+        # than torch, whose vectors differ slightly (the torch id stays as it always was)
+        model_id = (f"sentence-transformers/{DEFAULT_MODEL}" if self.path is None
+                    else f"{self.path.resolve()}@{model_fingerprint(self.path)}")
+        self.model_id = model_id if backend == "torch" else f"{model_id}+{backend}"
         self.batch_size, self.device = batch_size, device
         self.progress = sys.stderr.isatty() if progress is None else progress
         self._model = None
@@ -107,7 +145,10 @@ class SentenceTransformerEmbedder:
                 transformers.logging.disable_progress_bar()
             from sentence_transformers import SentenceTransformer
 
-            self._model = SentenceTransformer(str(self.path or default_model_path()), device=self.device)
+            model = SentenceTransformer(str(self.path or default_model_path()), device=self.device)
+            if self.backend == "int8":
+                quantize_linear_layers(model)
+            self._model = model
         return self._model
 
     def embed(self, texts: Sequence[str], *, warn_truncated: bool = True) -> np.ndarray:
@@ -143,6 +184,62 @@ class SentenceTransformerEmbedder:
                             truncation=False, verbose=False)["input_ids"]
             lengths[start:start + len(ids)] = [len(row) for row in ids]
         return maybe[lengths > limit]
+
+
+def quantize_linear_layers(model) -> int:
+    """Replace every ``torch.nn.Linear`` in ``model`` (a torch module) by its int8 form (see
+    :func:`int8_linear_class`); the number replaced. It computes anywhere, but is fast only where
+    :func:`int8_supported`: there all-MiniLM-L6-v2 embeds about 1.7x as fast on one core
+    (attention, GELU and layer norms stay float32)."""
+    import torch
+
+    int8_linear, replaced = int8_linear_class(), 0
+    for parent in list(model.modules()):
+        for name, child in list(parent.named_children()):
+            if isinstance(child, torch.nn.Linear):
+                setattr(parent, name, int8_linear(child))
+                replaced += 1
+    return replaced
+
+
+@functools.cache
+def int8_linear_class() -> type:
+    """The module class of an int8 Linear layer, made on first use: torch is imported only when a
+    model loads, so commands that embed nothing start fast.
+
+    Weights are quantized once, symmetrically per output channel; inputs per row (per token) as
+    they come, so one token's outlier does not crush the resolution of the others. The int8
+    products are summed in int32 (``torch._int_mm``) and scaled back to float32. Per-row input
+    scales are why this, not ``torch.ao.quantization.quantize_dynamic`` (one scale per tensor;
+    deprecated): that is a little faster but its vectors drift to a mean cosine of 0.93-0.97 with
+    the float32 ones on all-MiniLM-L6-v2, against 0.997 here.
+    """
+    import torch
+
+    class Int8Linear(torch.nn.Module):
+        def __init__(self, linear: torch.nn.Linear) -> None:
+            super().__init__()
+            self.in_features, self.out_features = linear.in_features, linear.out_features
+            weight = linear.weight.detach().float()
+            scale = weight.abs().amax(dim=1).clamp(min=1e-12) / 127
+            # (in, out) and column-major: the layout torch._int_mm multiplies fastest
+            self.register_buffer("weight_t", torch.round(weight / scale[:, None]).to(torch.int8).t())
+            self.register_buffer("weight_scale", scale)
+            self.register_buffer("bias", None if linear.bias is None else linear.bias.detach().float())
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            rows = x.reshape(-1, self.in_features).float()
+            scale = rows.abs().amax(dim=1, keepdim=True).clamp_(min=1e-12).div_(127)
+            quantized = torch.div(rows, scale).round_().to(torch.int8)
+            out = torch._int_mm(quantized, self.weight_t).to(torch.float32).mul_(scale).mul_(self.weight_scale)
+            if self.bias is not None:
+                out.add_(self.bias)
+            return out.reshape(*x.shape[:-1], self.out_features)
+
+        def extra_repr(self) -> str:
+            return f"in_features={self.in_features}, out_features={self.out_features}, int8"
+
+    return Int8Linear
 
 
 def warn_truncated_texts(texts: Sequence[str], positions: np.ndarray, limit: int | None, *,

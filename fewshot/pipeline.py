@@ -34,21 +34,25 @@ from .selection import (KNN, PER_QUERY_METHODS, Problem, Selection, Selector, ma
 from .tokens import check_token_budget, count_tokens
 
 
-@functools.lru_cache(maxsize=1)
-def _bundled_model() -> SentenceTransformerEmbedder:
-    """The bundled model, loaded once per process (loading costs seconds, embedding milliseconds)."""
-    return SentenceTransformerEmbedder()
+@functools.lru_cache(maxsize=2)
+def _bundled_model(backend: str = "torch") -> SentenceTransformerEmbedder:
+    """The bundled model, loaded once per process and backend (loading costs seconds, embedding milliseconds)."""
+    return SentenceTransformerEmbedder(backend=backend)
 
 
 def make_embedder(model: str | None = None, *, cache: bool = True, cache_dir: str | Path | None = None,
-                  base_url: str | None = None, api_key: str | None = None) -> Embedder:
+                  base_url: str | None = None, api_key: str | None = None, backend: str = "torch") -> Embedder:
     """``model``: None (bundled all-MiniLM-L6-v2, loaded once per process), a local
     sentence-transformers folder, or ``openai:NAME`` for an OpenAI-compatible embeddings endpoint.
+    ``backend``: how a local model computes (torch or int8; see :class:`SentenceTransformerEmbedder`).
     Cached on disk (``cache_dir``, default ``$FEWSHOT_CACHE_DIR``) unless ``cache=False``."""
     if model and model.startswith("openai:"):
+        if backend != "torch":
+            raise InputError(f"backend {backend!r} is for local sentence-transformers models, not {model!r}",
+                             field="backend")
         embedder: Embedder = OpenAIEmbedder(model.split(":", 1)[1], base_url=base_url, api_key=api_key)
     else:
-        embedder = SentenceTransformerEmbedder(model) if model else _bundled_model()
+        embedder = SentenceTransformerEmbedder(model, backend=backend) if model else _bundled_model(backend)
     if not cache:
         return embedder
     return CachedEmbedder(embedder, Path(cache_dir) / "embeddings.sqlite" if cache_dir else None)

@@ -11,6 +11,7 @@ from typer.testing import CliRunner
 
 import fewshot.cli as cli
 from fewshot.cli import app
+from fewshot.embedding import int8_supported
 from fewshot.store import open_store
 from tests.conftest import EXAMPLES, write_jsonl
 
@@ -107,11 +108,30 @@ def test_embed_float16_and_the_bundled_model(tmp_path):
     (["--dtype", "int8"], "dtype 'int8' must be one of float32, float16"),
     (["--chunk", "0"], "chunk=0 must be at least 1"),
     (["--engine", "spark"], "unknown engine 'spark'"),
+    (["--backend", "fp8"], "field '--backend': backend 'fp8' must be one of torch, int8"),
 ])
 def test_embed_refuses_bad_options_before_reading_or_embedding(tmp_path, embedder, extra, message):
     result = run("embed", tmp_path / "missing.jsonl", "--out", tmp_path / "s", *extra)
     assert result.exit_code == 2 and message in result.output, result.output
     assert embedder.calls == 0
+
+
+@pytest.mark.skipif(not int8_supported(), reason="no AVX-512 VNNI here: backend int8 is refused")
+def test_embed_and_select_pass_the_backend_to_the_model(tmp_path, monkeypatch):
+    """The CLI only passes --backend on: the embedder makes the model and its id (see test_embedding)."""
+    asked = []
+
+    def make(*args, **kwargs):
+        asked.append(kwargs.get("backend"))
+        return Hashing()
+
+    monkeypatch.setattr(cli, "make_embedder", make)
+    assert run("embed", EXAMPLES / "queries.jsonl", "--out", tmp_path / "s").exit_code == 0
+    assert run("embed", EXAMPLES / "queries.jsonl", "--out", tmp_path / "q", "--backend", "int8").exit_code == 0
+    result = run("select", "--pool", EXAMPLES / "pool.jsonl", "--queries", EXAMPLES / "queries.jsonl", "--method",
+                 "knn", "--k", "2", "--backend", "int8", "--no-cache", "--out", tmp_path / "picks.jsonl")
+    assert result.exit_code == 0, result.output
+    assert asked == ["torch", "int8", "int8"]
 
 
 def test_embed_refuses_a_folder_it_would_not_finish(tmp_path, embedder):
@@ -244,6 +264,8 @@ def not_started(monkeypatch):
     (["--store", "{tmp}/pool", "--query-store", "{tmp}/queries", "--engine", "ray", "--method", "go"],
      "--engine ray runs per-query selection"),
     (["--queries", "{tmp}/shuffled.jsonl"], "give the pool: --pool FILE, or --store DIR"),
+    (["--pool", "{tmp}/shuffled.jsonl", "--queries", "{tmp}/shuffled.jsonl", "--backend", "fp8"],
+     "field '--backend': backend 'fp8' must be one of torch, int8"),
 ])
 def test_select_refuses_bad_inputs_before_any_work(stores, monkeypatch, args, message):
     rows = [json.loads(line) for line in (EXAMPLES / "pool.jsonl").read_text().splitlines()]
