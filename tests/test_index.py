@@ -136,6 +136,22 @@ def test_exact_index_path_gives_todays_picks(method, options, data):
     assert [[t["runner_up"] for t in s.trace] for s in served] == [[t["runner_up"] for t in s.trace] for s in today]
 
 
+@pytest.mark.parametrize("method", ["knn", "mmr", "dpp", "go"])
+def test_the_default_path_shortlists_as_a_full_relevance_scan(method, data):
+    """The default per-query path takes its shortlists from the blocked exact search; the reference
+    is the whole-pool relevance of each query block, ranked by top_k (the path before)."""
+    pool, queries = data
+    pool = pool.copy()
+    pool[::3] *= -1  # large negative cosines: GO ranks them by |cosine|, the others last
+    selector = make_selector(method, shortlist=40)
+    problem = labelled_problem(pool, queries)
+    scanned = selector.select_per_query(
+        problem, 6, candidates=lambda rows, size: top_k(selector._relevance(problem, rows), size))
+    default = selector.select_per_query(problem, 6)
+    assert [s.indices for s in default] == [s.indices for s in scanned]
+    assert [[t["runner_up"] for t in s.trace] for s in default] == [[t["runner_up"] for t in s.trace] for s in scanned]
+
+
 def test_go_shortlists_by_absolute_cosine(data):
     pool, queries = data
     pool = pool.copy()

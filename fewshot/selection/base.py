@@ -470,6 +470,8 @@ class GreedySelector(Selector):
                              "cannot serve it", field="--index")
         n, d = problem.n, problem.pool.shape[1]
         size = self.shortlist_size(n, k)
+        if candidates is None and size < n and self.shortlist_by is not None:
+            candidates = _exact_shortlists(problem, absolute=self.shortlist_by == "abs-cosine")
         # state per query row: ~k + 8 arrays over its candidates; a shortlist also gathers their
         # vectors, and without a candidate source scores the whole pool once to find them
         if candidates is not None:
@@ -583,3 +585,15 @@ class StaticGains(GreedySelector):
 
     def _commit(self, state: np.ndarray, rows: np.ndarray, cols: np.ndarray) -> None:
         pass
+
+
+def _exact_shortlists(problem: Problem, *, absolute: bool) -> Candidates:
+    """Each query's top candidates by (absolute) cosine over the whole pool, by the blocked exact
+    search (:class:`~fewshot.index.ExactIndex`): a block of queries reads the pool once, where
+    scoring each chunk of queries against the whole pool reads it once per few queries (at 1M
+    vectors the pool no longer fits the CPU's caches and that is memory-bound). The same
+    shortlists as :meth:`GreedySelector._relevance`'s top ``size``."""
+    from ..index import ExactIndex  # the index module imports this one
+
+    index = ExactIndex().build(problem.pool)
+    return lambda rows, size: index.search(problem.queries[rows], size, absolute=absolute)[1]
