@@ -586,10 +586,12 @@ def _integers(text: str, name: str) -> list[int]:
         raise InputError(f"expected comma-separated integers, got {text!r}", field=name) from None
 
 
-def _write_report(out: Path, records: list[dict[str, Any]] | None = None) -> None:
-    from .evaluation.report import write_report
+def _write_report(out: Path, records: list[dict[str, Any]] | None = None,
+                  references: dict[str, str] | None = None) -> None:
+    from .evaluation.report import load_references, write_report
 
-    written = write_report(out, records=records)
+    written = write_report(out, records=records,
+                           references=None if not references else {**load_references(out), **references})
     _say(f"wrote {out}/summary.md, comparisons.md, pivot.md, {', '.join(p.name for p in written)}")
     print((out / "pivot.md").read_text())
     print((out / "comparisons.md").read_text())
@@ -605,19 +607,29 @@ def report(run: Path = typer.Argument(..., help="A run folder written by `fewsho
            page: Optional[Path] = typer.Option(None, help="Also write a results page (markdown) here, e.g. evals/RESULTS.md."),
            command: str = typer.Option("", help="With --page: the command that made the run, quoted on the page."),
            title: str = typer.Option("Results", help="With --page: the page's title."),
-           notes: Optional[Path] = typer.Option(None, help="With --page: a markdown file placed after the goal check (what was tried).")) -> None:
+           notes: Optional[Path] = typer.Option(None, help="With --page: a markdown file placed after the goal check (what was tried)."),
+           reference: Optional[list[str]] = typer.Option(None, help="SETTING=METHOD: compare that setting's methods with METHOD instead of the run's reference, e.g. full=random-search-240 (repeatable).")) -> None:
     """Rebuild the tables, comparisons and plots of an eval run from its files (no LLM needed)."""
     if notes is not None and not notes.is_file():
         raise InputError("no such notes file", path=str(notes), field="--notes")
     if page is not None:
         check_writable_file(page, field="--page")
-    _write_report(run)  # the planned cells' records; no records.jsonl, or an empty one, is an error
+    references = dict(_reference(text) for text in reference or [])
+    _write_report(run, references=references)  # the planned cells' records; none is an error
     if page is not None:
         from .evaluation.results_page import results_page
         from .evaluation.runfolder import write_atomic
 
         write_atomic(page, results_page(run, command or f"fewshot eval ... --out {run}", title, str(page), notes) + "\n")
         _say(f"wrote {page}")
+
+
+def _reference(text: str) -> tuple[str, str]:
+    setting, _, method = text.partition("=")
+    if setting not in ("shared", "annotate", "full") or not method:
+        raise InputError(f"--reference {text!r}: give SETTING=METHOD, SETTING one of shared, annotate, full",
+                         field="--reference")
+    return setting, method
 
 
 llm_app = typer.Typer(help="The local LLM server.", no_args_is_help=True)

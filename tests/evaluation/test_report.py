@@ -222,3 +222,15 @@ def test_goal_check_counts_an_llm_feedback_retriever_as_ours():
                                  for seed in range(2) for m in ("kmeans:s>vs-120", "kmeans:s>rs-120", "kmeans:s>knn:q")))
     (row,) = goal_check(records, score_cells(records, predictions), variants, metrics=("accuracy",))
     assert row["ours"] == "kmeans:s>vs-120" and row["baselines_tried"] == "kmeans:s>knn:q kmeans:s>rs-120"
+
+
+def test_report_compares_with_another_reference_on_request(tmp_path):
+    records, predictions = SHARED
+    (tmp_path / "records.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    (tmp_path / "predictions.jsonl").write_text("".join(json.dumps(p) + "\n" for p in predictions.values()))
+    result = CliRunner().invoke(app, ["report", str(tmp_path), "--reference", "shared=go:s"])
+    assert result.exit_code == 0, result.output
+    references = {row["reference"] for row in csv.DictReader(open(tmp_path / "comparisons.csv"))}
+    assert references == {"go:s"}
+    refused = CliRunner().invoke(app, ["report", str(tmp_path), "--reference", "shared"])
+    assert refused.exit_code == 2 and "SETTING=METHOD" in refused.output
