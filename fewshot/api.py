@@ -75,7 +75,8 @@ def select(examples: Sequence[Mapping[str, Any] | str], queries: Sequence[str | 
            label_key: str | None = "label", id_key: str = "id", max_tokens: int | None = None,
            template: str | Template = "classification", label_balance: bool = False, seed: int = 0,
            prune_to: int | None = None, prune_policy: str = "hard", label_budget: int | None = None,
-           retriever: str = "knn", embedder: Embedder | None = None, llm: Any = None,
+           retriever: str = "knn", retriever_params: Mapping[str, Any] | None = None,
+           embedder: Embedder | None = None, llm: Any = None,
            labels: Sequence[str] | None = None, labels_file: str | Path | Mapping[str, str] | None = None,
            labels_journal: str | Path | None = None, llm_calibration: str = "none", **params: Any) -> SelectResult:
     """Choose ``k`` demos from ``examples`` for ``queries``.
@@ -88,7 +89,7 @@ def select(examples: Sequence[Mapping[str, Any] | str], queries: Sequence[str | 
     the method's parameters, checked as the CLI's ``--param`` (unknown names and wrong types are
     :class:`~fewshot.errors.InputError`). ``label_budget=B`` is "annotate then retrieve": ``method``
     picks B examples to label, then ``retriever`` picks the k demos from those B (per query when
-    ``per_query``); ``to_label`` lists the B.
+    ``per_query``, with ``retriever_params``); ``to_label`` lists the B.
 
     SAL (``method="sal"``) asks ``llm``: an :class:`~fewshot.llm.LLMClient`, a base URL, or None for
     the configured endpoint (``OPENAI_BASE_URL``, ``FEWSHOT_MODEL``), else a local llama-server
@@ -116,7 +117,7 @@ def select(examples: Sequence[Mapping[str, Any] | str], queries: Sequence[str | 
     """
     request = Request(method=method, k=k, per_query=per_query, seed=seed, max_tokens=max_tokens,
                       label_balance=label_balance, params=params, prune_to=prune_to, prune_policy=prune_policy,
-                      label_budget=label_budget, retriever=retriever)
+                      label_budget=label_budget, retriever=retriever, retriever_params=dict(retriever_params or {}))
     request.check()  # before anything is embedded or started
     keys = {"text_key": text_key, "label_key": label_key, "id_key": id_key}
     pool, records = _examples(examples, "examples", **keys)

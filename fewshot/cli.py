@@ -103,13 +103,13 @@ def handles_errors(command: Callable) -> Callable:
     return wrapper
 
 
-def parse_params(pairs: list[str]) -> dict[str, Any]:
+def parse_params(pairs: list[str], field: str = "--param") -> dict[str, Any]:
     """``["lam=0.5", "objective=v"]`` -> ``{"lam": 0.5, "objective": "v"}`` (values parsed as JSON when they can be)."""
     params: dict[str, Any] = {}
     for pair in pairs:
         key, sep, value = pair.partition("=")
         if not sep or not key:
-            raise InputError(f"--param expects KEY=VALUE, got {pair!r}", field="--param")
+            raise InputError(f"{field} expects KEY=VALUE, got {pair!r}", field=field)
         try:
             params[key] = json.loads(value)
         except json.JSONDecodeError:
@@ -164,6 +164,7 @@ def select(
     labels_file: Optional[Path] = typer.Option(None, help="SAL oracle: JSONL of {id, label} for pool examples SAL asks about. Labels typed at the prompt are kept in OUT.labels.jsonl (without --out: in the cache folder), and a re-run asks only the rest."),
     label_budget: Optional[int] = typer.Option(None, help="Annotate then retrieve: --method picks this many examples to label (B), then --retriever picks k of them for each prompt (per query by default)."),
     retriever: str = typer.Option("knn", help="With --label-budget: the method that picks k demos from the labeled ones (knn, go, mmr, ...)."),
+    retriever_param: list[str] = typer.Option([], "--retriever-param", "-r", help="With --label-budget: a retriever parameter KEY=VALUE, repeatable (-p sets the method's)."),
     store: Optional[Path] = typer.Option(None, help="The pool's vectors: a vector store written by `fewshot embed` (memory-mapped)."),
     query_store: Optional[Path] = typer.Option(None, help="The queries' vectors: a vector store (same model as --store)."),
     index: Optional[str] = typer.Option(None, help="Candidates from an index: exact, flat, ivf, hnsw (built now), or the folder of one from `fewshot index build`. Serves per-query selection, and the shared sets of GO (its candidates; -p candidate_pool=N, -p query_sample=M) and vote-k (its neighbour graph)."),
@@ -180,7 +181,8 @@ def select(
     """Choose k demonstrations from a pool for a set of queries."""
     request = Request(method=method, k=k, per_query=per_query, seed=seed, max_tokens=max_tokens,
                       label_balance=label_balance, params=parse_params(param), prune_to=prune_to,
-                      prune_policy=prune_policy, label_budget=label_budget, retriever=retriever)
+                      prune_policy=prune_policy, label_budget=label_budget, retriever=retriever,
+                      retriever_params=parse_params(retriever_param, field="--retriever-param"))
     request.check()  # bad numbers, methods and parameters cost nothing
     check_wait(timeout, deadline)
     check_backend(backend, field="--backend")
@@ -501,7 +503,7 @@ def evaluate(
     label_budgets: Optional[str] = typer.Option(None, help="Comma-separated label budgets B for the "
                                                            "annotate-then-retrieve setting, e.g. 16,32,64."),
     annotators: Optional[str] = typer.Option(None, help="Comma-separated annotation selectors (annotate setting)."),
-    retriever: Optional[str] = typer.Option(None, help="Retriever of the annotate setting (default knn)."),
+    retriever: Optional[str] = typer.Option(None, help="Comma-separated retrievers of the annotate setting, methods or suite variants (default knn)."),
     seeds: Optional[int] = typer.Option(None, help="Number of seeds (0..seeds-1)."),
     pool_size: Optional[int] = typer.Option(None, help="Pool examples per seed."),
     test_size: Optional[int] = typer.Option(None, help="Test queries per seed."),
@@ -537,11 +539,14 @@ def evaluate(
     numbers = lambda text, name: text and _integers(text, name)  # noqa: E731
     overrides = {"data": listed(data), "methods": listed(methods), "k": numbers(k, "--k"),
                  "label_budgets": numbers(label_budgets, "--label-budgets"), "annotators": listed(annotators),
-                 "retriever": retriever, "seeds": seeds, "pool_size": pool_size, "test_size": test_size,
+                 "seeds": seeds, "pool_size": pool_size, "test_size": test_size,
                  "contextual": contextual, "text_field": text_field, "label_field": label_field}
     for key, value in overrides.items():
         if value is not None:
             setattr(plan, key, value)
+    if retriever is not None:  # replaces the suite's retriever or retrievers (one: the shorthand, as before)
+        named = _listed(retriever)
+        plan.retriever, plan.retrievers = (named[0], None) if len(named) == 1 else (None, named)
     plan.check()
     check_wait(timeout, deadline)
     check_token_budget(max_tokens)

@@ -306,6 +306,13 @@ class Request:
     Traceback (most recent call last):
     ...
     fewshot.errors.InputError: field '--k': k=0 must be at least 1
+
+    ``retriever_params`` are the retriever's parameters (``params`` are the method's):
+
+    >>> Request("kmeans", k=4, label_budget=32, retriever="mmr", retriever_params={"lam": 2}).check()
+    Traceback (most recent call last):
+    ...
+    fewshot.errors.InputError: field '--retriever-param': parameter lam=2 for method 'mmr' must be float in [0, 1]
     """
 
     method: str = "go"
@@ -319,6 +326,7 @@ class Request:
     prune_policy: str = "hard"
     label_budget: int | None = None
     retriever: str = "knn"
+    retriever_params: Mapping[str, Any] = field(default_factory=dict)
 
     @property
     def per_query_mode(self) -> bool:
@@ -345,10 +353,21 @@ class Request:
         if self.prune_policy not in ("hard", "easy"):
             raise InputError(f"unknown pruning policy {self.prune_policy!r}: use 'hard' or 'easy'", field="--prune-policy")
         selector = make_selector(self.method, seed=self.seed, label_balance=self.label_balance, **self.params)
-        retriever = None
-        if self.label_budget is not None:
-            retriever = make_selector(self.retriever, seed=self.seed, label_balance=self.label_balance)
-        return selector, retriever
+        if self.label_budget is None:
+            if self.retriever_params:
+                raise InputError("retriever parameters apply under a label budget: give --label-budget too",
+                                 field="--retriever-param")
+            return selector, None
+        return selector, self._retriever()
+
+    def _retriever(self) -> Selector:
+        """The retriever, its errors naming the retriever's options (not --method and --param)."""
+        try:
+            return make_selector(self.retriever, seed=self.seed, label_balance=self.label_balance,
+                                 **self.retriever_params)
+        except InputError as err:
+            field = {"--method": "--retriever", "--param": "--retriever-param"}.get(err.field or "", err.field)
+            raise InputError(err.message, path=err.path, line=err.line, field=field) from None
 
     def fits(self, pool_size: int, path: str | None = None) -> None:
         """Refuse more picks than the pool holds."""
@@ -783,6 +802,8 @@ def run_meta(run: SelectionRun, request: Request, pool: Sequence[Example], queri
             "label_budget": request.label_budget, "retriever": request.retriever if request.label_budget else None,
             "annotation_stopped": None if annotated is None else annotated.stopped,
             "to_label": run.to_label(pool), "trace": [list(s.trace) for s in run.by_method[:1]]}
+    if request.label_budget is not None:  # every parameter the retriever ran with, defaults included
+        meta["retriever_params"] = request.selectors()[1].get_params()
     if annotated is not None:
         meta["retriever_trace"] = [list(s.trace) for s in run.selections[:1]]
     info = run.by_method[0].info if run.by_method else {}

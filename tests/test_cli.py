@@ -412,3 +412,20 @@ def test_value_needs_every_label(tmp_path):
                  "--model", "m")
     assert result.exit_code == 2 and "line 1" in result.output and "label" in result.output, result.output
     assert not (tmp_path / "v.csv").exists()
+
+
+def test_retriever_parameters_reach_the_retriever_and_the_meta(tmp_path, vectors):
+    """-r KEY=VALUE sets the retriever's parameters (-p the method's); errors name the retriever's options."""
+    result = select(tmp_path, vectors, "--method", "votek", "--label-budget", "16", "--k", "4", "--retriever", "mmr",
+                    "-r", "lam=0.3", "-p", "neighbors=5")
+    assert result.exit_code == 0, result.output
+    meta = json.loads((tmp_path / "sel.jsonl.meta.json").read_text())
+    assert meta["retriever"] == "mmr" and meta["retriever_params"]["lam"] == 0.3 and meta["params"]["neighbors"] == 5
+    for extra, message in ((["-r", "lam=2"], "field '--retriever-param': parameter lam=2 for method 'mmr'"),
+                           (["-r", "nosie=1"], "field '--retriever-param': unknown parameter 'nosie'"),
+                           (["-r", "lam"], "field '--retriever-param': --retriever-param expects KEY=VALUE")):
+        refused = select(tmp_path, vectors, "--method", "votek", "--label-budget", "16", "--k", "4",
+                         "--retriever", "mmr", *extra)
+        assert refused.exit_code == 2 and message in refused.output, refused.output
+    unbudgeted = select(tmp_path, vectors, "--method", "knn", "-r", "lam=0.3")
+    assert unbudgeted.exit_code == 2 and "give --label-budget too" in unbudgeted.output

@@ -109,3 +109,26 @@ def test_the_feedback_budget_suite_compares_three_retrievers_at_two_budgets():
     assert suite.label_budgets == [32, 64] and suite.annotators == ["random", "kmeans", "votek"]
     assert [suite.spec(r).name for r in suite.retriever_names] == ["knn", "random-search", "valsearch"]
     assert dict(suite.spec("valsearch-120").params)["probes"] == dict(suite.spec("random-search-120").params)["probes"] == 16
+
+
+def test_the_eval_cli_retriever_option_takes_a_list_of_retrievers_or_variants(tmp_path, monkeypatch):
+    """`fewshot eval --retriever knn,valsearch-120` replaces the suite's retrievers (checked before any work)."""
+    import fewshot.evaluation.harness as harness
+
+    planned = []
+
+    def stop_after_planning(plan, datasets):
+        planned.append(plan)
+        raise InputError("planned")
+
+    monkeypatch.setattr(harness, "plan_splits", stop_after_planning)
+    monkeypatch.setattr("fewshot.datasets.load_datasets", lambda names, **fields: [])  # no data read
+    common = ["eval", "--suite", "tune-feedback-budget", "--base-url", "http://127.0.0.1:9/v1", "--model", "m",
+              "--out", str(tmp_path / "r")]
+    result = runner.invoke(app, [*common, "--retriever", "knn,valsearch-120"])
+    assert result.exit_code == 2 and "planned" in result.output, result.output
+    assert planned[-1].retriever_names == ["knn", "valsearch-120"] and planned[-1].retriever is None
+    runner.invoke(app, [*common, "--retriever", "mmr"])
+    assert planned[-1].retriever == "mmr" and planned[-1].retrievers is None  # one: the shorthand
+    refused = runner.invoke(app, [*common, "--retriever", "knn,sal"])
+    assert refused.exit_code == 2 and "not sal" in refused.output and len(planned) == 2
