@@ -35,6 +35,8 @@ GOAL_COLUMNS = ["setting", "labels", "k", "metric", "ours", "ours_mean", "baseli
 # The selectors fewshot exists for; every other method of a setting is one of its baselines.
 # random-search (DSPy's recipe) is a baseline.
 DESIGN_FAMILIES = ("go", "sal", "sal-probes", "valsearch", "excess-loss", "valued")
+CALLS_COLUMNS = ["setting", "labels", "k", "metric", "rule", "ours", "ours_prompts", "baseline", "baseline_prompts",
+                 "diff", "ci_low", "ci_high", "units", "queries", "mdd", "margin", "met", "ours_tried"]
 COMPARISON_COLUMNS = ["metric", "setting", "method", "reference", "data", "labels", "k", "diff", "ci_low",
                       "ci_high", "p", "p_holm", "units", "queries", "wins", "losses", "ties", "mdd"]
 
@@ -184,6 +186,48 @@ def is_ours(method: str, variants: dict[str, dict[str, Any]]) -> bool:
     return any(selector_family(part, variants) in DESIGN_FAMILIES for part in method.split(">"))
 
 
+UnitScores = dict[str, dict[tuple, dict[str, float]]]  # method -> (data set, seed) -> query -> score
+
+
+def _unit_scores(records: Sequence[dict[str, Any]], scores: Scores,
+                 metrics: Sequence[str]) -> dict[tuple, UnitScores]:
+    """(setting, labels, k, metric) -> method -> unit -> query -> score, over the classification
+    cells that chose without peeking at test labels."""
+    cells: dict[tuple, UnitScores] = defaultdict(lambda: defaultdict(dict))
+    for r in records:
+        if r.get("peeks") or r["task"] != "classification" or r["cell"] not in scores or r["setting"] == "zero-shot":
+            continue
+        for metric in metrics:
+            if metric in scores[r["cell"]][0]:
+                cells[r["setting"], r["label_budget"], r["k"], metric][r["method"]][r["data"], r["seed"]] = \
+                    scores[r["cell"]][0][metric]
+    return cells
+
+
+def _ranked(methods: UnitScores) -> tuple[list[str], set[tuple]]:
+    """The methods ranked in a group (an unfinished run: those with more than half the group's
+    units; the rest wait) and the units they all ran, so none is ranked on luckier units."""
+    most = max(len(units) for units in methods.values())
+    ranked = [m for m in methods if 2 * len(methods[m]) > most]
+    return ranked, set.intersection(*(set(methods[m]) for m in ranked)) if ranked else set()
+
+
+def _mean(methods: UnitScores, method: str, units: set[tuple]) -> float:
+    chosen = sorted(units or methods[method])  # no unit that all ran: the method's own; sorted: the same sum every run
+    return float(np.mean([np.mean(list(methods[method][u].values())) for u in chosen]))
+
+
+def _paired(mine: dict[tuple, dict[str, float]], theirs: dict[tuple, dict[str, float]], units: set[tuple],
+            seed: int) -> Any:
+    """The paired difference of two methods over the given units (else the units both ran) and
+    their common queries; None where they share none."""
+    pairs = []
+    for unit in sorted(units or set(mine) & set(theirs)):
+        common = [q for q in mine[unit] if q in theirs[unit]]
+        pairs.append((np.array([mine[unit][q] for q in common]), np.array([theirs[unit][q] for q in common])))
+    return paired_difference([a for a, _ in pairs], [b for _, b in pairs], seed=seed) if pairs else None
+
+
 def goal_check(records: Sequence[dict[str, Any]], scores: Scores, variants: dict[str, dict[str, Any]], *,
                margin: float = 0.02, metrics: Sequence[str] = ("accuracy@batch", "accuracy"),
                seed: int = 0) -> list[dict[str, Any]]:
@@ -193,47 +237,65 @@ def goal_check(records: Sequence[dict[str, Any]], scores: Scores, variants: dict
     group's units or fewer are not ranked (``waiting``). ``met``: the difference is at least ``margin``
     and its 95% interval is above 0. Both sides are picked on the same data, so each is the
     luckiest of its group; the pair's interval does not correct for that choice."""
-    cells: dict[tuple, dict[str, dict[tuple, dict[str, float]]]] = defaultdict(lambda: defaultdict(dict))
-    for r in records:  # (setting, labels, k, metric) -> method -> (data, seed) -> query -> score
-        if r.get("peeks") or r["task"] != "classification" or r["cell"] not in scores or r["setting"] == "zero-shot":
-            continue
-        for metric in metrics:
-            if metric in scores[r["cell"]][0]:
-                cells[r["setting"], r["label_budget"], r["k"], metric][r["method"]][r["data"], r["seed"]] = \
-                    scores[r["cell"]][0][metric]
     out = []
-    for (setting, budget, k, metric), methods in sorted(cells.items()):
-        ours = [m for m in methods if is_ours(m, variants)]
-        baselines = [m for m in methods if m not in ours]
-        # an unfinished run: methods with half the group's units or fewer wait; the rest are ranked on
-        # the units they all ran, so no method is ranked on luckier units than another
-        most = max(len(units) for units in methods.values())
-        ranked = [m for m in methods if 2 * len(methods[m]) > most]
-        ours, baselines = [m for m in ours if m in ranked], [m for m in baselines if m in ranked]
+    for (setting, budget, k, metric), methods in sorted(_unit_scores(records, scores, metrics).items()):
+        ranked, common_units = _ranked(methods)
+        ours = [m for m in ranked if is_ours(m, variants)]
+        baselines = [m for m in ranked if m not in ours]
         if not ours or not baselines:
             continue
-        common_units = set.intersection(*(set(methods[m]) for m in ranked))
-
-        def mean(method: str) -> float:
-            units = sorted(common_units or methods[method])  # no unit that all ran: each method's own; sorted: the same sum every run
-            return float(np.mean([np.mean(list(methods[method][u].values())) for u in units]))
-
-        best_ours, best_base = max(ours, key=mean), max(baselines, key=mean)  # ties: the first listed
-        mine, theirs = methods[best_ours], methods[best_base]
-        pairs = []
-        for unit in sorted(common_units or set(mine) & set(theirs)):
-            common = [q for q in mine[unit] if q in theirs[unit]]
-            pairs.append((np.array([mine[unit][q] for q in common]), np.array([theirs[unit][q] for q in common])))
-        if not pairs:
+        best_ours = max(ours, key=lambda m: _mean(methods, m, common_units))  # ties: the first listed
+        best_base = max(baselines, key=lambda m: _mean(methods, m, common_units))
+        result = _paired(methods[best_ours], methods[best_base], common_units, seed)
+        if result is None:
             continue
-        result = paired_difference([a for a, _ in pairs], [b for _, b in pairs], seed=seed)
         out.append({"setting": setting, "labels": budget, "k": k, "metric": metric, "ours": best_ours,
-                    "ours_mean": mean(best_ours), "baseline": best_base, "baseline_mean": mean(best_base),
+                    "ours_mean": _mean(methods, best_ours, common_units), "baseline": best_base,
+                    "baseline_mean": _mean(methods, best_base, common_units),
                     "diff": result.diff, "ci_low": result.ci_low, "ci_high": result.ci_high, "p": result.p,
                     "units": result.units, "queries": result.queries, "mdd": result.mdd, "margin": margin,
                     "met": bool(result.diff >= margin - 1e-9 and result.ci_low > 0),  # 1e-9: a float at the margin
                     "ours_tried": " ".join(sorted(ours)), "baselines_tried": " ".join(sorted(baselines)),
                     "waiting": " ".join(sorted(m for m in methods if m not in ranked))})
+    return out
+
+
+def _uses_random_search(method: str, variants: dict[str, dict[str, Any]]) -> bool:
+    return any(selector_family(part, variants) == "random-search" for part in method.split(">"))
+
+
+def calls_check(records: Sequence[dict[str, Any]], scores: Scores, variants: dict[str, dict[str, Any]], *,
+                margin: float = 0.02, metrics: Sequence[str] = ("accuracy@batch", "accuracy"),
+                seed: int = 0) -> list[dict[str, Any]]:
+    """The goal at equal selection calls, against each random-search (DSPy's recipe) of a group:
+    ``equal calls``, the best fewshot method that spent at most its mean selection prompts beats it by
+    ``margin`` with the 95% interval above 0; ``a third of the calls``, the best that spent at most a
+    third matches it: the interval's low end above ``-margin`` (no worse by ``margin``; better is
+    allowed). Prompts are means over the units ranked; ranking and pairing as :func:`goal_check`."""
+    prompts: dict[tuple, list[float]] = defaultdict(list)
+    for r in records:
+        prompts[r["setting"], r["label_budget"], r["k"], r["method"]].append(r.get("selection_prompts", 0))
+    out = []
+    for (setting, budget, k, metric), methods in sorted(_unit_scores(records, scores, metrics).items()):
+        ranked, units = _ranked(methods)
+        spent = {m: float(np.mean(prompts[setting, budget, k, m])) for m in ranked}
+        ours = [m for m in ranked if is_ours(m, variants) and spent[m] > 0]
+        for control in (m for m in ranked if _uses_random_search(m, variants)):
+            for rule, share in (("equal calls", 1.0), ("a third of the calls", 1 / 3)):
+                affordable = [m for m in ours if spent[m] <= share * spent[control] + 1e-9]
+                if not affordable:
+                    continue
+                best = max(affordable, key=lambda m: _mean(methods, m, units))
+                result = _paired(methods[best], methods[control], units, seed)
+                if result is None:
+                    continue
+                met = result.ci_low > -margin if share < 1 else result.diff >= margin - 1e-9 and result.ci_low > 0
+                out.append({"setting": setting, "labels": budget, "k": k, "metric": metric, "rule": rule,
+                            "ours": best, "ours_prompts": spent[best], "baseline": control,
+                            "baseline_prompts": spent[control], "diff": result.diff, "ci_low": result.ci_low,
+                            "ci_high": result.ci_high, "units": result.units, "queries": result.queries,
+                            "mdd": result.mdd, "margin": margin, "met": bool(met),
+                            "ours_tried": " ".join(sorted(affordable))})
     return out
 
 
@@ -288,7 +350,7 @@ def batch_note(records: Sequence[dict[str, Any]]) -> str:
 
 def write_report(out: Path, references: dict[str, str] | None = None, records: Sequence[dict[str, Any]] | None = None,
                  headline: str = HEADLINE["classification"], variants: dict[str, dict[str, Any]] | None = None) -> list[Path]:
-    """summary.csv/.md, pivot.md, comparisons.csv/.md, goal.csv and the plots, from the run folder's
+    """summary.csv/.md, pivot.md, comparisons.csv/.md, goal.csv, calls.csv and the plots, from the run folder's
     files (changed: none of them). ``records``: a subset to report (default: the planned cells'
     records); ``references`` and ``variants`` default to run.json's. No record is an error."""
     from .plots import budget_plot, forest_plot
@@ -305,6 +367,7 @@ def write_report(out: Path, references: dict[str, str] | None = None, records: S
     _write_csv(rows, SUMMARY_COLUMNS, out / "summary.csv")
     _write_csv(comparisons, COMPARISON_COLUMNS, out / "comparisons.csv")
     _write_csv(goal_check(records, scores, variants), GOAL_COLUMNS, out / "goal.csv")
+    _write_csv(calls_check(records, scores, variants), CALLS_COLUMNS, out / "calls.csv")
     write_atomic(out / "summary.md",
         "mean: batch-calibrated accuracy (classification; `accuracy` is raw) or mean squared error (regression, "
         "lower is better) with a 95% two-level bootstrap interval over seeds and queries; " + batch_note(records)
@@ -323,7 +386,7 @@ def write_report(out: Path, references: dict[str, str] | None = None, records: S
         "pooled over data sets: 95% two-level bootstrap CI over (data set, seed) units and queries, Holm-corrected "
         "p over each metric's comparisons, wins/losses over units, mdd = minimum detectable difference.\n\n"
         + _markdown(pooled, COMPARISON_COLUMNS))
-    written = [out / "summary.csv", out / "comparisons.csv", out / "goal.csv"]
+    written = [out / "summary.csv", out / "comparisons.csv", out / "goal.csv", out / "calls.csv"]
     forest_rows = [c for c in comparisons if c["metric"] == headline]
     if forest_rows:
         written.append(forest_plot(forest_rows, out / "forest.png", title=f"{headline}: method - reference"))

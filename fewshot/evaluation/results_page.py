@@ -3,7 +3,7 @@ command:
 
     fewshot report results/quick --page evals/RESULTS.md --command "fewshot eval --suite quick"
 
-It reads the folder's run.json, comparisons.csv and pivot.md (as `fewshot report` has just rebuilt
+It reads the folder's run.json, comparisons.csv, goal.csv, calls.csv and pivot.md (as `fewshot report` has just rebuilt
 them from the records) and returns markdown: the configuration, each setting's
 pooled paired comparisons with 95% intervals for the headline and raw metrics, and the pivot.
 """
@@ -70,6 +70,28 @@ def goal_table(rows: list[dict[str, str]]) -> list[str]:
     return lines
 
 
+def calls_table(rows: list[dict[str, str]]) -> list[str]:
+    """The goal at equal selection calls (calls.csv): the best LLM-feedback method within random
+    search's selection prompts (or a third of them) against random search."""
+    if not rows:
+        return []
+    margin = float(rows[0]["margin"])
+    lines = ["## Goal check at equal selection calls: against random search (DSPy's recipe)", "",
+             f"Goal: the best fewshot method that spent at most random search's selection prompts beats it by "
+             f"{margin * 100:g} points with the 95% CI above 0 (equal calls), or the best that spent at most a third "
+             f"of them matches it: the CI's low end above -{margin * 100:g} points (a third of the calls). Prompts: "
+             "mean selection prompts per (data set, seed) unit.", "",
+             "| setting | labels | k | metric | rule | fewshot (prompts) | random search (prompts) | difference | 95% CI | mdd | units | goal |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        met = "met" if r["met"] == "True" else "not met"
+        lines.append(f"| {r['setting']} | {r['labels']} | {r['k']} | {r['metric']} | {r['rule']} | "
+                     f"{r['ours']} ({float(r['ours_prompts']):.0f}) | {r['baseline']} ({float(r['baseline_prompts']):.0f}) | "
+                     f"{float(r['diff']):+.3f} | [{float(r['ci_low']):+.3f}, {float(r['ci_high']):+.3f}] | "
+                     f"{float(r['mdd']):.3f} | {r['units']} | {met} |")
+    return lines + [""]
+
+
 def per_data_set_table(rows: list[dict[str, str]], metric: str) -> list[str]:
     """Each method's difference from its setting's reference, one column per data set (95% CI,
     not corrected for the number of comparisons): where a pooled difference comes from."""
@@ -126,6 +148,8 @@ def results_page(folder: Path, command: str, title: str = "Results", page: str =
              + (f" --notes {notes}" if notes is not None else ""))
     goal_file = folder / "goal.csv"
     goal = list(csv.DictReader(goal_file.read_text(encoding="utf-8").splitlines())) if goal_file.is_file() else []
+    calls_file = folder / "calls.csv"
+    calls = list(csv.DictReader(calls_file.read_text(encoding="utf-8").splitlines())) if calls_file.is_file() else []
     out = [f"# {title}", "", f"**Command:** `{command}`; this file: `{again}`.",
            "", f"- Data: {', '.join(data)}; pool {config['pool_size']}, {config['test_size']} test queries "
            f"per data set and seed, {suite['seeds']} seed(s); k = {', '.join(map(str, suite['k']))}; "
@@ -137,7 +161,7 @@ def results_page(folder: Path, command: str, title: str = "Results", page: str =
            "- Each difference is method - reference on the same queries, pooled over data sets of one task: a 95% "
            "two-level bootstrap interval over (data set, seed) units and queries, Holm-corrected p over each "
            "metric's pooled comparisons, wins-losses over units, and mdd, the smallest difference this run could detect.", ""]
-    out += goal_table(goal)
+    out += goal_table(goal) + calls_table(calls)
     if notes is not None:
         out += [notes.read_text(encoding="utf-8").rstrip(), ""]
     for setting, meaning in SETTINGS.items():

@@ -234,3 +234,28 @@ def test_report_compares_with_another_reference_on_request(tmp_path):
     assert references == {"go:s"}
     refused = CliRunner().invoke(app, ["report", str(tmp_path), "--reference", "shared"])
     assert refused.exit_code == 2 and "SETTING=METHOD" in refused.output
+
+
+def test_calls_check_compares_within_random_search_calls_and_at_a_third_of_them():
+    from fewshot.evaluation.report import calls_check
+
+    variants = {"vs-240": {"method": "valsearch:s"}, "vs-80": {"method": "valsearch:s"},
+                "el": {"method": "excess-loss:q"}, "rs-240": {"method": "random-search:s"}}
+    spent = {"vs-240": 232, "vs-80": 79, "el": 290, "rs-240": 240, "knn:q": 0}
+    answers = {"vs-240": [1] * 8, "vs-80": [1] * 7 + [0], "el": [1] * 8, "rs-240": [1] * 6 + [0, 0],
+               "knn:q": [1] * 8}
+    cells = [cell(m, seed, answers[m], setting="full", budget=300) for seed in range(3) for m in answers]
+    for record, _ in cells:
+        record["selection_prompts"] = spent[record["method"]]
+    records, predictions = run(*cells)
+    rows = {row["rule"]: row for row in calls_check(records, score_cells(records, predictions), variants,
+                                                    metrics=("accuracy",))}
+    equal, third = rows["equal calls"], rows["a third of the calls"]
+    # excess-loss spent more than random search, and kNN spent none: neither is in the equal-calls group
+    assert equal["ours"] == "vs-240" and equal["ours_tried"] == "vs-240 vs-80" and equal["baseline"] == "rs-240"
+    assert equal["diff"] == pytest.approx(0.25) and equal["ci_low"] > 0 and equal["met"]
+    assert third["ours"] == "vs-80" and third["ours_prompts"] == 79 and third["baseline_prompts"] == 240
+    assert third["diff"] == pytest.approx(0.125) and third["met"] == (third["ci_low"] > -0.02)
+    # no random search in a group: nothing to check
+    plain = [c for c in cells if c[0]["method"] != "rs-240"]
+    assert calls_check(*run(*plain)[:1], score_cells(*run(*plain)), variants) == []

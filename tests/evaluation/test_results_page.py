@@ -55,3 +55,17 @@ def test_per_data_set_table_puts_each_data_set_in_a_column():
     assert lines[2] == "| setting | method | reference | labels | k | a | b |"
     assert lines[4] == "| full | go:q | knn:q | 40 | 4 | -0.020 [-0.10, +0.20] | +0.100 [-0.10, +0.20] |"
     assert per_data_set_table([row("all", "0.05")], "accuracy@batch") == []
+
+
+def test_calls_table_names_each_side_with_its_prompts_and_the_rule():
+    from fewshot.evaluation.results_page import calls_table
+
+    row = {"setting": "full", "labels": "300", "k": "4", "metric": "accuracy", "rule": "a third of the calls",
+           "ours": "vs-80", "ours_prompts": "79.0", "baseline": "rs-240", "baseline_prompts": "240.0", "diff": "-0.01",
+           "ci_low": "-0.015", "ci_high": "0.02", "units": "30", "queries": "3000", "mdd": "0.03", "margin": "0.02",
+           "met": "True", "ours_tried": "vs-80"}
+    lines = calls_table([row, {**row, "ci_low": "-0.03", "met": "False"}])
+    assert lines[0].startswith("## Goal check at equal selection calls")
+    assert lines[-3] == ("| full | 300 | 4 | accuracy | a third of the calls | vs-80 (79) | rs-240 (240) | -0.010 | "
+                         "[-0.015, +0.020] | 0.030 | 30 | met |")
+    assert lines[-2].endswith("| not met |") and calls_table([]) == []
