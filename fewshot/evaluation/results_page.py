@@ -43,6 +43,13 @@ def comparisons_table(rows: list[dict[str, str]]) -> list[str]:
     return lines
 
 
+def _goal_cells(r: dict[str, str]) -> str:
+    """A goal row's group and its difference, interval, mdd and units, as table cells."""
+    return (f"| {r['setting']} | {r['labels']} | {r['k']} | {r['metric']} | {{sides}} | {float(r['diff']):+.3f} | "
+            f"[{float(r['ci_low']):+.3f}, {float(r['ci_high']):+.3f}] | {float(r['mdd']):.3f} | {r['units']} | "
+            + ("met" if r["met"] == "True" else "not met") + " |")
+
+
 def goal_table(rows: list[dict[str, str]]) -> list[str]:
     """The goal check (goal.csv): per setting, the best fewshot method (GO, SAL, LLM feedback) against the
     best baseline."""
@@ -54,14 +61,11 @@ def goal_table(rows: list[dict[str, str]]) -> list[str]:
              f"same labels and k by at least {margin:.2f} ({margin * 100:g} points) with the 95% CI above 0. "
              "\"Best\" is the highest mean over the units every ranked method ran, the same data the difference is measured on, "
              "so both sides are the luckiest of their group; the interval does not correct for that choice.", "",
-             "| setting | labels | k | metric | best fewshot (mean) | best baseline (mean) | difference | 95% CI | mdd | units | queries | goal |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             "| setting | labels | k | metric | best fewshot (mean) | best baseline (mean) | difference | 95% CI | mdd | units | goal |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
-        met = "met" if r["met"] == "True" else "not met"
-        lines.append(f"| {r['setting']} | {r['labels']} | {r['k']} | {r['metric']} | {r['ours']} ({float(r['ours_mean']):.3f}) | "
-                     f"{r['baseline']} ({float(r['baseline_mean']):.3f}) | {float(r['diff']):+.3f} | "
-                     f"[{float(r['ci_low']):+.3f}, {float(r['ci_high']):+.3f}] | {float(r['mdd']):.3f} | {r['units']} | "
-                     f"{r['queries']} | {met} |")
+        sides = f"{r['ours']} ({float(r['ours_mean']):.3f}) | {r['baseline']} ({float(r['baseline_mean']):.3f})"
+        lines.append(_goal_cells(r).replace("{sides}", sides))
     tried = {(r["setting"], r["labels"], r["k"]): r for r in rows}
     lines += ["", "Methods in each group: " + "; ".join(
         f"{s} (labels {b}, k {k}): fewshot {r['ours_tried']}; baselines {r['baselines_tried']}"
@@ -84,11 +88,9 @@ def calls_table(rows: list[dict[str, str]]) -> list[str]:
              "| setting | labels | k | metric | rule | fewshot (prompts) | random search (prompts) | difference | 95% CI | mdd | units | goal |",
              "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
-        met = "met" if r["met"] == "True" else "not met"
-        lines.append(f"| {r['setting']} | {r['labels']} | {r['k']} | {r['metric']} | {r['rule']} | "
-                     f"{r['ours']} ({float(r['ours_prompts']):.0f}) | {r['baseline']} ({float(r['baseline_prompts']):.0f}) | "
-                     f"{float(r['diff']):+.3f} | [{float(r['ci_low']):+.3f}, {float(r['ci_high']):+.3f}] | "
-                     f"{float(r['mdd']):.3f} | {r['units']} | {met} |")
+        sides = (f"{r['rule']} | {r['ours']} ({float(r['ours_prompts']):.0f}) | "
+                 f"{r['baseline']} ({float(r['baseline_prompts']):.0f})")
+        lines.append(_goal_cells(r).replace("{sides}", sides))
     return lines + [""]
 
 
