@@ -132,7 +132,7 @@ class Oracle:
             if example.id in source:
                 return source[example.id]
         if self.ask is None or (self.ask is ask_on_terminal and not sys.stdin.isatty()):
-            raise InputError(f"SAL chose pool example id {example.id!r}, which has no label: add it to --labels-file "
+            raise InputError(f"pool example id {example.id!r} was picked to label and has no label: add it to --labels-file "
                              "or run on a terminal to label it interactively", field="--labels-file")
         if self.journal is not None and not self._told:
             print(f"labels you type are saved in {self.journal} as you type them; a re-run asks only the rest",

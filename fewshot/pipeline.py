@@ -27,7 +27,7 @@ from .data import Example, label_words, load_examples
 from .embedding import CachedEmbedder, Embedder, OpenAIEmbedder, SentenceTransformerEmbedder, load_embeddings
 from .errors import InputError
 from .index import IndexChoice, select_per_query_with_index, shortlists_by, verify as verify_index
-from .oracle import Ask, ask_on_terminal, journal_path, make_oracle
+from .oracle import Ask, Oracle, ask_on_terminal, journal_path, make_oracle
 from .prompts import Template
 from .selection import (KNN, PER_QUERY_METHODS, Problem, Selection, Selector, make_selector, needs_labels,
                         needs_model, parameters)
@@ -395,6 +395,7 @@ class SelectionRun:
     label_set: list[str] = field(default_factory=list)
     llm: dict[str, Any] = field(default_factory=dict)
     candidates: dict[str, Any] = field(default_factory=dict)  # the index that served the candidates, if any
+    revealed: dict[int, str] = field(default_factory=dict)  # labels an oracle revealed to the retriever
 
     @property
     def annotated(self) -> Selection | None:
@@ -407,9 +408,11 @@ class SelectionRun:
         return [self.annotated] if self.annotated is not None else self.selections
 
     def revealed_labels(self) -> dict[int, str]:
-        """Labels SAL's oracle revealed as it picked (they are in its trace), by pool index."""
+        """Labels an oracle revealed, by pool index: SAL's as it picked (they are in its trace), and
+        the annotated examples' a label-reading retriever asked for."""
         selections = self.selections + ([self.annotated] if self.annotated is not None else [])
-        return {t["index"]: t["label"] for s in selections for t in s.trace if t.get("label") is not None}
+        traced = {t["index"]: t["label"] for s in selections for t in s.trace if t.get("label") is not None}
+        return {**self.revealed, **traced}
 
     def to_label(self, pool: Sequence[Example]) -> list[str]:
         """Ids a person should label, in pick order: the annotated examples (label budget), else every
@@ -630,6 +633,8 @@ def select_examples(pool: Sequence[Example], queries: Sequence[Example], request
     request.fits(len(pool))
     _check_llm_options(calibration, endpoint)
     _check_labelled(selector, retriever, pool, label_field)
+    reveal = _retriever_oracle(selector, retriever, pool, labels_file=labels_file,
+                               journal=journal or journal_path(pool), labels=labels, ask=ask)
     oracle = None
     if "oracle" in parameters(type(selector)):  # SAL: its label set and labels file before any embedding
         oracle = make_oracle(pool, labels_file=labels_file, journal=journal or journal_path(pool), labels=labels,
@@ -638,7 +643,7 @@ def select_examples(pool: Sequence[Example], queries: Sequence[Example], request
             selector.set_params(oracle=oracle)
         if selector.model is None and not oracle.labels:
             raise InputError("SAL needs the label set: pass --labels a,b,c (the pool has no labels)", field="--labels")
-    label_set = oracle.labels if oracle is not None else label_words(labels, (e.label for e in pool))
+    label_set = (oracle or reveal).labels if oracle or reveal else label_words(labels, (e.label for e in pool))
     consulting = [s for s in (selector, retriever) if s is not None and needs_model(s)]
     with ExitStack() as stack:
         if consulting:  # the LLM first: a text too long for its context is refused before any embedding
@@ -649,7 +654,10 @@ def select_examples(pool: Sequence[Example], queries: Sequence[Example], request
         built, candidates = index.open(problem.pool, source) if index is not None else (None, None)
         run = run_selection(selector, problem, request.k, per_query=request.per_query_mode,
                             prune_to=request.prune_to, prune_policy=request.prune_policy, seed=request.seed,
-                            label_budget=request.label_budget, retriever=retriever, index=built, engine=engine)
+                            label_budget=request.label_budget, retriever=retriever, index=built, engine=engine,
+                            reveal=reveal)
+        if reveal is not None:
+            run.revealed = dict(reveal.revealed)
         if candidates is not None:
             run.candidates = candidates
             if verify is not None:
@@ -665,18 +673,44 @@ def select_examples(pool: Sequence[Example], queries: Sequence[Example], request
 
 def _check_labelled(selector: Selector, retriever: Selector | None, pool: Sequence[Example], label_field: str) -> None:
     """Refuse a method that reads the pool's labels on a pool with an unlabeled example (a retriever
-    reads only the labels of the annotated examples; after SAL, its oracle has revealed them)."""
-    revealed = "oracle" in parameters(type(selector))
-    readers = [selector] + ([retriever] if retriever is not None and not revealed else [])
-    readers = [reader for reader in readers if needs_labels(reader)]
-    missing = [i for i, e in enumerate(pool) if e.label is None] if readers else []
-    for reader in readers:
-        if missing:
-            role = "" if reader is selector else "the retriever "
-            raise InputError(f"{role}{reader.name} reads the pool's labels (demos and held-out probes), and "
-                             f"{len(missing)} of the {len(pool)} pool examples have none: label them, or pick the "
-                             "demos with a method that works on an unlabeled pool (see `fewshot methods`)",
-                             path=_where(pool, missing[0]), field=label_field)
+    reads only the labels of the annotated examples: :func:`_retriever_oracle` reveals them)."""
+    missing = [i for i, e in enumerate(pool) if e.label is None] if needs_labels(selector) else []
+    if missing:
+        raise InputError(f"{selector.name} reads the pool's labels (demos and held-out probes), and "
+                         f"{len(missing)} of the {len(pool)} pool examples have none: label them, pick the "
+                         "demos with a method that works on an unlabeled pool (see `fewshot methods`), or give "
+                         "a label budget (--label-budget B --retriever "
+                         f"{selector.name}: it reads only the labels of the B picked to label)",
+                         path=_where(pool, missing[0]), field=label_field)
+
+
+class _Revealer:
+    """An oracle that remembers what it revealed (pool index -> label), for the demo records."""
+
+    def __init__(self, oracle: Oracle) -> None:
+        self.oracle, self.labels, self.revealed = oracle, oracle.labels, {}
+
+    def __call__(self, index: int) -> str:
+        self.revealed[index] = self.oracle(index)
+        return self.revealed[index]
+
+
+def _retriever_oracle(selector: Selector, retriever: Selector | None, pool: Sequence[Example], *,
+                      labels_file: Any, journal: Path, labels: Sequence[str] | None,
+                      ask: Ask | None) -> _Revealer | None:
+    """Under a label budget, a retriever that reads labels (valsearch, ...) on a pool with unlabeled
+    examples gets those of the B annotated from an oracle, as SAL does (``--labels-file``, the
+    journal, else a person at the terminal); None where no label needs revealing (a labelled pool,
+    a retriever that reads none, or SAL, whose own oracle labels what it picks)."""
+    if (retriever is None or not needs_labels(retriever) or "oracle" in parameters(type(selector))
+            or all(e.label is not None for e in pool)):
+        return None
+    oracle = make_oracle(pool, labels_file=labels_file, journal=journal, labels=labels, ask=ask)
+    if not oracle.labels:
+        raise InputError(f"the retriever {retriever.name} scores demos on the labels of the examples picked to "
+                         "label, and no label is known yet: pass the label set (--labels a,b,c) or a --labels-file",
+                         field="--labels")
+    return _Revealer(oracle)
 
 
 def check_lengths(model: Any, sources: Sequence[Sequence[Example]]) -> None:

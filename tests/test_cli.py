@@ -429,3 +429,22 @@ def test_retriever_parameters_reach_the_retriever_and_the_meta(tmp_path, vectors
         assert refused.exit_code == 2 and message in refused.output, refused.output
     unbudgeted = select(tmp_path, vectors, "--method", "knn", "-r", "lam=0.3")
     assert unbudgeted.exit_code == 2 and "give --label-budget too" in unbudgeted.output
+
+
+def test_a_label_reading_retriever_on_an_unlabeled_pool_takes_the_b_labels_from_the_labels_file(tmp_path, llm_server):
+    """--label-budget 8 --retriever random-search on an unlabeled pool: the labels of the 8 picked come from
+    --labels-file (a person at the terminal otherwise); records carry them, and nothing is left to label."""
+    pool, rows = small_pool(tmp_path, labeled=False)
+    labels = write_jsonl(tmp_path / "labels.jsonl", [{"id": r["id"], "label": ("negative", "positive")[i % 2]}
+                                                     for i, r in enumerate(rows)])
+    result = run("select", "--pool", pool, "--queries", EXAMPLES / "queries.jsonl", "--method", "kmeans",
+                 "--label-budget", "8", "--k", "2", "--retriever", "random-search", "-r", "probes=4", "-r", "budget=8",
+                 "--labels-file", labels, "--base-url", llm_server.url, "--model", "fake",
+                 "--cache-dir", tmp_path / "cache", "--embeddings", tmp_path / "p.npy",
+                 "--query-embeddings", tmp_path / "q.npy", "--out", tmp_path / "s.jsonl")
+    assert result.exit_code == 0, result.output
+    meta = json.loads((tmp_path / "s.jsonl.meta.json").read_text())
+    records = [json.loads(line) for line in (tmp_path / "s.jsonl").read_text().splitlines()]
+    assert meta["retriever_params"]["probes"] == 4 and meta["to_label"] == []
+    assert meta["llm"]["selection_prompts"] > 0  # the retriever scored its candidate sets on the probes
+    assert records and all(r["label"] in ("negative", "positive") and not r["needs_label"] for r in records)

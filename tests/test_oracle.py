@@ -65,7 +65,7 @@ def test_journal_skips_stale_and_torn_lines_and_reads_as_a_labels_file(tmp_path)
 
 
 def test_no_person_to_ask_is_a_clear_error():
-    with pytest.raises(InputError, match="SAL chose pool example id 'b', which has no label"):
+    with pytest.raises(InputError, match="pool example id 'b' was picked to label and has no label"):
         make_oracle(POOL, ask=None)(1)
 
 

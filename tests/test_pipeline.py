@@ -189,12 +189,37 @@ def test_a_method_that_reads_labels_is_refused_on_an_unlabeled_pool_before_any_w
                         llm=Refuses(), label_field="gold")
 
 
-def test_a_retriever_that_reads_labels_is_refused_after_a_label_free_annotator_but_not_after_sal():
+def test_a_retriever_that_reads_labels_asks_an_oracle_for_the_b_annotated_on_an_unlabeled_pool(tmp_path):
+    """`fewshot select --label-budget 6 --retriever excess-loss` on an unlabeled pool: the labels of the 6
+    picked to label come from the labels file, else the journal, else a person (as SAL's do)."""
     request = Request("random", k=2, label_budget=6, retriever="excess-loss")
-    with pytest.raises(InputError, match="the retriever excess-loss reads the pool's labels"):
-        select_examples(examples(20, labeled=False), [Example("q", "q")], request, template=TEMPLATE,
-                        embedder=Refuses(), llm=Refuses())
+    pool, queries = examples(20, labeled=False), [Example("q0", "a"), Example("q1", "b")]
+    with pytest.raises(InputError, match="field '--labels': the retriever excess-loss .* no label is known yet"):
+        select_examples(pool, queries, request, template=TEMPLATE, embedder=Refuses(), llm=Refuses(), ask=None,
+                        journal=tmp_path / "none.jsonl")
     pool_vectors, query_vectors = vectors(20, 2)
+    asked = []
+
+    def person(example, labels):
+        asked.append(example.id)
+        return labels[len(asked) % 2]
+
+    given = {"p0": "neg", "p1": "pos"}  # whichever of these the annotator picks is not asked
+    run = select_examples(pool, queries, request, template=TEMPLATE, pool_vectors=pool_vectors,
+                          query_vectors=query_vectors, llm=Stub(), labels_file=given, ask=person,
+                          journal=tmp_path / "typed.jsonl")
+    annotated = [pool[i].id for i in run.annotated.indices]
+    assert asked == [i for i in annotated if i not in given] and set(run.revealed) == set(run.annotated.indices)
+    records = demo_records(run, pool, queries)
+    assert all(r["label"] in ("neg", "pos") and not r["needs_label"] for r in records) and run.to_label(pool) == []
+    again = select_examples(pool, queries, request, template=TEMPLATE, pool_vectors=pool_vectors,
+                            query_vectors=query_vectors, llm=Stub(), labels_file=given, ask=None,
+                            journal=tmp_path / "typed.jsonl")  # the typed labels are kept: nobody is asked
+    assert again.revealed == run.revealed
+    with pytest.raises(InputError, match="was picked to label and has no label: add it to --labels-file"):
+        select_examples(pool, queries, request, template=TEMPLATE, pool_vectors=pool_vectors,
+                        query_vectors=query_vectors, llm=Stub(), labels=["neg", "pos"], ask=None,
+                        journal=tmp_path / "other.jsonl")
     model = Stub()
     run = select_examples(examples(20), [Example("q0", "a"), Example("q1", "b")], request, template=TEMPLATE,
                           pool_vectors=pool_vectors, query_vectors=query_vectors, llm=model)
