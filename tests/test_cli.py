@@ -299,7 +299,7 @@ def test_sal_resumes_from_labels_typed_in_an_earlier_run(tmp_path, llm_server):
     by_id = {t["id"]: t["label"] for t in typed}
     assert len(records) == 2 and all(r["label"] == by_id[r["id"]] for r in records)
     without = sal(tmp_path, llm_server, pool, "--k", "2", "--labels", "negative,positive", "--out", tmp_path / "o.jsonl")
-    assert without.exit_code == 2 and "which has no label" in without.output
+    assert without.exit_code == 2 and "was picked to label and has no label" in without.output
 
 
 @pytest.mark.parametrize("stop, code, message", [
