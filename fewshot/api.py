@@ -89,7 +89,8 @@ def select(examples: Sequence[Mapping[str, Any] | str], queries: Sequence[str | 
     the method's parameters, checked as the CLI's ``--param`` (unknown names and wrong types are
     :class:`~fewshot.errors.InputError`). ``label_budget=B`` is "annotate then retrieve": ``method``
     picks B examples to label, then ``retriever`` picks the k demos from those B (per query when
-    ``per_query``, with ``retriever_params``); ``to_label`` lists the B.
+    ``per_query``, with ``retriever_params``); ``to_label`` lists those of the B that have no label
+    (none where an oracle revealed them to a label-reading retriever, from ``labels_file``).
 
     SAL (``method="sal"``) asks ``llm``: an :class:`~fewshot.llm.LLMClient`, a base URL, or None for
     the configured endpoint (``OPENAI_BASE_URL``, ``FEWSHOT_MODEL``), else a local llama-server

@@ -161,7 +161,7 @@ def select(
     deadline: Optional[float] = typer.Option(None, help=DEADLINE_HELP),
     labels: Optional[str] = typer.Option(None, help=f"{LLM_METHODS}: comma-separated label set (default: the labels in the pool and labels file)."),
     calibration: str = typer.Option("none", help=f"{LLM_METHODS}: calibrate the LLM's label probabilities: none, batch or contextual."),
-    labels_file: Optional[Path] = typer.Option(None, help="SAL oracle: JSONL of {id, label} for pool examples SAL asks about. Labels typed at the prompt are kept in OUT.labels.jsonl (without --out: in the cache folder), and a re-run asks only the rest."),
+    labels_file: Optional[Path] = typer.Option(None, help="Labels for an unlabeled pool, asked for as they are needed (SAL's picks; under --label-budget, the B a label-reading --retriever such as valsearch reads): JSONL of {id, label}. Labels typed at the prompt are kept in OUT.labels.jsonl (without --out: in the cache folder), and a re-run asks only the rest."),
     label_budget: Optional[int] = typer.Option(None, help="Annotate then retrieve: --method picks this many examples to label (B), then --retriever picks k of them for each prompt (per query by default)."),
     retriever: str = typer.Option("knn", help="With --label-budget: the method that picks k demos from the labeled ones (knn, go, mmr, ...)."),
     retriever_param: list[str] = typer.Option([], "--retriever-param", "-r", help="With --label-budget: a retriever parameter KEY=VALUE, repeatable (-p sets the method's)."),
@@ -204,10 +204,11 @@ def select(
         choice.check(n=inputs.n, d=inputs.d, source=inputs.source)
     pool_examples, query_examples = inputs.examples()
     request.fits(len(pool_examples), path=str(pool or store))
-    if render and method != "sal" and not labels and (not has_texts(pool_examples)
+    if render and not _oracle_labels_demos(request) and not labels and (not has_texts(pool_examples)
                                                        or all(e.label is None for e in pool_examples)):
         raise InputError("--render needs labels for the demos, and the pool has none: label the chosen "
-                         "examples first (run without --render), or use --method sal with --labels-file",
+                         "examples first (run without --render), or use --method sal, or --label-budget with a "
+                         "label-reading --retriever (valsearch, ...), with --labels-file",
                          field="--render")
     pool_vectors, query_vectors = inputs.vectors(pool_examples, query_examples)
     if choice is not None:
@@ -240,6 +241,14 @@ def select(
             _print_prompts(records, run, query_examples, demo_template, known)
     _show_summary(records, run, query_examples, demo_template, known, show_prompt=not render)
     _report(run, meta, len(pool_examples), out)
+
+
+def _oracle_labels_demos(request: Request) -> bool:
+    """Whether an oracle labels the demos shown (SAL's picks; a label-reading retriever's B)."""
+    from .selection import needs_labels
+
+    selector, retriever = request.selectors()
+    return request.method == "sal" or (retriever is not None and needs_labels(retriever))
 
 
 def _engine(engine: str, store: Path | None, query_store: Path | None, address: str | None, actors: int,
@@ -546,6 +555,9 @@ def evaluate(
             setattr(plan, key, value)
     if retriever is not None:  # replaces the suite's retriever or retrievers (one: the shorthand, as before)
         named = _listed(retriever)
+        if not named:
+            raise InputError("names no retriever: give one or more, comma-separated (knn, valsearch-120, ...)",
+                             field="--retriever")
         plan.retriever, plan.retrievers = (named[0], None) if len(named) == 1 else (None, named)
     plan.check()
     check_wait(timeout, deadline)

@@ -288,6 +288,14 @@ def _check_ids(examples: Sequence[Example], store: Any, path: Path, id_field: st
                          "--id-field", path=str(path), line=lines[i] if i < len(lines) else None, field=id_field or "id")
 
 
+def _refuse_context_parameters(params: Mapping[str, Any], field_name: str) -> None:
+    """``seed`` and ``label_balance`` have their own options, which set them for both selectors."""
+    for key, option in (("seed", "--seed"), ("label_balance", "--label-balance")):
+        if key in params:
+            raise InputError(f"{key} is set by {option} (for the method and the retriever alike), not as a parameter",
+                             field=field_name)
+
+
 @dataclass(frozen=True)
 class Request:
     """The plain parameters of one selection; :meth:`check` refuses bad ones before any work.
@@ -352,6 +360,7 @@ class Request:
                              + (f"label_budget={picks}" if self.label_budget else f"k={picks}"), field="--prune-to")
         if self.prune_policy not in ("hard", "easy"):
             raise InputError(f"unknown pruning policy {self.prune_policy!r}: use 'hard' or 'easy'", field="--prune-policy")
+        _refuse_context_parameters(self.params, "--param")
         selector = make_selector(self.method, seed=self.seed, label_balance=self.label_balance, **self.params)
         if self.label_budget is None:
             if self.retriever_params:
@@ -362,6 +371,7 @@ class Request:
 
     def _retriever(self) -> Selector:
         """The retriever, its errors naming the retriever's options (not --method and --param)."""
+        _refuse_context_parameters(self.retriever_params, "--retriever-param")
         try:
             return make_selector(self.retriever, seed=self.seed, label_balance=self.label_balance,
                                  **self.retriever_params)
@@ -619,8 +629,10 @@ def select_examples(pool: Sequence[Example], queries: Sequence[Example], request
     the journal hold) with ``calibration``. SAL also gets an oracle (``oracle=``;
     :func:`fewshot.oracle.make_oracle`: the pool's label, else ``labels_file``, else earlier typed
     answers in ``journal`` (default: in the cache folder, keyed by the pool), else ``ask``, whose
-    answers are appended to ``journal`` as they come). The LLM is connected, and every text checked
-    against its context, before anything is embedded.
+    answers are appended to ``journal`` as they come). Under a label budget, a retriever that reads
+    labels gets those of the B annotated examples from the same kind of oracle on an unlabeled pool
+    (``run.revealed``). The LLM is connected, and every text checked against its context, before
+    anything is embedded.
 
     ``index`` (an :class:`~fewshot.index.IndexChoice`: a kind to build, or a saved index, checked
     against the store checksum ``source``) serves the selection's candidates (see
@@ -633,8 +645,8 @@ def select_examples(pool: Sequence[Example], queries: Sequence[Example], request
     request.fits(len(pool))
     _check_llm_options(calibration, endpoint)
     _check_labelled(selector, retriever, pool, label_field)
-    reveal = _retriever_oracle(selector, retriever, pool, labels_file=labels_file,
-                               journal=journal or journal_path(pool), labels=labels, ask=ask)
+    reveal = _retriever_oracle(selector, retriever, pool, labels_file=labels_file, journal=journal, labels=labels,
+                               ask=ask)
     oracle = None
     if "oracle" in parameters(type(selector)):  # SAL: its label set and labels file before any embedding
         oracle = make_oracle(pool, labels_file=labels_file, journal=journal or journal_path(pool), labels=labels,
@@ -678,9 +690,9 @@ def _check_labelled(selector: Selector, retriever: Selector | None, pool: Sequen
     if missing:
         raise InputError(f"{selector.name} reads the pool's labels (demos and held-out probes), and "
                          f"{len(missing)} of the {len(pool)} pool examples have none: label them, pick the "
-                         "demos with a method that works on an unlabeled pool (see `fewshot methods`), or give "
-                         "a label budget (--label-budget B --retriever "
-                         f"{selector.name}: it reads only the labels of the B picked to label)",
+                         "demos with a method that works on an unlabeled pool (see `fewshot methods`), or have "
+                         f"one pick examples to label and {selector.name} retrieve from them (--method kmeans "
+                         f"--label-budget B --retriever {selector.name}: it reads only the labels of those B)",
                          path=_where(pool, missing[0]), field=label_field)
 
 
@@ -696,7 +708,7 @@ class _Revealer:
 
 
 def _retriever_oracle(selector: Selector, retriever: Selector | None, pool: Sequence[Example], *,
-                      labels_file: Any, journal: Path, labels: Sequence[str] | None,
+                      labels_file: Any, journal: Path | None, labels: Sequence[str] | None,
                       ask: Ask | None) -> _Revealer | None:
     """Under a label budget, a retriever that reads labels (valsearch, ...) on a pool with unlabeled
     examples gets those of the B annotated from an oracle, as SAL does (``--labels-file``, the
@@ -705,7 +717,7 @@ def _retriever_oracle(selector: Selector, retriever: Selector | None, pool: Sequ
     if (retriever is None or not needs_labels(retriever) or "oracle" in parameters(type(selector))
             or all(e.label is not None for e in pool)):
         return None
-    oracle = make_oracle(pool, labels_file=labels_file, journal=journal, labels=labels, ask=ask)
+    oracle = make_oracle(pool, labels_file=labels_file, journal=journal or journal_path(pool), labels=labels, ask=ask)
     if not oracle.labels:
         raise InputError(f"the retriever {retriever.name} scores demos on the labels of the examples picked to "
                          "label, and no label is known yet: pass the label set (--labels a,b,c) or a --labels-file",

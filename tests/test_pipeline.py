@@ -1,6 +1,8 @@
 """fewshot.pipeline: the plain-parameter checks, one default mode per method, annotate-then-retrieve
 under a token budget (R1), SAL's wiring and cost report (R16), records and metadata."""
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 
@@ -48,6 +50,9 @@ class Stub:
     (Request("nope", k=4), "unknown method 'nope'"),
     (Request("go", k=4, label_budget=8, retriever="nope"), "unknown method 'nope'"),
     (Request("go", k=4, params={"nosie": 0.1}), "unknown parameter 'nosie'"),
+    (Request("go", k=4, params={"seed": 1}), "field '--param': seed is set by --seed"),
+    (Request("go", k=4, label_budget=8, retriever="mmr", retriever_params={"label_balance": True}),
+     "field '--retriever-param': label_balance is set by --label-balance"),
 ])
 def test_plain_parameters_are_checked_before_any_work(request_, message):
     with pytest.raises(InputError, match=message):
@@ -216,6 +221,12 @@ def test_a_retriever_that_reads_labels_asks_an_oracle_for_the_b_annotated_on_an_
                             query_vectors=query_vectors, llm=Stub(), labels_file=given, ask=None,
                             journal=tmp_path / "typed.jsonl")  # the typed labels are kept: nobody is asked
     assert again.revealed == run.revealed
+    every = {e.id: ("neg", "pos")[i % 3 == 0] for i, e in enumerate(pool)}  # after --prune-to: whole-pool indices
+    pruned = select_examples(pool, queries, replace(request, prune_to=12), template=TEMPLATE, pool_vectors=pool_vectors,
+                             query_vectors=query_vectors, llm=Stub(), labels_file=every, ask=None,
+                             journal=tmp_path / "pruned.jsonl")
+    assert set(pruned.revealed) == set(pruned.annotated.indices) and len(pruned.revealed) == 6
+    assert all(pruned.revealed[i] == every[pool[i].id] for i in pruned.revealed)
     with pytest.raises(InputError, match="was picked to label and has no label: add it to --labels-file"):
         select_examples(pool, queries, request, template=TEMPLATE, pool_vectors=pool_vectors,
                         query_vectors=query_vectors, llm=Stub(), labels=["neg", "pos"], ask=None,

@@ -264,23 +264,35 @@ def _uses_random_search(method: str, variants: dict[str, dict[str, Any]]) -> boo
     return any(selector_family(part, variants) == "random-search" for part in method.split(">"))
 
 
+def _unit_prompts(records: Sequence[dict[str, Any]]) -> dict[tuple, dict[tuple, float]]:
+    """(setting, labels, k, method) -> (data set, seed) -> selection prompts, for the cells
+    :func:`_unit_scores` keeps."""
+    spent: dict[tuple, dict[tuple, float]] = defaultdict(dict)
+    for r in records:
+        if not r.get("peeks") and r["task"] == "classification" and r["setting"] != "zero-shot":
+            spent[r["setting"], r["label_budget"], r["k"], r["method"]][r["data"], r["seed"]] = \
+                float(r.get("selection_prompts", 0))
+    return spent
+
+
 def calls_check(records: Sequence[dict[str, Any]], scores: Scores, variants: dict[str, dict[str, Any]], *,
                 margin: float = 0.02, metrics: Sequence[str] = ("accuracy@batch", "accuracy"),
                 seed: int = 0) -> list[dict[str, Any]]:
     """The goal at equal selection calls, against each random-search (DSPy's recipe) of a group:
-    ``equal calls``, the best fewshot method that spent at most its mean selection prompts beats it by
-    ``margin`` with the 95% interval above 0; ``a third of the calls``, the best that spent at most a
-    third matches it: the interval's low end above ``-margin`` (no worse by ``margin``; better is
-    allowed). Prompts are means over the units ranked; ranking and pairing as :func:`goal_check`."""
-    prompts: dict[tuple, list[float]] = defaultdict(list)
-    for r in records:
-        prompts[r["setting"], r["label_budget"], r["k"], r["method"]].append(r.get("selection_prompts", 0))
+    ``equal calls``, the best fewshot method (:func:`is_ours`, no random search in it; one that makes no
+    call counts) that spent at most its selection prompts beats it by ``margin`` with the 95% interval
+    above 0; ``a third of the calls``, the best that spent at most a third matches it: the interval's
+    low end above ``-margin`` (no worse by ``margin``; better is allowed). Prompts are means over the
+    units ranked; ranking and pairing as :func:`goal_check`."""
+    prompts = _unit_prompts(records)
     out = []
     for (setting, budget, k, metric), methods in sorted(_unit_scores(records, scores, metrics).items()):
         ranked, units = _ranked(methods)
-        spent = {m: float(np.mean(prompts[setting, budget, k, m])) for m in ranked}
-        ours = [m for m in ranked if is_ours(m, variants) and spent[m] > 0]
-        for control in (m for m in ranked if _uses_random_search(m, variants)):
+        spent = {m: float(np.mean([prompts[setting, budget, k, m][u] for u in sorted(units or methods[m])]))
+                 for m in ranked}
+        controls = [m for m in ranked if _uses_random_search(m, variants)]
+        ours = [m for m in ranked if is_ours(m, variants) and m not in controls]
+        for control in controls:
             for rule, share in (("equal calls", 1.0), ("a third of the calls", 1 / 3)):
                 affordable = [m for m in ours if spent[m] <= share * spent[control] + 1e-9]
                 if not affordable:

@@ -241,9 +241,9 @@ def test_calls_check_compares_within_random_search_calls_and_at_a_third_of_them(
 
     variants = {"vs-240": {"method": "valsearch:s"}, "vs-80": {"method": "valsearch:s"},
                 "el": {"method": "excess-loss:q"}, "rs-240": {"method": "random-search:s"}}
-    spent = {"vs-240": 232, "vs-80": 79, "el": 290, "rs-240": 240, "knn:q": 0}
-    answers = {"vs-240": [1] * 8, "vs-80": [1] * 7 + [0], "el": [1] * 8, "rs-240": [1] * 6 + [0, 0],
-               "knn:q": [1] * 8}
+    spent = {"vs-240": 232, "vs-80": 79, "el": 290, "rs-240": 240, "knn:q": 0, "go:q": 0}
+    answers = {"vs-240": [1] * 8, "vs-80": [1] * 8, "el": [1] * 8, "rs-240": [1] * 6 + [0, 0],
+               "knn:q": [1] * 8, "go:q": [1] * 2 + [0] * 6}
     cells = [cell(m, seed, answers[m], setting="full", budget=300) for seed in range(3) for m in answers]
     for record, _ in cells:
         record["selection_prompts"] = spent[record["method"]]
@@ -251,11 +251,37 @@ def test_calls_check_compares_within_random_search_calls_and_at_a_third_of_them(
     rows = {row["rule"]: row for row in calls_check(records, score_cells(records, predictions), variants,
                                                     metrics=("accuracy",))}
     equal, third = rows["equal calls"], rows["a third of the calls"]
-    # excess-loss spent more than random search, and kNN spent none: neither is in the equal-calls group
-    assert equal["ours"] == "vs-240" and equal["ours_tried"] == "vs-240 vs-80" and equal["baseline"] == "rs-240"
-    assert equal["diff"] == pytest.approx(0.25) and equal["ci_low"] > 0 and equal["met"]
+    # excess-loss spent more than random search; kNN is a baseline; GO made no call and counts
+    assert equal["ours"] == "vs-240" and equal["ours_tried"] == "go:q vs-240 vs-80" and equal["baseline"] == "rs-240"
+    assert equal["diff"] == pytest.approx(0.25) and equal["ci_low"] > 0 and equal["met"] is True
     assert third["ours"] == "vs-80" and third["ours_prompts"] == 79 and third["baseline_prompts"] == 240
-    assert third["diff"] == pytest.approx(0.125) and third["met"] == (third["ci_low"] > -0.02)
+    assert third["diff"] == pytest.approx(0.25) and third["ci_low"] > 0 and third["met"] is True
+    # a third of the calls that loses by more than the margin: not met
+    for record, prediction in cells:
+        if record["method"] == "vs-80":
+            prediction["rows"] = cell("vs-80", 0, [1] * 4 + [0] * 4)[1]["rows"]
+    worse = {row["rule"]: row for row in calls_check(records, score_cells(records, predictions), variants,
+                                                     metrics=("accuracy",))}["a third of the calls"]
+    assert worse["ours"] == "vs-80" and worse["diff"] == pytest.approx(-0.25) and worse["met"] is False
     # no random search in a group: nothing to check
-    plain = [c for c in cells if c[0]["method"] != "rs-240"]
-    assert calls_check(*run(*plain)[:1], score_cells(*run(*plain)), variants) == []
+    plain = run(*(c for c in cells if c[0]["method"] != "rs-240"))
+    assert calls_check(plain[0], score_cells(*plain), variants) == []
+
+
+def test_calls_check_never_pairs_random_search_with_itself_and_counts_prompts_on_the_ranked_units():
+    """An annotate cell with a GO annotator and random search as retriever is a control, not one of ours;
+    prompts are averaged over the units every ranked method ran (an unfinished run)."""
+    from fewshot.evaluation.report import calls_check
+
+    variants = {"rs": {"method": "random-search:s"}, "vs": {"method": "valsearch:s"}}
+    cells = [cell(m, seed, [1, 1, 0, 0], setting="annotate", budget=32)
+             for seed in range(3) for m in ("go:s>rs", "kmeans:s>vs")]
+    cells.append(cell("go:s>rs", 3, [1, 1, 1, 1], setting="annotate", budget=32))  # a unit only it ran
+    for record, _ in cells:
+        record["selection_prompts"] = {"go:s>rs": 100, "kmeans:s>vs": 100}[record["method"]]
+    cells[-1][0]["selection_prompts"] = 1000  # outside the common units: not counted
+    records, predictions = run(*cells)
+    rows = calls_check(records, score_cells(records, predictions), variants, metrics=("accuracy",))
+    (equal,) = [row for row in rows if row["rule"] == "equal calls"]
+    assert (equal["ours"], equal["baseline"], equal["baseline_prompts"]) == ("kmeans:s>vs", "go:s>rs", 100)
+    assert equal["units"] == 3 and not [row for row in rows if row["ours"] == row["baseline"]]

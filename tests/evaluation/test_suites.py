@@ -132,3 +132,5 @@ def test_the_eval_cli_retriever_option_takes_a_list_of_retrievers_or_variants(tm
     assert planned[-1].retriever == "mmr" and planned[-1].retrievers is None  # one: the shorthand
     refused = runner.invoke(app, [*common, "--retriever", "knn,sal"])
     assert refused.exit_code == 2 and "not sal" in refused.output and len(planned) == 2
+    empty = runner.invoke(app, [*common, "--retriever", ","])
+    assert empty.exit_code == 2 and "field '--retriever': names no retriever" in empty.output and len(planned) == 2
