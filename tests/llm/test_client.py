@@ -429,7 +429,8 @@ def test_ctrl_c_stops_a_batch_at_once_and_sends_nothing_more(serve, tmp_path):
     Now the batch raises at once, and no request is sent after the interrupt (no retry either,
     although each try in flight times out 0.5 s later)."""
     server = serve((200, OK, NEVER))
-    c = client(server, tmp_path, timeout=0.5, max_retries=5, concurrency=4, notify=None)
+    # the deadline leaves room for retries (none may happen) and for a loaded machine's slow start
+    c = client(server, tmp_path, timeout=0.5, deadline=30, max_retries=5, concurrency=4, notify=None)
     main = threading.main_thread().ident
 
     interrupted_at = []
