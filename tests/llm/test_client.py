@@ -442,8 +442,12 @@ def test_ctrl_c_stops_a_batch_at_once_and_sends_nothing_more(serve, tmp_path):
         signal.pthread_kill(main, signal.SIGINT)
     threading.Thread(target=interrupt, daemon=True).start()
     started = time.monotonic()
-    with pytest.raises(KeyboardInterrupt):
-        c.map(lambda i: c.label_probs(f"prompt {i}", LABELS), range(12))
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)  # as on a terminal, even under nohup
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            c.map(lambda i: c.label_probs(f"prompt {i}", LABELS), range(12))
+    finally:
+        signal.signal(signal.SIGINT, previous)
     assert time.monotonic() - started < 8  # a loaded machine is slow; without the fix it waited out every try (18 s)
     seen = len(server.requests)
     time.sleep(1.5)  # the tries in flight time out meanwhile: none is tried again, no item is started

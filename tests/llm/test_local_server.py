@@ -107,15 +107,29 @@ def test_sal_starts_and_stops_its_own_server(tmp_path, monkeypatch):
 
 
 def test_llm_serve_stops_on_ctrl_c():
-    proc = subprocess.Popen([sys.executable, "-m", "fewshot", "llm", "serve"], stdout=subprocess.PIPE, text=True)
-    line = proc.stdout.readline()
-    assert "serving gemma3-270m at http://127.0.0.1:" in line
-    url = line.split(" at ")[1].split()[0]
-    time.sleep(0.5)  # the line is printed just before serve waits in its try block (cli.py); a loaded machine lags
-    proc.send_signal(signal.SIGINT)
-    assert proc.wait(timeout=30) == 0
-    time.sleep(0.5)
-    assert subprocess.run(["curl", "-s", "-m", "2", url.replace("/v1", "/health")]).returncode != 0
+    proc = subprocess.Popen([sys.executable, "-m", "fewshot", "llm", "serve"], stdout=subprocess.PIPE, text=True,
+                            preexec_fn=_default_signals())
+    try:
+        line = proc.stdout.readline()
+        assert "serving gemma3-270m at http://127.0.0.1:" in line
+        url = line.split(" at ")[1].split()[0]
+        time.sleep(0.5)  # the line is printed just before serve waits in its try block (cli.py); a loaded machine lags
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=30) == 0
+        time.sleep(0.5)
+        assert subprocess.run(["curl", "-s", "-m", "2", url.replace("/v1", "/health")]).returncode != 0
+    finally:
+        _clean_up(proc, None)
+
+
+
+def _default_signals(*ignored: int):
+    """A child's signal dispositions as a terminal gives them: a test run under nohup or in a
+    background job would hand it SIGHUP or SIGINT ignored, and the signal tests would test that."""
+    def reset() -> None:
+        for signum in (signal.SIGINT, signal.SIGHUP, signal.SIGTERM):
+            signal.signal(signum, signal.SIG_IGN if signum in ignored else signal.SIG_DFL)
+    return reset
 
 
 def _children(pid):
@@ -184,7 +198,8 @@ linux_only = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="re
 def test_llm_serve_never_outlives_its_process(signum):
     # SIGTERM: what kill, timeout, containers and service managers send; SIGHUP: a closed terminal;
     # SIGKILL: no handler runs, the kernel's parent-death signal stops the server
-    proc = subprocess.Popen([sys.executable, "-m", "fewshot", "llm", "serve"], stdout=subprocess.PIPE, text=True)
+    proc = subprocess.Popen([sys.executable, "-m", "fewshot", "llm", "serve"], stdout=subprocess.PIPE, text=True,
+                            preexec_fn=_default_signals())
     try:
         line = proc.stdout.readline()
         assert "serving gemma3-270m at http://127.0.0.1:" in line
@@ -202,7 +217,7 @@ def test_llm_serve_never_outlives_its_process(signum):
 @linux_only
 def test_llm_serve_under_nohup_keeps_serving_after_sighup():
     proc = subprocess.Popen([sys.executable, "-m", "fewshot", "llm", "serve"], stdout=subprocess.PIPE, text=True,
-                            preexec_fn=lambda: signal.signal(signal.SIGHUP, signal.SIG_IGN))  # as nohup does
+                            preexec_fn=_default_signals(signal.SIGHUP))  # SIGHUP ignored, as nohup does
     try:
         assert "serving gemma3-270m at" in proc.stdout.readline()
         server = _server_child(proc.pid)
@@ -223,7 +238,8 @@ def test_sal_stops_its_server_on_sigterm(tmp_path):
     (tmp_path / "pool.jsonl").write_text("".join(lines), encoding="utf-8")
     proc = subprocess.Popen([sys.executable, "-m", "fewshot", "select", "--pool", str(tmp_path / "pool.jsonl"),
                              "--queries", str(EXAMPLES / "queries.jsonl"), "--method", "sal", "--k", "8",
-                             "--out", str(tmp_path / "s.jsonl")], env=env, stderr=subprocess.PIPE, text=True)
+                             "--out", str(tmp_path / "s.jsonl")], env=env, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=_default_signals())
     try:
         server = _server_child(proc.pid)
         proc.send_signal(signal.SIGTERM)
