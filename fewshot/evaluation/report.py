@@ -36,7 +36,7 @@ GOAL_COLUMNS = ["setting", "labels", "k", "metric", "ours", "ours_mean", "baseli
 # random-search (DSPy's recipe) is a baseline.
 DESIGN_FAMILIES = ("go", "sal", "sal-probes", "valsearch", "excess-loss", "valued")
 CALLS_COLUMNS = ["setting", "labels", "k", "metric", "rule", "ours", "ours_prompts", "baseline", "baseline_prompts",
-                 "diff", "ci_low", "ci_high", "units", "queries", "mdd", "margin", "met", "ours_tried"]
+                 "diff", "ci_low", "ci_high", "units", "queries", "mdd", "margin", "met", "no_worse", "ours_tried"]
 COMPARISON_COLUMNS = ["metric", "setting", "method", "reference", "data", "labels", "k", "diff", "ci_low",
                       "ci_high", "p", "p_holm", "units", "queries", "wins", "losses", "ties", "mdd"]
 
@@ -281,8 +281,8 @@ def calls_check(records: Sequence[dict[str, Any]], scores: Scores, variants: dic
     """The goal at equal selection calls, against each random-search (DSPy's recipe) of a group:
     ``equal calls``, the best fewshot method (:func:`is_ours`, no random search in it; one that makes no
     call counts) that spent at most its selection prompts beats it by ``margin`` with the 95% interval
-    above 0; ``a third of the calls``, the best that spent at most a third matches it: the interval's
-    low end above ``-margin`` (no worse by ``margin``; better is allowed). Prompts are means over the
+    above 0; ``a third of the calls``, the best that spent at most a third matches it: the interval
+    inside ``±margin`` (``no_worse``, every row: its low end above ``-margin``). Prompts are means over the
     units ranked; ranking and pairing as :func:`goal_check`."""
     prompts = _unit_prompts(records)
     out = []
@@ -301,12 +301,14 @@ def calls_check(records: Sequence[dict[str, Any]], scores: Scores, variants: dic
                 result = _paired(methods[best], methods[control], units, seed)
                 if result is None:
                     continue
-                met = result.ci_low > -margin if share < 1 else result.diff >= margin - 1e-9 and result.ci_low > 0
+                no_worse = result.ci_low > -margin
+                met = (no_worse and result.ci_high < margin) if share < 1 else \
+                    result.diff >= margin - 1e-9 and result.ci_low > 0
                 out.append({"setting": setting, "labels": budget, "k": k, "metric": metric, "rule": rule,
                             "ours": best, "ours_prompts": spent[best], "baseline": control,
                             "baseline_prompts": spent[control], "diff": result.diff, "ci_low": result.ci_low,
                             "ci_high": result.ci_high, "units": result.units, "queries": result.queries,
-                            "mdd": result.mdd, "margin": margin, "met": bool(met),
+                            "mdd": result.mdd, "margin": margin, "met": bool(met), "no_worse": bool(no_worse),
                             "ours_tried": " ".join(sorted(affordable))})
     return out
 

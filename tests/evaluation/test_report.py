@@ -255,7 +255,9 @@ def test_calls_check_compares_within_random_search_calls_and_at_a_third_of_them(
     assert equal["ours"] == "vs-240" and equal["ours_tried"] == "go:q vs-240 vs-80" and equal["baseline"] == "rs-240"
     assert equal["diff"] == pytest.approx(0.25) and equal["ci_low"] > 0 and equal["met"] is True
     assert third["ours"] == "vs-80" and third["ours_prompts"] == 79 and third["baseline_prompts"] == 240
-    assert third["diff"] == pytest.approx(0.25) and third["ci_low"] > 0 and third["met"] is True
+    # better by 0.25 with a third of the calls: no worse, but not a match inside ±2 points
+    assert third["diff"] == pytest.approx(0.25) and third["ci_low"] > 0 and third["no_worse"] is True
+    assert third["met"] is False and equal["no_worse"] is True
     # a third of the calls that loses by more than the margin: not met
     for record, prediction in cells:
         if record["method"] == "vs-80":
@@ -263,6 +265,10 @@ def test_calls_check_compares_within_random_search_calls_and_at_a_third_of_them(
     worse = {row["rule"]: row for row in calls_check(records, score_cells(records, predictions), variants,
                                                      metrics=("accuracy",))}["a third of the calls"]
     assert worse["ours"] == "vs-80" and worse["diff"] == pytest.approx(-0.25) and worse["met"] is False
+    assert worse["no_worse"] is False
+    (matched,) = [row for row in calls_check(records, score_cells(records, predictions), variants, metrics=("accuracy",),
+                                             margin=0.5) if row["rule"] == "a third of the calls"]
+    assert matched["met"] is True  # -0.25, its interval inside ±0.5
     # no random search in a group: nothing to check
     plain = run(*(c for c in cells if c[0]["method"] != "rs-240"))
     assert calls_check(plain[0], score_cells(*plain), variants) == []

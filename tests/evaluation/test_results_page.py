@@ -63,9 +63,9 @@ def test_calls_table_names_each_side_with_its_prompts_and_the_rule():
     row = {"setting": "full", "labels": "300", "k": "4", "metric": "accuracy", "rule": "a third of the calls",
            "ours": "vs-80", "ours_prompts": "79.0", "baseline": "rs-240", "baseline_prompts": "240.0", "diff": "-0.01",
            "ci_low": "-0.015", "ci_high": "0.02", "units": "30", "queries": "3000", "mdd": "0.03", "margin": "0.02",
-           "met": "True", "ours_tried": "vs-80"}
-    lines = calls_table([row, {**row, "ci_low": "-0.03", "met": "False"}])
+           "met": "True", "no_worse": "True", "ours_tried": "vs-80"}
+    lines = calls_table([row, {**row, "ci_low": "-0.03", "met": "False", "no_worse": "False"}])
     assert lines[0].startswith("## Goal check at equal selection calls")
     assert lines[-3] == ("| full | 300 | 4 | accuracy | a third of the calls | vs-80 (79) | rs-240 (240) | -0.010 | "
-                         "[-0.015, +0.020] | 0.030 | 30 | met |")
-    assert lines[-2].endswith("| not met |") and calls_table([]) == []
+                         "[-0.015, +0.020] | 0.030 | 30 | met | yes |")
+    assert lines[-2].endswith("| not met | no |") and calls_table([]) == []
