@@ -256,6 +256,33 @@ def warn_truncated_texts(texts: Sequence[str], positions: np.ndarray, limit: int
                 first if first_position is None else first_position, texts[first][:60])
 
 
+class TruncationTally:
+    """Embeds chunk after chunk through ``embedder``, naming the texts it reads only in part in one
+    warning for the whole run (:meth:`warn`) instead of one per chunk; an embedder that cannot tell
+    (not a :class:`SentenceTransformerEmbedder`) embeds as it is."""
+
+    def __init__(self, embedder: Embedder) -> None:
+        self.embedder = embedder
+        self.checks = isinstance(embedder, SentenceTransformerEmbedder)
+        self.long, self.seen, self.first = 0, 0, None
+
+    def embed(self, texts: Sequence[str]) -> np.ndarray:
+        if not self.checks:
+            return self.embedder.embed(texts)
+        positions = self.embedder.truncated(texts)
+        if len(positions) and self.first is None:
+            self.first = (self.seen + int(positions[0]), texts[int(positions[0])])
+        self.long, self.seen = self.long + len(positions), self.seen + len(texts)
+        return self.embedder.embed(texts, warn_truncated=False)
+
+    def warn(self) -> None:
+        if self.first is not None:
+            position, text = self.first
+            log.warning("%d of the %d texts embedded are longer than the %s tokens the embedding model reads: only "
+                        "their start is embedded, so similarities ignore the rest (first: the text at position %d, "
+                        "counting from 0: %r...)", self.long, self.seen, self.embedder.read_limit(), position, text[:60])
+
+
 class OpenAIEmbedder:
     """Embeddings from any OpenAI-compatible ``/v1/embeddings`` endpoint."""
 

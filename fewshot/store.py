@@ -40,7 +40,7 @@ from typing import Any, Iterable, Iterator, Sequence
 
 import numpy as np
 
-from .embedding import Embedder, default_model_path, model_fingerprint
+from .embedding import Embedder, TruncationTally, default_model_path, model_fingerprint
 from .errors import InputError
 
 FORMAT_VERSION = 1
@@ -332,14 +332,18 @@ def embed_to_store(items: Iterable[Any], folder: str | Path, embedder: Embedder,
     total = len(items) if isinstance(items, Sequence) else None
     computed, hashes = 0, []
     bar, task = progress_bar(progress, total, "embedding")
+    tally = TruncationTally(embedder)  # long texts: one warning for the run, not one per chunk
     with bar:
-        for index, ids, texts, texts_hash in chunked(items, chunk):
-            hashes.append(texts_hash)
-            if not writer.committed(index, texts_hash):
-                where = f"{writer.folder} (chunk {index})"
-                writer.commit(index, texts_hash, ids, prepare(embedder.embed(texts), len(texts), dtype, where))
-                computed += len(texts)
-            bar.advance(task, len(texts))
+        try:
+            for index, ids, texts, texts_hash in chunked(items, chunk):
+                hashes.append(texts_hash)
+                if not writer.committed(index, texts_hash):
+                    where = f"{writer.folder} (chunk {index})"
+                    writer.commit(index, texts_hash, ids, prepare(tally.embed(texts), len(texts), dtype, where))
+                    computed += len(texts)
+                bar.advance(task, len(texts))
+        finally:
+            tally.warn()  # a stopped run still says what it embedded in part
     if not hashes:
         raise InputError("there are no texts to embed", path=str(writer.folder))
     writer.finish(len(hashes), digest(*(h.encode() for h in hashes)))

@@ -150,3 +150,17 @@ def test_progress_bar_on_request_and_silent_otherwise(tmp_path, capsys):
     embed_to_store(texts(4), tmp_path / "b", Toy(), chunk=2, progress=True)
     err = capsys.readouterr().err
     assert "embedding" in err and "4/4" in err
+
+
+def test_a_store_names_its_long_texts_in_one_warning_for_the_whole_run(tmp_path, caplog):
+    """Issue 19's leftover: `fewshot embed` warned once per chunk; now once, counting every chunk."""
+    from fewshot.store import embed_to_store
+    from tests.test_embedding import SEVEN_WORDS, tiny_embedder
+
+    texts = ["short", SEVEN_WORDS, "short too", "six words is all it reads", SEVEN_WORDS + " eight", "fine"]
+    with caplog.at_level("WARNING", logger="fewshot.embedding"):
+        store = embed_to_store(texts, tmp_path / "s", tiny_embedder(), chunk=2, progress=False)
+    assert store.computed == 6
+    [record] = [r for r in caplog.records if "longer than" in r.getMessage()]
+    assert "2 of the 6 texts embedded are longer than the 8 tokens" in record.getMessage()
+    assert "position 1" in record.getMessage() and "'one two three" in record.getMessage()
