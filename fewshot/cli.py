@@ -27,7 +27,7 @@ from .llm.server import MODELS, STOP_SIGNALS, LocalServer, llm_endpoint
 from .oracle import journal_path
 from .index import IndexChoice
 from .pipeline import (Inputs, Request, SelectionRun, check_index_use, check_lengths, demo_records, has_texts,
-                       make_embedder, open_model, run_meta, select_examples)
+                       make_embedder, open_model, oracle_labels_demos, run_meta, select_examples)
 from .prompts import Template, load_template, prompt_order
 from .tokens import check_token_budget
 
@@ -204,7 +204,7 @@ def select(
         choice.check(n=inputs.n, d=inputs.d, source=inputs.source)
     pool_examples, query_examples = inputs.examples()
     request.fits(len(pool_examples), path=str(pool or store))
-    if render and not _oracle_labels_demos(request) and not labels and (not has_texts(pool_examples)
+    if render and not oracle_labels_demos(*request.selectors()) and not labels and (not has_texts(pool_examples)
                                                        or all(e.label is None for e in pool_examples)):
         raise InputError("--render needs labels for the demos, and the pool has none: label the chosen "
                          "examples first (run without --render), or use --method sal, or --label-budget with a "
@@ -241,14 +241,6 @@ def select(
             _print_prompts(records, run, query_examples, demo_template, known)
     _show_summary(records, run, query_examples, demo_template, known, show_prompt=not render)
     _report(run, meta, len(pool_examples), out)
-
-
-def _oracle_labels_demos(request: Request) -> bool:
-    """Whether an oracle labels the demos shown (SAL's picks; a label-reading retriever's B)."""
-    from .selection import needs_labels
-
-    selector, retriever = request.selectors()
-    return request.method == "sal" or (retriever is not None and needs_labels(retriever))
 
 
 def _engine(engine: str, store: Path | None, query_store: Path | None, address: str | None, actors: int,

@@ -250,10 +250,14 @@ def warn_truncated_texts(texts: Sequence[str], positions: np.ndarray, limit: int
     if not len(positions):
         return
     first = int(positions[0])
-    log.warning("%d of the %d texts embedded now are longer than the %s tokens the embedding model reads: only "
-                "their start is embedded, so similarities ignore the rest (first: the text at position %d, "
-                "counting from 0: %r...)", len(positions), len(texts), limit,
-                first if first_position is None else first_position, texts[first][:60])
+    _warn_long_texts(len(positions), f"{len(texts)} texts embedded now", limit,
+                     first if first_position is None else first_position, texts[first])
+
+
+def _warn_long_texts(long: int, of: str, limit: int | None, position: int, text: str) -> None:
+    log.warning("%d of the %s are longer than the %s tokens the embedding model reads: only their start is "
+                "embedded, so similarities ignore the rest (first: the text at position %d, counting from 0: %r...)",
+                long, of, limit, position, text[:60])
 
 
 class TruncationTally:
@@ -277,10 +281,7 @@ class TruncationTally:
 
     def warn(self) -> None:
         if self.first is not None:
-            position, text = self.first
-            log.warning("%d of the %d texts embedded are longer than the %s tokens the embedding model reads: only "
-                        "their start is embedded, so similarities ignore the rest (first: the text at position %d, "
-                        "counting from 0: %r...)", self.long, self.seen, self.embedder.read_limit(), position, text[:60])
+            _warn_long_texts(self.long, f"{self.seen} texts embedded", self.embedder.read_limit(), *self.first)
 
 
 class OpenAIEmbedder:

@@ -707,6 +707,12 @@ class _Revealer:
         return self.revealed[index]
 
 
+def oracle_labels_demos(selector: Selector, retriever: Selector | None) -> bool:
+    """Whether an oracle may label the demos shown on an unlabeled pool: SAL's picks, or under a label
+    budget the B that a label-reading retriever reads."""
+    return "oracle" in parameters(type(selector)) or (retriever is not None and needs_labels(retriever))
+
+
 def _retriever_oracle(selector: Selector, retriever: Selector | None, pool: Sequence[Example], *,
                       labels_file: Any, journal: Path | None, labels: Sequence[str] | None,
                       ask: Ask | None) -> _Revealer | None:
@@ -714,8 +720,8 @@ def _retriever_oracle(selector: Selector, retriever: Selector | None, pool: Sequ
     examples gets those of the B annotated from an oracle, as SAL does (``--labels-file``, the
     journal, else a person at the terminal); None where no label needs revealing (a labelled pool,
     a retriever that reads none, or SAL, whose own oracle labels what it picks)."""
-    if (retriever is None or not needs_labels(retriever) or "oracle" in parameters(type(selector))
-            or all(e.label is not None for e in pool)):
+    sal = "oracle" in parameters(type(selector))  # its own oracle labels what it picks
+    if sal or not oracle_labels_demos(selector, retriever) or all(e.label is not None for e in pool):
         return None
     oracle = make_oracle(pool, labels_file=labels_file, journal=journal or journal_path(pool), labels=labels, ask=ask)
     if not oracle.labels:

@@ -194,14 +194,20 @@ def _unit_scores(records: Sequence[dict[str, Any]], scores: Scores,
     """(setting, labels, k, metric) -> method -> unit -> query -> score, over the classification
     cells that chose without peeking at test labels."""
     cells: dict[tuple, UnitScores] = defaultdict(lambda: defaultdict(dict))
-    for r in records:
-        if r.get("peeks") or r["task"] != "classification" or r["cell"] not in scores or r["setting"] == "zero-shot":
+    for r in filter(_ranks, records):
+        if r["cell"] not in scores:
             continue
         for metric in metrics:
             if metric in scores[r["cell"]][0]:
                 cells[r["setting"], r["label_budget"], r["k"], metric][r["method"]][r["data"], r["seed"]] = \
                     scores[r["cell"]][0][metric]
     return cells
+
+
+def _ranks(record: dict[str, Any]) -> bool:
+    """Whether a cell takes part in the goal checks: a classification cell that chose without
+    peeking at test labels (not zero-shot)."""
+    return not record.get("peeks") and record["task"] == "classification" and record["setting"] != "zero-shot"
 
 
 def _ranked(methods: UnitScores) -> tuple[list[str], set[tuple]]:
@@ -268,10 +274,9 @@ def _unit_prompts(records: Sequence[dict[str, Any]]) -> dict[tuple, dict[tuple, 
     """(setting, labels, k, method) -> (data set, seed) -> selection prompts, for the cells
     :func:`_unit_scores` keeps."""
     spent: dict[tuple, dict[tuple, float]] = defaultdict(dict)
-    for r in records:
-        if not r.get("peeks") and r["task"] == "classification" and r["setting"] != "zero-shot":
-            spent[r["setting"], r["label_budget"], r["k"], r["method"]][r["data"], r["seed"]] = \
-                float(r.get("selection_prompts", 0))
+    for r in filter(_ranks, records):
+        spent[r["setting"], r["label_budget"], r["k"], r["method"]][r["data"], r["seed"]] = \
+            float(r.get("selection_prompts", 0))
     return spent
 
 

@@ -43,11 +43,17 @@ def comparisons_table(rows: list[dict[str, str]]) -> list[str]:
     return lines
 
 
-def _goal_cells(r: dict[str, str]) -> str:
-    """A goal row's group and its difference, interval, mdd and units, as table cells."""
-    return (f"| {r['setting']} | {r['labels']} | {r['k']} | {r['metric']} | {{sides}} | {float(r['diff']):+.3f} | "
+def _goal_row(r: dict[str, str], sides: str) -> str:
+    """A goal row: its group, the two sides compared (``sides``: their cells), the difference,
+    interval, mdd, units and verdict."""
+    return (f"| {r['setting']} | {r['labels']} | {r['k']} | {r['metric']} | {sides} | {float(r['diff']):+.3f} | "
             f"[{float(r['ci_low']):+.3f}, {float(r['ci_high']):+.3f}] | {float(r['mdd']):.3f} | {r['units']} | "
             + ("met" if r["met"] == "True" else "not met") + " |")
+
+
+def _csv_rows(path: Path) -> list[dict[str, str]]:
+    """A report CSV's rows; none where the report did not write it (an older folder)."""
+    return list(csv.DictReader(path.read_text(encoding="utf-8").splitlines())) if path.is_file() else []
 
 
 def goal_table(rows: list[dict[str, str]]) -> list[str]:
@@ -64,8 +70,8 @@ def goal_table(rows: list[dict[str, str]]) -> list[str]:
              "| setting | labels | k | metric | best fewshot (mean) | best baseline (mean) | difference | 95% CI | mdd | units | goal |",
              "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
-        sides = f"{r['ours']} ({float(r['ours_mean']):.3f}) | {r['baseline']} ({float(r['baseline_mean']):.3f})"
-        lines.append(_goal_cells(r).replace("{sides}", sides))
+        lines.append(_goal_row(r, f"{r['ours']} ({float(r['ours_mean']):.3f}) | "
+                                  f"{r['baseline']} ({float(r['baseline_mean']):.3f})"))
     tried = {(r["setting"], r["labels"], r["k"]): r for r in rows}
     lines += ["", "Methods in each group: " + "; ".join(
         f"{s} (labels {b}, k {k}): fewshot {r['ours_tried']}; baselines {r['baselines_tried']}"
@@ -75,7 +81,7 @@ def goal_table(rows: list[dict[str, str]]) -> list[str]:
 
 
 def calls_table(rows: list[dict[str, str]]) -> list[str]:
-    """The goal at equal selection calls (calls.csv): the best LLM-feedback method within random
+    """The goal at equal selection calls (calls.csv): the best fewshot method within random
     search's selection prompts (or a third of them) against random search."""
     if not rows:
         return []
@@ -91,7 +97,7 @@ def calls_table(rows: list[dict[str, str]]) -> list[str]:
     for r in rows:
         sides = (f"{r['rule']} | {r['ours']} ({float(r['ours_prompts']):.0f}) | "
                  f"{r['baseline']} ({float(r['baseline_prompts']):.0f})")
-        lines.append(_goal_cells(r).replace("{sides}", sides) + (" yes |" if r.get("no_worse") == "True" else " no |"))
+        lines.append(_goal_row(r, sides) + (" yes |" if r.get("no_worse") == "True" else " no |"))
     return lines + [""]
 
 
@@ -149,10 +155,6 @@ def results_page(folder: Path, command: str, title: str = "Results", page: str =
     comparisons = [r for r in every_comparison if r["data"] == "all"]
     again = (f'fewshot report {folder} --page {page} --command "{command}"' + (f' --title "{title}"' if title != "Results" else "")
              + (f" --notes {notes}" if notes is not None else ""))
-    goal_file = folder / "goal.csv"
-    goal = list(csv.DictReader(goal_file.read_text(encoding="utf-8").splitlines())) if goal_file.is_file() else []
-    calls_file = folder / "calls.csv"
-    calls = list(csv.DictReader(calls_file.read_text(encoding="utf-8").splitlines())) if calls_file.is_file() else []
     out = [f"# {title}", "", f"**Command:** `{command}`; this file: `{again}`.",
            "", f"- Data: {', '.join(data)}; pool {config['pool_size']}, {config['test_size']} test queries "
            f"per data set and seed, {suite['seeds']} seed(s); k = {', '.join(map(str, suite['k']))}; "
@@ -164,7 +166,7 @@ def results_page(folder: Path, command: str, title: str = "Results", page: str =
            "- Each difference is method - reference on the same queries, pooled over data sets of one task: a 95% "
            "two-level bootstrap interval over (data set, seed) units and queries, Holm-corrected p over each "
            "metric's pooled comparisons, wins-losses over units, and mdd, the smallest difference this run could detect.", ""]
-    out += goal_table(goal) + calls_table(calls)
+    out += goal_table(_csv_rows(folder / "goal.csv")) + calls_table(_csv_rows(folder / "calls.csv"))
     if notes is not None:
         out += [notes.read_text(encoding="utf-8").rstrip(), ""]
     for setting, meaning in SETTINGS.items():
