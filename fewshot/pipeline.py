@@ -30,7 +30,7 @@ from .index import IndexChoice, select_per_query_with_index, shortlists_by, veri
 from .oracle import Ask, Oracle, ask_on_terminal, journal_path, make_oracle
 from .prompts import Template
 from .selection import (KNN, PER_QUERY_METHODS, Problem, Selection, Selector, make_selector, needs_labels,
-                        needs_model, parameters)
+                        needs_model, parameters, reference_wanted)
 from .tokens import check_token_budget, count_tokens
 
 
@@ -657,10 +657,14 @@ def select_examples(pool: Sequence[Example], queries: Sequence[Example], request
             raise InputError("SAL needs the label set: pass --labels a,b,c (the pool has no labels)", field="--labels")
     label_set = (oracle or reveal).labels if oracle or reveal else label_words(labels, (e.label for e in pool))
     consulting = [s for s in (selector, retriever) if s is not None and needs_model(s)]
+    references: dict[str, Any] = {}
     with ExitStack() as stack:
         if consulting:  # the LLM first: a text too long for its context is refused before any embedding
             model = connect_llm(consulting, stack, template, label_set, llm, endpoint, calibration)
             check_lengths(model, [pool, queries])
+            references = connect_references(consulting, stack, template, label_set, llm, endpoint, calibration)
+            for reference in references.values():
+                check_lengths(reference, [pool])
         problem = build_problem(pool, queries, embedder=embedder, pool_vectors=pool_vectors,
                                 query_vectors=query_vectors, template=template, max_tokens=request.max_tokens)
         built, candidates = index.open(problem.pool, source) if index is not None else (None, None)
@@ -680,6 +684,8 @@ def select_examples(pool: Sequence[Example], queries: Sequence[Example], request
         model = consulting[0].model
         run.label_set = list(getattr(model, "labels", None) or label_set)
         run.llm = _llm_report(model, run, request, len(pool), len(queries), sal=oracle is not None)
+        for name, reference in references.items():  # its prompts are among selection_prompts
+            run.llm.setdefault("references", {})[name] = _endpoint_report(reference)
     return run
 
 
@@ -788,17 +794,32 @@ def connect_llm(selectors: Sequence[Selector], stack: ExitStack, template: Templ
     return selectors[0].model
 
 
+def connect_references(selectors: Sequence[Selector], stack: ExitStack, template: Template, labels: Sequence[str],
+                       llm: Any = None, endpoint: Mapping[str, Any] | None = None,
+                       calibration: str = "none") -> dict[str, Any]:
+    """Give every selector that asks for a reference LLM by name (:func:`~fewshot.selection.reference_wanted`:
+    excess-loss with ``reference="llm"``) that model, opened as :func:`open_model` opens the target
+    (the same base URL when ``llm`` is one, else the configured endpoint, else a local llama-server
+    of that model) with ``model`` set to the name; one per name. Returns the models opened, by name."""
+    opened: dict[str, Any] = {}
+    for selector in selectors:
+        name = reference_wanted(selector)
+        if name is None:
+            continue
+        if name not in opened:
+            opened[name] = open_model(stack, template, labels, llm if isinstance(llm, str) else None,
+                                      {**dict(endpoint or {}), "model": name}, calibration)
+        selector.set_params(reference_model=opened[name])
+    return opened
+
+
 def _llm_report(model: Any, run: SelectionRun, request: Request, n: int, m: int, sal: bool) -> dict[str, Any]:
     """The endpoint and what selecting cost: ``selection_prompts``, the predictions the method asked
     for (summed over its selections, the label budget's included; the client may answer some from
     its cache: ``stats``). For SAL also what naive SAL would send (``naive_calls``: every pool
     example a candidate in each round, each kept label simulated on every query of the selection)
     beside what it simulated (``simulated_calls``, the same as ``selection_prompts``)."""
-    client = model if hasattr(model, "base_url") else getattr(model, "client", None)
-    report: dict[str, Any] = {}
-    if client is not None:
-        report = {"base_url": getattr(client, "base_url", None), "model": getattr(client, "model", None),
-                  "stats": dict(getattr(client, "stats", {}))}
+    report = _endpoint_report(model)
     prompts = selection_prompts(run.by_method + (run.selections if run.annotated is not None else []))
     report["selection_prompts"] = prompts
     if not sal:
@@ -807,6 +828,15 @@ def _llm_report(model: Any, run: SelectionRun, request: Request, n: int, m: int,
     rounds = request.label_budget or request.k
     naive = sum(n * (1 + labels * (1 if s.query is not None else m)) * rounds for s in run.by_method)
     return {**report, "simulated_calls": selection_prompts(run.by_method), "naive_calls": naive}
+
+
+def _endpoint_report(model: Any) -> dict[str, Any]:
+    """A model's endpoint, model name and client counters (cache hits, tokens), where it has a client."""
+    client = model if hasattr(model, "base_url") else getattr(model, "client", None)
+    if client is None:
+        return {}
+    return {"base_url": getattr(client, "base_url", None), "model": getattr(client, "model", None),
+            "stats": dict(getattr(client, "stats", {}))}
 
 
 def selection_prompts(selections: Sequence[Selection]) -> int:

@@ -185,6 +185,46 @@ def test_an_llm_feedback_method_gets_the_llm_and_reports_its_selection_prompts()
         c["set"] for c in run.selections[0].info["candidates"]] and len(meta["selection_info"]["candidates"]) == 4
 
 
+def test_excess_loss_opens_its_reference_llm_by_name_on_the_targets_endpoint(monkeypatch):
+    import contextlib
+
+    import fewshot.llm.server as server
+
+    opened = []
+
+    class Client:
+        api, model = "completions", "fake"
+
+        def label_probs(self, prompt, labels):
+            from fewshot.llm.client import LabelScores
+            return LabelScores(tuple(labels), np.array([0.6, 0.4]))
+
+        def map(self, fn, items):
+            return [fn(x) for x in items]
+
+    @contextlib.contextmanager
+    def endpoint(base_url=None, model=None, api_key=None, **options):
+        opened.append((base_url, model))
+        yield Client()
+
+    monkeypatch.setattr(server, "llm_endpoint", endpoint)
+    pool, queries = examples(30), [Example(f"q{j}", f"query {j}") for j in range(2)]
+    pool_vectors, query_vectors = vectors(30, 2)
+    target = Stub()
+    request = Request("excess-loss", k=2, params={"reference": "llm", "reference_llm": "tiny", "shortlist": 5})
+    run = select_examples(pool, queries, request, template=TEMPLATE, pool_vectors=pool_vectors,
+                          query_vectors=query_vectors, llm=target)
+    assert opened == [(None, "tiny")]
+    assert run.llm["selection_prompts"] == 2 * target.prompts > 0  # the reference answered the same prompts
+    meta = run_meta(run, request, pool, queries, embedder=None, template=TEMPLATE)
+    assert meta["params"]["reference_llm"] == "tiny" and "reference_model" not in meta["params"]
+    assert meta["llm"]["references"]["tiny"]["model"] == "fake" and "stats" in meta["llm"]["references"]["tiny"]
+    opened.clear()  # a base URL for the target: the reference is asked for on the same endpoint
+    select_examples(pool, queries, request, template=TEMPLATE, pool_vectors=pool_vectors, query_vectors=query_vectors,
+                    llm="http://127.0.0.1:9/v1", endpoint={"model": "big"})
+    assert opened == [("http://127.0.0.1:9/v1", "big"), ("http://127.0.0.1:9/v1", "tiny")]
+
+
 @pytest.mark.parametrize("method", ["valsearch", "random-search", "excess-loss", "valued", "sal-probes"])
 def test_a_method_that_reads_labels_is_refused_on_an_unlabeled_pool_before_any_work(method):
     pool = examples(20)

@@ -49,7 +49,7 @@ from ..llm.client import LLMClient
 from ..llm.predictor import LLMPredictor
 from ..pipeline import SelectionRun, build_problem, run_selection, selection_prompts
 from ..prompts import Template, prompt_order
-from ..selection import SELECTORS, make_selector, needs_labels, parameters
+from ..selection import SELECTORS, make_selector, needs_labels, parameters, reference_wanted
 from ..selection.base import Problem, Selector
 from .metrics import HEADLINE, best, headline_score
 from .runfolder import CellKey, RunFolder, code_version, merge_run, run_lock
@@ -168,14 +168,23 @@ class Cell:
         return str(CellKey(self.data, self.seed, self.setting, self.method, self.label_budget, self.k))
 
 
-def _selector(spec: MethodSpec, seed: int, predictor: LLMPredictor, pool: Sequence[Example]) -> Selector:
+def _selector(spec: MethodSpec, seed: int, predictor: LLMPredictor, pool: Sequence[Example],
+              reference_llms: Callable[[str], Any] | None = None) -> Selector:
     params: dict[str, Any] = {"seed": seed, **dict(spec.params)}
     accepted = parameters(SELECTORS[spec.name])
     if "model" in accepted:  # SAL and the LLM-feedback selectors consult the LLM that answers
         params["model"] = predictor
     if "oracle" in accepted:  # SAL: labels revealed only for its picks
         params["oracle"] = lambda i: pool[i].label
-    return make_selector(spec.name, **params)
+    selector = make_selector(spec.name, **params)
+    name = reference_wanted(selector)
+    if name is not None:  # excess-loss's reference LLM: same template and labels as the target
+        if reference_llms is None:
+            raise InputError(f"{spec.label} compares against a reference LLM ({name}) and none can be opened here: "
+                             "pass run_suite(reference_llms=...)", field="reference_llm")
+        selector.set_params(reference_model=LLMPredictor(reference_llms(name), predictor.template, predictor.labels,
+                                                         task=predictor.task))
+    return selector
 
 
 def _selected(pool: Sequence[Example], run: SelectionRun, m: int) -> Selected:
@@ -199,8 +208,9 @@ def _selected(pool: Sequence[Example], run: SelectionRun, m: int) -> Selected:
 
 
 def plan_cells(suite: Suite, dataset: Dataset, problem: Problem, pool: list[Example], m: int,
-               predictor: LLMPredictor, seed: int) -> Iterator[Cell]:
-    """Every cell of one data set and seed, in run order."""
+               predictor: LLMPredictor, seed: int, reference_llms: Callable[[str], Any] | None = None) -> Iterator[Cell]:
+    """Every cell of one data set and seed, in run order; ``reference_llms`` opens a reference LLM's
+    client by name (see :func:`run_suite`)."""
     name = dataset.name
     if suite.zero_shot:
         yield Cell(name, seed, "zero-shot", "zero-shot", 0, 0, {}, lambda: Selected(0.0, [[]] * m, 0))
@@ -208,7 +218,7 @@ def plan_cells(suite: Suite, dataset: Dataset, problem: Problem, pool: list[Exam
 
     def selected(spec: MethodSpec, k: int, **options) -> Callable[[], Selected]:
         def work() -> Selected:
-            selector = _selector(spec, seed, predictor, pool)
+            selector = _selector(spec, seed, predictor, pool, reference_llms)
             shown = labelled if needs_labels(selector) else problem
             return _selected(pool, run_selection(selector, shown, k, seed=seed, **options), m)
         return work
@@ -226,7 +236,7 @@ def plan_cells(suite: Suite, dataset: Dataset, problem: Problem, pool: list[Exam
                 for retriever in retrievers:
                     # the annotated examples' labels are revealed to the retriever (those B only)
                     work = selected(spec, k, per_query=retriever.per_query, label_budget=budget,
-                                    retriever=_selector(retriever, seed, predictor, pool),
+                                    retriever=_selector(retriever, seed, predictor, pool, reference_llms),
                                     reveal=lambda i: pool[i].label)
                     yield Cell(name, seed, "annotate", f"{spec.label}>{retriever.label}", budget, k,
                                {**dict(spec.params), **{f"retriever.{p}": v for p, v in retriever.params}}, work)
@@ -299,13 +309,15 @@ class _Job:
 def run_suite(suite: Suite, datasets: list[Dataset], client: LLMClient, templates: dict[str, Template],
               embedder, out: Path, progress: Callable[[int, int, str], None] | None = None, *,
               max_tokens: int | None = None, splits: dict[tuple[str, int], tuple[list[Example], list[Example]]] | None = None,
-              allow_code_change: bool = False) -> list[dict[str, Any]]:
+              allow_code_change: bool = False, reference_llms: Callable[[str], Any] | None = None) -> list[dict[str, Any]]:
     """Run, or resume, every cell of the suite; returns one record per planned cell.
 
     ``max_tokens``: the demos of a prompt fit this many tokens (rendered with the data set's
     template), as in ``fewshot select --max-tokens``. ``splits``: :func:`plan_splits`'s result
     when the caller has it (else the suite is checked and split here). ``allow_code_change``: resume
     a folder whose cells other scoring code made; run.json records both code versions.
+    ``reference_llms``: a model name -> an LLM client for it, for the methods that compare against a
+    reference LLM (excess-loss ``reference="llm"``; ``fewshot eval`` opens one per name).
     """
     folder = RunFolder(out)
     folder.check_writable()
@@ -328,7 +340,7 @@ def run_suite(suite: Suite, datasets: list[Dataset], client: LLMClient, template
             problem = replace(build_problem(pool, test, embedder=embedder, template=templates[dataset.task],
                                             max_tokens=max_tokens), labels=None)
             plan += [_Job(dataset, predictor, test, label_range, cell)
-                     for cell in plan_cells(suite, dataset, problem, pool, len(test), predictor, seed)]
+                     for cell in plan_cells(suite, dataset, problem, pool, len(test), predictor, seed, reference_llms)]
     plan.sort(key=lambda job: job.cell.seed)  # seed by seed: a run stopped early holds whole seeds of every data set
     run = {"configuration": configuration(suite, datasets, client.model, client.api, templates, max_tokens),
            "suite": suite.record(), "references": references(suite), "cells": [job.cell.key for job in plan],

@@ -52,6 +52,19 @@ def needs_model(selector: Selector | type[Selector]) -> bool:
     return bool(getattr(cls, "needs_model", "model" in parameters(cls)))
 
 
+def reference_wanted(selector: Selector) -> str | None:
+    """The name of the reference LLM a selector asks its caller to open (excess-loss with
+    ``reference="llm"`` and no ``reference_model`` yet), else None: the CLI and the eval open it
+    beside the target LLM.
+
+    >>> reference_wanted(make_selector("excess-loss", reference="llm")), reference_wanted(make_selector("excess-loss"))
+    ('smollm2-135m', None)
+    """
+    if getattr(selector, "reference", None) == "llm" and getattr(selector, "reference_model", None) is None:
+        return selector.reference_llm
+    return None
+
+
 def requirements(selector: Selector | type[Selector]) -> list[str]:
     """What a selector needs beyond embeddings, in words, for ``fewshot methods`` and errors.
 
@@ -91,4 +104,4 @@ __all__ = ["SELECTORS", "PER_QUERY_METHODS", "Problem", "Selection", "Selector",
            "LinearPosterior",
            "GO", "SAL", "Random", "KNN", "MMR", "BM25", "KMeansDiversity", "VoteK", "DPP",
            "ValidationSearch", "RandomSearch", "ExcessLoss", "Valued", "SALProbes",
-           "parameters", "summary", "needs_labels", "needs_model", "requirements"]
+           "parameters", "summary", "needs_labels", "needs_model", "reference_wanted", "requirements"]

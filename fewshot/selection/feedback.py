@@ -45,13 +45,14 @@ from ..similarity import nearest, top_k
 from ..valuation import (ESTIMATORS, EPS, METRICS, Valuation, ask_in_prefix_order, check_labels, check_model,
                          gold_scores, json_number, shown_demos)
 from .base import Feasibility, Problem, Selection, Selector, StaticGains, check_k
-from .params import FLAG, SEED, SHORTLIST, HasMethods, Interval, Options
+from .params import FLAG, SEED, SHORTLIST, HasMethods, Interval, Options, Text
 from .sal import SAL
 
 GENERATORS = ("random", "go", "kmeans", "votek", "valued")
 GO_NOISE = (1.0, 0.1, 0.01)  # the "go" generator's successive sets: centred V-optimal GO at these noises
 VOTEK_NEIGHBORS = (15, 10, 25)
 TOP_VALUED = 0.25  # the "valued" generator draws from this top fraction of the valued examples
+REFERENCE_LLM = "smollm2-135m"  # excess-loss's reference="llm": the model opened when none is given
 OUTSIDE = -10.0  # excess-loss: score offset of an example outside the shortlist (picked only as a fallback)
 MODEL = [HasMethods("predict_many"), None]
 PROMPTS = [Interval(int, 1, None)]
@@ -517,8 +518,11 @@ class ExcessLoss(Selector):
     is scored without itself); ``calibration="batch"`` divides out the model's label prior over
     all scored examples first (else a small model's bias against one label makes every example
     of that label "hard"). Reference loss (``reference="logreg"``): a cross-fitted logistic
-    regression on the embeddings (:func:`reference_losses`); ``"none"``: 0, i.e. target loss alone
-    (the ICR / misconfidence ablation). Excess = target - reference.
+    regression on the embeddings (:func:`reference_losses`); ``"llm"``: a second, usually smaller,
+    LLM (``reference_model``, anything with ``predict_many``) answering the same prompts, scored
+    the same way (RHO-LOSS's small reference model; ``fewshot select`` and ``fewshot eval`` open
+    the model named ``reference_llm``, on the same endpoint or a local llama-server); ``"none"``: 0,
+    i.e. target loss alone (the ICR / misconfidence ablation). Excess = target - reference.
 
     The rule, one for both modes: among the shortlist (per query: the ``shortlist`` most similar
     examples; shared: the first ``shortlist`` picks of centred V-optimal GO, relevant to the queries
@@ -531,23 +535,27 @@ class ExcessLoss(Selector):
     sees the label's neighbourhood, usually has a high loss too (RHO-LOSS's triage). As a guard,
     the ``noise_quantile`` fraction of the pool with the highest reference loss is treated as
     suspected noise and ranked below every other excess (still pickable, last); so are examples
-    the scorer could not score. With ``reference="none"`` nothing is flagged.
+    the scorer could not score (with ``reference="llm"``: the fraction of the scored examples with the
+    highest reference loss). With ``reference="none"`` nothing is flagged.
     """
 
     name: ClassVar[str] = "excess-loss"
     needs_labels: ClassVar[bool] = True
     needs_model: ClassVar[bool] = True
     parameter_constraints: ClassVar[dict] = {
-        "model": MODEL, "reference": [Options("logreg", "none")], "weight": [Interval(float)],
+        "model": MODEL, "reference": [Options("logreg", "llm", "none")], "reference_model": MODEL,
+        "reference_llm": [Text()], "weight": [Interval(float)],
         "shortlist": SHORTLIST, "context": [Interval(int, 0, None)], "calibration": [Options("none", "batch")],
         "noise_quantile": [Interval(float, 0, 1, closed="left")], "folds": [Interval(int, 2, None)],
         "seed": SEED, "label_balance": FLAG}
 
-    def __init__(self, model: PredictiveModel | None = None, reference: Literal["logreg", "none"] = "logreg",
-                 weight: float = 1.0, shortlist: int | None = 20, context: int = 0,
+    def __init__(self, model: PredictiveModel | None = None,
+                 reference: Literal["logreg", "llm", "none"] = "logreg", reference_model: PredictiveModel | None = None,
+                 reference_llm: str = REFERENCE_LLM, weight: float = 1.0, shortlist: int | None = 20, context: int = 0,
                  calibration: Literal["none", "batch"] = "batch", noise_quantile: float = 0.1, folds: int = 5,
                  seed: int = 0, label_balance: bool = False) -> None:
         self.model, self.reference, self.weight, self.shortlist = model, reference, weight, shortlist
+        self.reference_model, self.reference_llm = reference_model, reference_llm
         self.context, self.calibration, self.noise_quantile, self.folds = context, calibration, noise_quantile, folds
         self.seed, self.label_balance = seed, label_balance
 
@@ -555,7 +563,7 @@ class ExcessLoss(Selector):
         """Target, reference and excess losses of ``candidates`` (default: the whole pool), one
         LLM prompt each."""
         labels = check_labels(problem.labels, self.name)
-        check_model(self.model, self.name)
+        self._check_models()
         _texts(problem, self.name)
         n = problem.n
         scored = np.arange(n) if candidates is None else np.unique(np.asarray(candidates, dtype=np.int64))
@@ -567,17 +575,42 @@ class ExcessLoss(Selector):
             context = make_selector("random", seed=self.seed, label_balance=True).select(plain, min(self.context, n - 1)).indices
         jobs = [(shown_demos(problem.pool_texts, labels, [c for c in context if c != i]), problem.pool_texts[i])
                 for i in scored]
-        answers = self.model.predict_many(jobs)
-        losses = -gold_scores(answers, [labels[i] for i in scored], "calibrated" if self.calibration == "batch" else "loglik")
-        unscored = np.array([bool(getattr(a, "unscored", False)) or not a.probs for a in answers], dtype=bool)
-        target = np.full(n, np.nan)
-        target[scored] = np.where(unscored, np.nan, losses)
-        reference = (reference_losses(problem.pool, labels, self.folds, self.seed) if self.reference == "logreg"
-                     else np.zeros(n))
+        gold = [labels[i] for i in scored]
+        target = self._losses(self.model, jobs, gold, scored, n)
         noise = np.zeros(n, dtype=bool)
-        if self.reference == "logreg" and self.noise_quantile > 0:
-            noise = reference > np.quantile(reference, 1 - self.noise_quantile)
-        return ExcessScores(target, reference, target - reference, noise, tuple(int(c) for c in context), len(jobs))
+        if self.reference == "llm":
+            reference = self._losses(self.reference_model, jobs, gold, scored, n)
+            seen = np.isfinite(reference)
+            if self.noise_quantile > 0 and seen.any():
+                noise = seen & (np.nan_to_num(reference, nan=-np.inf)
+                                > np.quantile(reference[seen], 1 - self.noise_quantile))
+        elif self.reference == "logreg":
+            reference = reference_losses(problem.pool, labels, self.folds, self.seed)
+            if self.noise_quantile > 0:
+                noise = reference > np.quantile(reference, 1 - self.noise_quantile)
+        else:
+            reference = np.zeros(n)
+        prompts = len(jobs) * (2 if self.reference == "llm" else 1)
+        return ExcessScores(target, reference, target - reference, noise, tuple(int(c) for c in context), prompts)
+
+    def _check_models(self) -> None:
+        check_model(self.model, self.name)
+        if self.reference == "llm":
+            if self.reference_model is None:
+                raise InputError(f"{self.name} with reference='llm' needs a reference LLM (reference_model=...); "
+                                 f"fewshot select and fewshot eval open the one named reference_llm "
+                                 f"({self.reference_llm!r})", field="--param")
+            check_model(self.reference_model, f"{self.name}'s reference")
+
+    def _losses(self, model: PredictiveModel, jobs: list, gold: list[str], scored: np.ndarray, n: int) -> np.ndarray:
+        """-log p(gold) of ``model`` on each job (batch-calibrated as ``calibration`` says), NaN
+        where it could not score or an example was not scored."""
+        answers = model.predict_many(jobs)
+        losses = -gold_scores(answers, gold, "calibrated" if self.calibration == "batch" else "loglik")
+        unscored = np.array([bool(getattr(a, "unscored", False)) or not a.probs for a in answers], dtype=bool)
+        out = np.full(n, np.nan)
+        out[scored] = np.where(unscored, np.nan, losses)
+        return out
 
     def _size(self, n: int, k: int) -> int:
         return n if self.shortlist is None else min(n, max(self.shortlist, k))
@@ -591,7 +624,7 @@ class ExcessLoss(Selector):
     def select(self, problem: Problem, k: int) -> Selection:
         check_k(problem, k)
         check_labels(problem.labels, self.name)
-        check_model(self.model, self.name)
+        self._check_models()
         from .design import GO
 
         size = self._size(problem.n, k)
@@ -605,7 +638,7 @@ class ExcessLoss(Selector):
     def select_per_query(self, problem: Problem, k: int) -> list[Selection]:
         check_k(problem, k)
         check_labels(problem.labels, self.name)
-        check_model(self.model, self.name)
+        self._check_models()
         size = self._size(problem.n, k)
         shortlists, _ = nearest(problem.queries, problem.pool, size)
         scores = self.scores(problem, np.unique(shortlists))
@@ -623,6 +656,8 @@ class ExcessLoss(Selector):
         read = problem.n if self.reference == "logreg" else scored + len(scores.context)
         info = {"prompts": scores.prompts, "labels_read": read, "scored": scored, "context": list(scores.context),
                 "suspected_noise": int(scores.noise.sum())}
+        if self.reference == "llm":
+            info["reference_prompts"] = scores.prompts // 2
         return replace(selection, trace=trace, info=info)
 
 

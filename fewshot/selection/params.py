@@ -92,7 +92,17 @@ class HasMethods:
         return "an object with " + ", ".join(f"{m}()" for m in self.methods)
 
 
-Constraint = Any  # Interval | Options | HasMethods | bool | None | callable
+class Text:
+    """Any non-empty string (a name the caller resolves, such as a model's)."""
+
+    def accepts(self, value: Any) -> bool:
+        return isinstance(value, str) and bool(value.strip())
+
+    def __str__(self) -> str:
+        return "a non-empty string"
+
+
+Constraint = Any  # Interval | Options | Text | HasMethods | bool | None | callable
 
 # shared by many selectors
 SEED = [Interval(int, 0, 2 ** 32 - 1)]  # numpy and scikit-learn seeds

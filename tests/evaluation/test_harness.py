@@ -464,6 +464,29 @@ def test_feedback_methods_read_the_pool_labels_in_the_full_setting_and_count_sel
     assert records["vs"]["params"] == {k: v for k, v in FEEDBACK["vs"].items() if k != "method"}
 
 
+def test_excess_loss_with_a_reference_llm_gets_it_by_name_and_counts_its_prompts(tmp_path):
+    opened = []
+
+    def references(name):
+        opened.append(name)
+        return FakeClient()
+
+    variants = {"el": {"method": "excess-loss", "shortlist": 6},
+                "el-llm": {"method": "excess-loss", "shortlist": 6, "reference": "llm", "reference_llm": "small"}}
+    suite = Suite(methods=list(variants), variants=variants, k=[2], label_budgets=[], annotators=[], pool_size=30,
+                  test_size=8, oracle_sets=0, zero_shot=False)
+    templates = {"classification": load_template("classification"), "regression": load_template("regression")}
+    records = {r["method"]: r for r in run_suite(suite, [small_data()], FakeClient(), templates, HashEmbedder(),
+                                                 tmp_path / "run", reference_llms=references)}
+    assert opened == ["small"]  # one data set and seed: opened once, by the name the variant gives
+    # the reference answers the same prompts: twice the target's, and it reads no label beyond those scored
+    assert records["el-llm"]["selection_prompts"] == 2 * records["el"]["selection_prompts"]
+    assert records["el-llm"]["labels"] < records["el"]["labels"] == 30
+    assert records["el-llm"]["params"] == {"shortlist": 6, "reference": "llm", "reference_llm": "small"}
+    with pytest.raises(InputError, match="reference LLM \\(small\\)"):
+        run_suite(suite, [small_data()], FakeClient(), templates, HashEmbedder(), tmp_path / "other")
+
+
 def test_sal_records_its_simulated_prompts_apart_from_answering(tmp_path):
     records = {r["method"]: r for r in run(tmp_path, methods=["sal"], label_budgets=[], annotators=[],
                                            oracle_sets=0, zero_shot=False)}

@@ -309,6 +309,44 @@ def test_excess_loss_shared_uses_a_go_shortlist_and_a_context_without_the_candid
     assert len(selection.indices) == 4 and selection.info["labels_read"] == 50
 
 
+def test_excess_loss_with_a_reference_llm_subtracts_its_loss_on_the_same_prompts():
+    problem = clusters()
+    target = Planted(gold(problem), base=0.8, own={"ex3": 0.1, "ex5": 0.02})
+    # the reference LLM also fails ex5 (its label is wrong for both), not ex3 (hard only for the target)
+    reference = Planted(gold(problem), base=0.8, own={"ex5": 0.02})
+    selector = ExcessLoss(target, reference="llm", reference_model=reference, calibration="none")
+    scores = selector.scores(problem)
+    assert reference.jobs == target.jobs  # the same prompts, one each
+    assert scores.prompts == 2 * problem.n
+    assert int(np.argmax(scores.rankable())) == 3  # the target's loss alone would put ex5 first
+    assert scores.excess[5] == pytest.approx(0.0) and scores.noise[5]  # the reference's worst 10% are suspected
+    first = ExcessLoss(target, reference="llm", reference_model=reference, calibration="none",
+                       weight=10.0).select_per_query(problem, 2)[0]
+    assert first.indices[0] == 3 and first.trace[0]["reference_loss"] == pytest.approx(-np.log(0.8), abs=1e-6)
+    assert first.info["reference_prompts"] * 2 == first.info["prompts"]
+    assert first.info["labels_read"] == first.info["scored"]  # the reference reads no label beyond the scored
+
+
+def test_excess_loss_reference_llm_unscored_examples_rank_last_and_are_not_noise():
+    problem = clusters(n=12)
+    reference = Planted(gold(problem), base=0.8)
+    selector = ExcessLoss(Hashed(), reference="llm", reference_model=reference, calibration="none", shortlist=4)
+    scores = selector.scores(problem, [0, 1, 2, 3])
+    assert np.isfinite(scores.reference[:4]).all() and np.isnan(scores.reference[4:]).all()
+    assert not scores.noise[4:].any()
+    assert (scores.rankable()[4:] < scores.rankable()[:4].min()).all()
+
+
+def test_excess_loss_reference_llm_needs_a_model_before_any_prompt():
+    problem = clusters(n=12)
+    target = Planted(gold(problem))
+    with pytest.raises(InputError, match="reference LLM.*smollm2-135m"):
+        ExcessLoss(target, reference="llm").select_per_query(problem, 2)
+    assert target.prompts == 0
+    with pytest.raises(InputError, match="reference_llm"):
+        ExcessLoss(reference="llm", reference_llm="  ")
+
+
 def test_reference_losses_are_cross_fitted():
     rng = np.random.default_rng(0)
     pool = np.concatenate([rng.normal(size=(20, 4)) + 3, rng.normal(size=(20, 4)) - 3])

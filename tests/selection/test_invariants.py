@@ -214,6 +214,8 @@ REFUSED = {
     "metric": ["acc", "LOGLIK", None],
     "valuation_budget": [0, 1.5],
     "reference": ["knn", None],
+    "reference_model": [object(), "smollm2-135m"],  # a name goes to reference_llm
+    "reference_llm": ["", "  ", None, 3],
     "weight": [float("nan"), float("inf"), "high", True],
     "context": [-1, 1.5, "4"],
     "noise_quantile": [1.0, -0.1],
@@ -253,7 +255,7 @@ def test_constraints_match_the_signature_and_its_annotations(method):
 def test_get_params_set_params_and_clone_agree(method):
     selector = build(method)
     settings = selector.get_params()
-    assert list(settings) == [n for n in parameters(type(selector)) if n not in ("model", "oracle")]
+    assert list(settings) == [n for n in parameters(type(selector)) if n not in ("model", "oracle", "reference_model")]
     twin = selector.clone()
     assert type(twin) is type(selector) and twin is not selector and twin.get_params() == settings
     assert twin.get_params(collaborators=True) == selector.get_params(collaborators=True)  # the same model
