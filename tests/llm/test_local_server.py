@@ -106,6 +106,28 @@ def test_sal_starts_and_stops_its_own_server(tmp_path, monkeypatch):
     assert subprocess.run(["curl", "-s", "-m", "2", f"http://127.0.0.1:{port}/health"]).returncode != 0
 
 
+def test_excess_loss_with_a_reference_llm_runs_smollm2_beside_gemma_and_stops_both(tmp_path, monkeypatch):
+    for name in ("OPENAI_BASE_URL", "OPENAI_API_KEY", "FEWSHOT_MODEL"):
+        monkeypatch.delenv(name, raising=False)
+    pool = write_jsonl(tmp_path / "pool.jsonl", [{"text": d.text, "label": d.label} for d in DEMOS] +
+                       [{"text": "a masterpiece", "label": "positive"}, {"text": "a waste of time", "label": "negative"}])
+    queries = write_jsonl(tmp_path / "q.jsonl", [{"text": "lovely"}, {"text": "terrible"}])
+    result = CliRunner().invoke(app, ["select", "--pool", str(pool), "--queries", str(queries), "--method", "excess-loss",
+                                      "-p", "reference=llm", "-p", "shortlist=3", "--k", "2",
+                                      "--cache-dir", str(tmp_path / "cache"), "--out", str(tmp_path / "e.jsonl")])
+    assert result.exit_code == 0, result.output
+    meta = json.loads((tmp_path / "e.jsonl.meta.json").read_text())
+    llm, reference = meta["llm"], meta["llm"]["references"]["smollm2-135m"]
+    assert llm["model"] == "gemma3-270m" and reference["model"] == "smollm2-135m"
+    assert reference["base_url"] != llm["base_url"] and reference["stats"]["calls"] > 0
+    scored = meta["selection_info"]["scored"]
+    assert llm["selection_prompts"] == 2 * scored and 3 <= scored <= 6  # both LLMs answered each scored example
+    for pick in meta["trace"][0]:
+        assert pick["excess"] == pytest.approx(pick["target_loss"] - pick["reference_loss"], abs=2e-6)
+    for url in (llm["base_url"], reference["base_url"]):  # both servers stopped with the command
+        assert subprocess.run(["curl", "-s", "-m", "2", url.replace("/v1", "/health")]).returncode != 0
+
+
 def test_llm_serve_stops_on_ctrl_c():
     proc = subprocess.Popen([sys.executable, "-m", "fewshot", "llm", "serve"], stdout=subprocess.PIPE, text=True,
                             preexec_fn=_default_signals())
