@@ -41,7 +41,7 @@ from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 
 import numpy as np
 
-from .embedding import Embedder
+from .embedding import Embedder, TruncationTally
 from .errors import InputError
 from .index import ExactIndex, load_index, select_per_query_with_index
 from .store import (DEFAULT_CHUNK, Store, StoreWriter, chunked, digest, fingerprint_of, open_store, prepare,
@@ -82,18 +82,24 @@ def _pool(ray: Any, num_actors: int) -> Any:
 # -- embedding -------------------------------------------------------------------------------------
 
 class _EmbedActor:
-    """Loads the embedder once; embeds one chunk per call and returns its prepared vectors."""
+    """Loads the embedder once; embeds one chunk per call and returns its prepared vectors, and its
+    texts read only in part (a :class:`~fewshot.embedding.TruncationTally`, pickled), which the
+    driver names in one warning for the run."""
 
-    def __init__(self, make_embedder: Callable[[], Embedder], dtype: str, folder: str) -> None:
-        self.embedder, self.dtype, self.folder = make_embedder(), dtype, folder
+    def __init__(self, make_embedder: Callable[[], Embedder], dtype: str, folder: str, chunk: int) -> None:
+        self.embedder, self.dtype, self.folder, self.chunk = make_embedder(), dtype, folder, chunk
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        out = []
+        out, tallies = [], []
         for index, texts in zip(batch["chunk"], batch["texts"]):
             texts = [str(t) for t in texts]
-            vectors = prepare(self.embedder.embed(texts), len(texts), self.dtype, f"{self.folder} (chunk {index})")
+            tally = TruncationTally(self.embedder)
+            vectors = prepare(tally.embed(texts, offset=int(index) * self.chunk), len(texts), self.dtype,
+                              f"{self.folder} (chunk {index})")
             out.append(pickle.dumps(vectors, protocol=5))
-        return {"chunk": batch["chunk"], "vectors": np.array(out, dtype=object)}
+            tallies.append(pickle.dumps((tally.long, tally.seen, tally.first, tally.limit), protocol=5))
+        return {"chunk": batch["chunk"], "vectors": np.array(out, dtype=object),
+                "tally": np.array(tallies, dtype=object)}
 
 
 def _factory(embedder: Embedder | Callable[[], Embedder]) -> Callable[[], Embedder]:
@@ -128,16 +134,22 @@ def embed_to_store_ray(items: Iterable[Any], folder: str | Path, embedder: Embed
     computed = 0
     if pending:
         bar, task = progress_bar(progress, sum(len(p["texts"]) for p in pending), "embedding (ray)")
+        tally = TruncationTally(None)  # long texts: one warning for the run, not one per chunk or actor
         with ray_session(address, num_cpus) as ray, bar:
             dataset = ray.data.from_items(pending, override_num_blocks=len(pending)).map_batches(
-                _EmbedActor, fn_constructor_kwargs={"make_embedder": make, "dtype": dtype, "folder": str(folder)},
+                _EmbedActor, fn_constructor_kwargs={"make_embedder": make, "dtype": dtype, "folder": str(folder),
+                                                    "chunk": chunk},
                 batch_size=1, compute=_pool(ray, num_actors), num_cpus=num_cpus_per_actor)
-            for row in dataset.iter_rows():  # committed as they arrive: a killed driver keeps them
-                index = int(row["chunk"])
-                ids, texts_hash = ids_of[index]
-                writer.commit(index, texts_hash, ids, pickle.loads(row["vectors"]))
-                computed += len(ids)
-                bar.advance(task, len(ids))
+            try:
+                for row in dataset.iter_rows():  # committed as they arrive: a killed driver keeps them
+                    index = int(row["chunk"])
+                    ids, texts_hash = ids_of[index]
+                    writer.commit(index, texts_hash, ids, pickle.loads(row["vectors"]))
+                    tally.add(*pickle.loads(row["tally"]))
+                    computed += len(ids)
+                    bar.advance(task, len(ids))
+            finally:
+                tally.warn()  # a stopped run still says what it embedded in part
     writer.finish(len(hashes), digest(*(h.encode() for h in hashes)))
     store = open_store(writer.folder)
     store.computed = computed

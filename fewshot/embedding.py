@@ -263,25 +263,36 @@ def _warn_long_texts(long: int, of: str, limit: int | None, position: int, text:
 class TruncationTally:
     """Embeds chunk after chunk through ``embedder``, naming the texts it reads only in part in one
     warning for the whole run (:meth:`warn`) instead of one per chunk; an embedder that cannot tell
-    (not a :class:`SentenceTransformerEmbedder`) embeds as it is."""
+    (not a :class:`SentenceTransformerEmbedder`) embeds as it is. Tallies made elsewhere (Ray's
+    actors) are merged with :meth:`add`."""
 
-    def __init__(self, embedder: Embedder) -> None:
+    def __init__(self, embedder: Embedder | None) -> None:
         self.embedder = embedder
         self.checks = isinstance(embedder, SentenceTransformerEmbedder)
-        self.long, self.seen, self.first = 0, 0, None
+        self.long, self.seen, self.first, self.limit = 0, 0, None, None
 
-    def embed(self, texts: Sequence[str]) -> np.ndarray:
+    def embed(self, texts: Sequence[str], offset: int | None = None) -> np.ndarray:
+        """The vectors of ``texts``; ``offset``: the position of ``texts[0]`` in the run (default:
+        the texts this tally has embedded so far)."""
         if not self.checks:
             return self.embedder.embed(texts)
         positions = self.embedder.truncated(texts)
-        if len(positions) and self.first is None:
-            self.first = (self.seen + int(positions[0]), texts[int(positions[0])])
-        self.long, self.seen = self.long + len(positions), self.seen + len(texts)
+        start = self.seen if offset is None else offset
+        first = (start + int(positions[0]), texts[int(positions[0])]) if len(positions) else None
+        self.add(len(positions), len(texts), first, self.embedder.read_limit() if len(positions) else None)
         return self.embedder.embed(texts, warn_truncated=False)
+
+    def add(self, long: int, seen: int, first: tuple[int, str] | None, limit: int | None) -> None:
+        """Count ``long`` texts read in part among ``seen`` more, keeping the earliest ``first``
+        (position, text) and the model's token ``limit``."""
+        self.long, self.seen = self.long + long, self.seen + seen
+        if first is not None and (self.first is None or first[0] < self.first[0]):
+            self.first = first
+        self.limit = limit if limit is not None else self.limit
 
     def warn(self) -> None:
         if self.first is not None:
-            _warn_long_texts(self.long, f"{self.seen} texts embedded", self.embedder.read_limit(), *self.first)
+            _warn_long_texts(self.long, f"{self.seen} texts embedded", self.limit, *self.first)
 
 
 class OpenAIEmbedder:

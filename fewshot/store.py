@@ -339,7 +339,8 @@ def embed_to_store(items: Iterable[Any], folder: str | Path, embedder: Embedder,
                 hashes.append(texts_hash)
                 if not writer.committed(index, texts_hash):
                     where = f"{writer.folder} (chunk {index})"
-                    writer.commit(index, texts_hash, ids, prepare(tally.embed(texts), len(texts), dtype, where))
+                    vectors = prepare(tally.embed(texts, offset=index * chunk), len(texts), dtype, where)
+                    writer.commit(index, texts_hash, ids, vectors)
                     computed += len(texts)
                 bar.advance(task, len(texts))
         finally:

@@ -61,6 +61,23 @@ def test_ray_embedding_resumes_and_writes_the_local_store(cluster, tmp_path):
     assert distributed.manifest == local.manifest
 
 
+def test_ray_embedding_names_long_texts_in_one_warning_on_the_driver(cluster, tmp_path, caplog):
+    """As the local engine: one warning for the run, counting the long texts of every chunk and actor."""
+    import ray.cloudpickle
+
+    import tests.test_embedding as doubles
+
+    ray.cloudpickle.register_pickle_by_value(doubles)
+    texts = ["short", doubles.SEVEN_WORDS, "short too", "six words is all it reads", doubles.SEVEN_WORDS + " eight",
+             "fine"]
+    with caplog.at_level("WARNING", logger="fewshot.embedding"):
+        store = embed_to_store_ray(texts, tmp_path / "s", doubles.tiny_embedder(), chunk=2, progress=False)
+    assert store.computed == 6
+    [record] = [r for r in caplog.records if "longer than" in r.getMessage()]
+    assert "2 of the 6 texts embedded are longer than the 8 tokens" in record.getMessage()
+    assert "position 1" in record.getMessage() and "'one two three" in record.getMessage()
+
+
 def test_ray_selection_gives_the_local_picks(cluster, tmp_path):
     pool, queries = clustered(1, 2000), clustered(2, 150)
     store = embed_to_store([str(i) for i in range(len(pool))], tmp_path / "s", Table(pool), chunk=512,
