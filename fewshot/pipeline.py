@@ -392,7 +392,7 @@ class SelectionRun:
 
     ``selections`` hold the demos shown (one shared set, or one per query); under a label budget
     ``annotated`` holds the examples the method picked to label. :func:`select_examples` also fills
-    ``params`` (the selector's), and for a method that consults an LLM ``label_set`` (the labels it
+    ``params`` (the selector's; ``retriever_params`` the retriever's under a label budget), and for a method that consults an LLM ``label_set`` (the labels it
     answers over) and ``llm`` (its endpoint and what selecting cost).
     """
 
@@ -402,6 +402,7 @@ class SelectionRun:
     pruned_to: int | None = None
     info: dict[str, Any] = field(default_factory=dict)
     params: dict[str, Any] = field(default_factory=dict)
+    retriever_params: dict[str, Any] = field(default_factory=dict)
     label_set: list[str] = field(default_factory=list)
     llm: dict[str, Any] = field(default_factory=dict)
     candidates: dict[str, Any] = field(default_factory=dict)  # the index that served the candidates, if any
@@ -649,8 +650,7 @@ def select_examples(pool: Sequence[Example], queries: Sequence[Example], request
                                ask=ask)
     oracle = None
     if "oracle" in parameters(type(selector)):  # SAL: its label set and labels file before any embedding
-        oracle = make_oracle(pool, labels_file=labels_file, journal=journal or journal_path(pool), labels=labels,
-                             ask=ask)
+        oracle = _labelling_oracle(pool, labels_file, journal, labels, ask)
         if selector.oracle is None:
             selector.set_params(oracle=oracle)
         if selector.model is None and not oracle.labels:
@@ -680,6 +680,8 @@ def select_examples(pool: Sequence[Example], queries: Sequence[Example], request
                 run.candidates["verify"] = verify_index(selector, problem, built, request.k, n_sample=verify,
                                                         seed=request.seed)
     run.params = selector.get_params()
+    if retriever is not None:  # every parameter the retriever ran with, defaults included
+        run.retriever_params = retriever.get_params()
     if consulting:
         model = consulting[0].model
         run.label_set = list(getattr(model, "labels", None) or label_set)
@@ -719,6 +721,13 @@ def oracle_labels_demos(selector: Selector, retriever: Selector | None) -> bool:
     return "oracle" in parameters(type(selector)) or (retriever is not None and needs_labels(retriever))
 
 
+def _labelling_oracle(pool: Sequence[Example], labels_file: Any, journal: Path | None,
+                      labels: Sequence[str] | None, ask: Ask | None) -> Oracle:
+    """The oracle that labels what SAL or a label-reading retriever picks on an unlabeled pool; its
+    typed answers go to ``journal``, by default one in the cache folder keyed by the pool."""
+    return make_oracle(pool, labels_file=labels_file, journal=journal or journal_path(pool), labels=labels, ask=ask)
+
+
 def _retriever_oracle(selector: Selector, retriever: Selector | None, pool: Sequence[Example], *,
                       labels_file: Any, journal: Path | None, labels: Sequence[str] | None,
                       ask: Ask | None) -> _Revealer | None:
@@ -729,7 +738,7 @@ def _retriever_oracle(selector: Selector, retriever: Selector | None, pool: Sequ
     sal = "oracle" in parameters(type(selector))  # its own oracle labels what it picks
     if sal or not oracle_labels_demos(selector, retriever) or all(e.label is not None for e in pool):
         return None
-    oracle = make_oracle(pool, labels_file=labels_file, journal=journal or journal_path(pool), labels=labels, ask=ask)
+    oracle = _labelling_oracle(pool, labels_file, journal, labels, ask)
     if not oracle.labels:
         raise InputError(f"the retriever {retriever.name} scores demos on the labels of the examples picked to "
                          "label, and no label is known yet: pass the label set (--labels a,b,c) or a --labels-file",
@@ -884,8 +893,8 @@ def run_meta(run: SelectionRun, request: Request, pool: Sequence[Example], queri
             "label_budget": request.label_budget, "retriever": request.retriever if request.label_budget else None,
             "annotation_stopped": None if annotated is None else annotated.stopped,
             "to_label": run.to_label(pool), "trace": [list(s.trace) for s in run.by_method[:1]]}
-    if request.label_budget is not None:  # every parameter the retriever ran with, defaults included
-        meta["retriever_params"] = request.selectors()[1].get_params()
+    if request.label_budget is not None:
+        meta["retriever_params"] = run.retriever_params
     if annotated is not None:
         meta["retriever_trace"] = [list(s.trace) for s in run.selections[:1]]
     info = run.by_method[0].info if run.by_method else {}
