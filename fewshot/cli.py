@@ -27,7 +27,7 @@ from .llm.server import MODELS, STOP_SIGNALS, LocalServer, llm_endpoint
 from .oracle import journal_path
 from .index import IndexChoice
 from .pipeline import (Inputs, Request, SelectionRun, check_index_use, check_lengths, demo_records, has_texts,
-                       make_embedder, open_model, oracle_labels_demos, run_meta, select_examples)
+                       make_embedder, open_model, open_reference, oracle_labels_demos, run_meta, select_examples)
 from .prompts import Template, load_template, prompt_order
 from .tokens import check_token_budget
 
@@ -529,7 +529,7 @@ def evaluate(
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
     from .datasets import load_datasets
-    from .evaluation.harness import plan_splits, run_suite
+    from .evaluation.harness import plan_splits, reference_names, run_suite
     from .evaluation.runfolder import run_lock
     from .evaluation.suites import Suite, load_suite
 
@@ -576,18 +576,13 @@ def evaluate(
             if not sys.stderr.isatty():
                 _say(f"[{finished}/{total}] {cell}")
 
-        opened: dict[str, Any] = {}  # reference LLMs, stopped (on ``stack``) before the target's server
-
-        def reference_client(name: str) -> Any:
-            """excess-loss's reference LLM: the same endpoint (or a local server) with model ``name``."""
-            if name not in opened:
-                opened[name] = stack.enter_context(llm_endpoint(
-                    base_url, name, api_key, api=api, cache_dir=cache_dir, timeout=timeout, deadline=deadline))
-                check_fits(_split_texts(datasets, splits), opened[name])
-            return opened[name]
-
+        references = {}  # excess-loss's reference LLMs, opened before any cell, stopped before the target's server
+        for name in reference_names(plan):
+            references[name] = open_reference(stack, name, client, base_url, api_key=api_key, api=api,
+                                              cache_dir=cache_dir, timeout=timeout, deadline=deadline)
+            check_fits(_split_texts(datasets, splits), references[name])
         records = run_suite(plan, datasets, client, templates, embedder, out, progress, splits=splits,
-                            max_tokens=max_tokens, allow_code_change=allow_code_change, reference_llms=reference_client)
+                            max_tokens=max_tokens, allow_code_change=allow_code_change, reference_llms=references)
         _write_report(out, records)
 
 

@@ -803,21 +803,48 @@ def connect_llm(selectors: Sequence[Selector], stack: ExitStack, template: Templ
     return selectors[0].model
 
 
+def open_reference(stack: ExitStack, name: str, target: Any, base_url: str | None = None,
+                   **options: Any) -> Any:
+    """An LLM client for the reference model ``name`` (excess-loss ``reference="llm"``), entered on
+    ``stack``: on ``base_url`` when given (an endpoint that routes by model name), else the
+    configured endpoint, else a local llama-server of that model. ``options`` go to the client
+    (``api_key``, ``api``, ``cache_dir``, ``timeout``, ...). Refused (field ``reference_llm``)
+    when it would answer as the ``target`` client does: the same model and cache, or an endpoint
+    that lists its models without ``name`` (llama-server serves one model per URL and ignores the
+    name asked for)."""
+    from .llm.server import llm_endpoint
+
+    client = stack.enter_context(llm_endpoint(base_url, name, **options))
+    target = getattr(target, "client", target)
+    if (getattr(target, "cache_namespace", None), getattr(target, "model", None)) == (
+            getattr(client, "cache_namespace", None), name):
+        raise InputError(f"the reference LLM {name!r} is the target LLM itself: its excess loss would be 0 for "
+                         "every example; name another model", field="reference_llm")
+    served = client.served_models() if hasattr(client, "served_models") else None
+    if served is not None and name not in served:
+        raise InputError(f"the endpoint {client.base_url} serves {', '.join(served)}, not the reference LLM {name!r} "
+                         "(llama-server serves one model per URL and answers any name with it): leave --base-url "
+                         "out to start a local server for each, or use an endpoint that serves both",
+                         field="reference_llm")
+    return client
+
+
 def connect_references(selectors: Sequence[Selector], stack: ExitStack, template: Template, labels: Sequence[str],
                        llm: Any = None, endpoint: Mapping[str, Any] | None = None,
                        calibration: str = "none") -> dict[str, Any]:
     """Give every selector that asks for a reference LLM by name (:func:`~fewshot.selection.reference_wanted`:
-    excess-loss with ``reference="llm"``) that model, opened as :func:`open_model` opens the target
-    (the same base URL when ``llm`` is one, else the configured endpoint, else a local llama-server
-    of that model) with ``model`` set to the name; one per name. Returns the models opened, by name."""
+    excess-loss with ``reference="llm"``) that model, opened by :func:`open_reference` on the
+    target's base URL when ``llm`` is one (else the configured endpoint or a local llama-server),
+    one per name. Returns the models opened, by name."""
     opened: dict[str, Any] = {}
+    options = {key: value for key, value in dict(endpoint or {}).items() if key not in ("model", "local_model")}
     for selector in selectors:
         name = reference_wanted(selector)
         if name is None:
             continue
         if name not in opened:
-            opened[name] = open_model(stack, template, labels, llm if isinstance(llm, str) else None,
-                                      {**dict(endpoint or {}), "model": name}, calibration)
+            client = open_reference(stack, name, selector.model, llm if isinstance(llm, str) else None, **options)
+            opened[name] = open_model(stack, template, labels, client, calibration=calibration)
         selector.set_params(reference_model=opened[name])
     return opened
 

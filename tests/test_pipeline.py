@@ -225,6 +225,39 @@ def test_excess_loss_opens_its_reference_llm_by_name_on_the_targets_endpoint(mon
     assert opened == [("http://127.0.0.1:9/v1", "big"), ("http://127.0.0.1:9/v1", "tiny")]
 
 
+@pytest.mark.parametrize("served, namespace, message", [
+    (["gemma3-270m"], "other-file", "serves gemma3-270m, not the reference LLM 'tiny'"),
+    (None, "target-file", "is the target LLM itself")])
+def test_a_reference_llm_that_would_answer_as_the_target_is_refused(monkeypatch, served, namespace, message):
+    import contextlib
+
+    import fewshot.llm.server as server
+    from fewshot.pipeline import open_reference
+
+    class Client:
+        base_url, stats = "http://127.0.0.1:9/v1", {}
+
+        def __init__(self, model, cache_namespace):
+            self.model, self.cache_namespace = model, cache_namespace
+
+        def served_models(self):
+            return served
+
+    @contextlib.contextmanager
+    def endpoint(base_url=None, model=None, api_key=None, **options):
+        yield Client(model, namespace)
+
+    monkeypatch.setattr(server, "llm_endpoint", endpoint)
+    target = Client("tiny" if served is None else "gemma3-270m", "target-file")
+    with contextlib.ExitStack() as stack, pytest.raises(InputError, match=message) as refused:
+        open_reference(stack, "tiny", target, "http://127.0.0.1:9/v1")
+    assert refused.value.field == "reference_llm"
+    with contextlib.ExitStack() as stack:  # another model file on an endpoint that lists it: accepted
+        served = ["tiny"] if served else None
+        namespace = "tiny-file"
+        assert open_reference(stack, "tiny", target).model == "tiny"
+
+
 @pytest.mark.parametrize("method", ["valsearch", "random-search", "excess-loss", "valued", "sal-probes"])
 def test_a_method_that_reads_labels_is_refused_on_an_unlabeled_pool_before_any_work(method):
     pool = examples(20)

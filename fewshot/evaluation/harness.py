@@ -36,9 +36,10 @@ from __future__ import annotations
 import hashlib
 import json
 import time
+from collections import Counter
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Any, Callable, Iterator, NamedTuple, Sequence
+from typing import Any, Callable, Iterator, Mapping, NamedTuple, Sequence
 
 import numpy as np
 
@@ -168,8 +169,23 @@ class Cell:
         return str(CellKey(self.data, self.seed, self.setting, self.method, self.label_budget, self.k))
 
 
+def reference_names(suite: Suite) -> list[str]:
+    """The reference LLMs the suite's methods and retrievers ask for by name (excess-loss with
+    ``reference="llm"``), each once: what ``run_suite``'s ``reference_llms`` must hold."""
+    specs = [suite.spec(text) for text in [*suite.methods, *suite.annotators, *suite.retriever_names]]
+    names = (reference_wanted(make_selector(spec.name, **dict(spec.params))) for spec in specs)
+    return list(dict.fromkeys(name for name in names if name is not None))
+
+
+def _cell_params(spec: MethodSpec) -> dict[str, Any]:
+    """A cell's parameters as recorded (and checked on resume): the variant's own, plus the name of a
+    reference LLM the method asks for by default."""
+    name = reference_wanted(make_selector(spec.name, **dict(spec.params)))
+    return {**dict(spec.params), **({"reference_llm": name} if name is not None else {})}
+
+
 def _selector(spec: MethodSpec, seed: int, predictor: LLMPredictor, pool: Sequence[Example],
-              reference_llms: Callable[[str], Any] | None = None) -> Selector:
+              reference_llms: Mapping[str, Any] | None = None) -> Selector:
     params: dict[str, Any] = {"seed": seed, **dict(spec.params)}
     accepted = parameters(SELECTORS[spec.name])
     if "model" in accepted:  # SAL and the LLM-feedback selectors consult the LLM that answers
@@ -179,10 +195,10 @@ def _selector(spec: MethodSpec, seed: int, predictor: LLMPredictor, pool: Sequen
     selector = make_selector(spec.name, **params)
     name = reference_wanted(selector)
     if name is not None:  # excess-loss's reference LLM: same template and labels as the target
-        if reference_llms is None:
-            raise InputError(f"{spec.label} compares against a reference LLM ({name}) and none can be opened here: "
-                             "pass run_suite(reference_llms=...)", field="reference_llm")
-        selector.set_params(reference_model=LLMPredictor(reference_llms(name), predictor.template, predictor.labels,
+        if name not in (reference_llms or {}):
+            raise InputError(f"{spec.label} compares against a reference LLM ({name}) that is not open here: "
+                             "pass run_suite(reference_llms={name: client})", field="reference_llm")
+        selector.set_params(reference_model=LLMPredictor(reference_llms[name], predictor.template, predictor.labels,
                                                          task=predictor.task))
     return selector
 
@@ -208,9 +224,8 @@ def _selected(pool: Sequence[Example], run: SelectionRun, m: int) -> Selected:
 
 
 def plan_cells(suite: Suite, dataset: Dataset, problem: Problem, pool: list[Example], m: int,
-               predictor: LLMPredictor, seed: int, reference_llms: Callable[[str], Any] | None = None) -> Iterator[Cell]:
-    """Every cell of one data set and seed, in run order; ``reference_llms`` opens a reference LLM's
-    client by name (see :func:`run_suite`)."""
+               predictor: LLMPredictor, seed: int, reference_llms: Mapping[str, Any] | None = None) -> Iterator[Cell]:
+    """Every cell of one data set and seed, in run order; ``reference_llms``: see :func:`run_suite`."""
     name = dataset.name
     if suite.zero_shot:
         yield Cell(name, seed, "zero-shot", "zero-shot", 0, 0, {}, lambda: Selected(0.0, [[]] * m, 0))
@@ -228,7 +243,7 @@ def plan_cells(suite: Suite, dataset: Dataset, problem: Problem, pool: list[Exam
         for spec in map(suite.spec, suite.methods):
             full = spec.per_query or needs_labels(SELECTORS[spec.name])
             yield Cell(name, seed, "full" if full else "shared", spec.label, len(pool) if full else k, k,
-                       dict(spec.params), selected(spec, k, per_query=spec.per_query))
+                       _cell_params(spec), selected(spec, k, per_query=spec.per_query))
         for budget in suite.label_budgets:
             if budget < k:
                 continue
@@ -239,7 +254,8 @@ def plan_cells(suite: Suite, dataset: Dataset, problem: Problem, pool: list[Exam
                                     retriever=_selector(retriever, seed, predictor, pool, reference_llms),
                                     reveal=lambda i: pool[i].label)
                     yield Cell(name, seed, "annotate", f"{spec.label}>{retriever.label}", budget, k,
-                               {**dict(spec.params), **{f"retriever.{p}": v for p, v in retriever.params}}, work)
+                               {**_cell_params(spec), **{f"retriever.{p}": v for p, v in _cell_params(retriever).items()}},
+                               work)
         if suite.oracle_sets:
             def best_of(k: int = k) -> Selected:
                 # the first set is the random row's own, so this row is never below random
@@ -309,16 +325,23 @@ class _Job:
 def run_suite(suite: Suite, datasets: list[Dataset], client: LLMClient, templates: dict[str, Template],
               embedder, out: Path, progress: Callable[[int, int, str], None] | None = None, *,
               max_tokens: int | None = None, splits: dict[tuple[str, int], tuple[list[Example], list[Example]]] | None = None,
-              allow_code_change: bool = False, reference_llms: Callable[[str], Any] | None = None) -> list[dict[str, Any]]:
+              allow_code_change: bool = False, reference_llms: Mapping[str, LLMClient] | None = None) -> list[dict[str, Any]]:
     """Run, or resume, every cell of the suite; returns one record per planned cell.
 
     ``max_tokens``: the demos of a prompt fit this many tokens (rendered with the data set's
     template), as in ``fewshot select --max-tokens``. ``splits``: :func:`plan_splits`'s result
     when the caller has it (else the suite is checked and split here). ``allow_code_change``: resume
     a folder whose cells other scoring code made; run.json records both code versions.
-    ``reference_llms``: a model name -> an LLM client for it, for the methods that compare against a
-    reference LLM (excess-loss ``reference="llm"``; ``fewshot eval`` opens one per name).
+    ``reference_llms``: model name -> an open LLM client, for the methods that compare against a
+    reference LLM (excess-loss ``reference="llm"``; :func:`reference_names` lists the names the suite
+    needs, ``fewshot eval`` opens them before the run); run.json's configuration records each one's
+    cache namespace (the model file's fingerprint for a local server), and their prompts count among
+    the selection costs.
     """
+    missing = [name for name in reference_names(suite) if name not in (reference_llms or {})]
+    if missing:  # before anything: excess-loss with reference="llm" names a model nobody opened
+        raise InputError(f"the suite's methods compare against the reference LLM(s) {', '.join(missing)}, which are "
+                         "not open here: pass run_suite(reference_llms={name: client})", field="reference_llm")
     folder = RunFolder(out)
     folder.check_writable()
     if splits is None:
@@ -342,7 +365,10 @@ def run_suite(suite: Suite, datasets: list[Dataset], client: LLMClient, template
             plan += [_Job(dataset, predictor, test, label_range, cell)
                      for cell in plan_cells(suite, dataset, problem, pool, len(test), predictor, seed, reference_llms)]
     plan.sort(key=lambda job: job.cell.seed)  # seed by seed: a run stopped early holds whole seeds of every data set
-    run = {"configuration": configuration(suite, datasets, client.model, client.api, templates, max_tokens),
+    config = configuration(suite, datasets, client.model, client.api, templates, max_tokens)
+    if reference_llms:  # only then: a folder without one resumes as before
+        config["reference_llms"] = {name: ref.cache_namespace for name, ref in sorted(reference_llms.items())}
+    run = {"configuration": config,
            "suite": suite.record(), "references": references(suite), "cells": [job.cell.key for job in plan],
            "code": code_version()}
     with run_lock(out):
@@ -353,7 +379,7 @@ def run_suite(suite: Suite, datasets: list[Dataset], client: LLMClient, template
                 continue
             if progress:
                 progress(finished, len(plan), job.cell.key)
-            done[job.cell.key] = _run_cell(job, client, suite, folder)
+            done[job.cell.key] = _run_cell(job, client, suite, folder, list((reference_llms or {}).values()))
             finished += 1
         if progress:
             progress(finished, len(plan), "done")
@@ -365,12 +391,21 @@ def _range(pool: Sequence[Example]) -> tuple[float, float]:
     return min(values), max(values)
 
 
-def _run_cell(job: _Job, client: LLMClient, suite: Suite, folder: RunFolder) -> dict[str, Any]:
+def _stats(clients: Sequence[LLMClient]) -> Counter:
+    """The clients' counters summed (the target's and any reference LLM's)."""
+    return sum((Counter(c.stats) for c in clients), Counter())
+
+
+def _run_cell(job: _Job, client: LLMClient, suite: Suite, folder: RunFolder,
+              references: Sequence[LLMClient] = ()) -> dict[str, Any]:
+    """Run one cell; ``references``: the reference LLMs' clients (their costs are the selection's)."""
     cell, dataset, test = job.cell, job.dataset, job.test
-    before = dict(client.stats)
+    clients = [client, *references]
+    before = _stats(clients)
     start = time.perf_counter()
     selection_seconds, demo_sets, labels_used, facts = cell.work()
-    selected = dict(client.stats)  # the selection's LLM costs end here, the answering ones begin
+    selected = _stats(clients)  # the selection's LLM costs end here, the answering ones begin
+    answering = dict(client.stats)
     contextual = suite.contextual and dataset.task == "classification"
     labels = list(dataset.labels) if dataset.task == "classification" else []
 
@@ -382,7 +417,7 @@ def _run_cell(job: _Job, client: LLMClient, suite: Suite, folder: RunFolder) -> 
         rows = tries[best([headline_score(t, labels, dataset.task) for t in tries], HEADLINE[dataset.task])]
     else:
         rows = answers(demo_sets)
-    cost = {name: client.stats.get(stat, 0) - selected.get(stat, 0) for name, stat in COST_KEYS.items()}
+    cost = {name: client.stats.get(stat, 0) - answering.get(stat, 0) for name, stat in COST_KEYS.items()}
     cost.update({name: selected.get(stat, 0) - before.get(stat, 0) for name, stat in SELECTION_KEYS.items()})
     cost.update({"selection_prompts": 0, **facts})
     record = {"cell": cell.key, "data": dataset.name, "task": dataset.task, "seed": cell.seed,

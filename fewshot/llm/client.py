@@ -601,6 +601,14 @@ class LLMClient:
                           and m.get("id") == self.model), None)
         return int(n_ctx) if isinstance(n_ctx, (int, float)) and n_ctx > 0 else None
 
+    def served_models(self) -> list[str] | None:
+        """The model ids the endpoint lists (GET /v1/models; llama-server: its one ``--alias``), None
+        when it lists none or cannot be asked."""
+        models = self._get_json(self.base_url + "/models")
+        listed = models.get("data") if isinstance(models, dict) else None
+        ids = [m["id"] for m in listed or [] if isinstance(m, dict) and isinstance(m.get("id"), str)]
+        return ids or None
+
     def count_tokens(self, texts: Sequence[str]) -> list[int] | None:
         """The number of tokens of each text in the served model's vocabulary, without special
         tokens (llama-server: POST /tokenize); None when the endpoint cannot count."""

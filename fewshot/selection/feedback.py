@@ -459,7 +459,8 @@ class ExcessScores:
     excess: np.ndarray
     noise: np.ndarray
     context: tuple[int, ...]
-    prompts: int
+    prompts: int  # the target's and the reference LLM's
+    reference_prompts: int = 0
 
     def rankable(self) -> np.ndarray:
         """The excess with suspected noise and unscored examples below every other one."""
@@ -590,8 +591,9 @@ class ExcessLoss(Selector):
                 noise = reference > np.quantile(reference, 1 - self.noise_quantile)
         else:
             reference = np.zeros(n)
-        prompts = len(jobs) * (2 if self.reference == "llm" else 1)
-        return ExcessScores(target, reference, target - reference, noise, tuple(int(c) for c in context), prompts)
+        asked = len(jobs) if self.reference == "llm" else 0
+        return ExcessScores(target, reference, target - reference, noise, tuple(int(c) for c in context),
+                            len(jobs) + asked, asked)
 
     def _check_models(self) -> None:
         check_model(self.model, self.name)
@@ -599,7 +601,7 @@ class ExcessLoss(Selector):
             if self.reference_model is None:
                 raise InputError(f"{self.name} with reference='llm' needs a reference LLM (reference_model=...); "
                                  f"fewshot select and fewshot eval open the one named reference_llm "
-                                 f"({self.reference_llm!r})", field="--param")
+                                 f"({self.reference_llm!r})", field="reference_model")
             check_model(self.reference_model, f"{self.name}'s reference")
 
     def _losses(self, model: PredictiveModel, jobs: list, gold: list[str], scored: np.ndarray, n: int) -> np.ndarray:
@@ -657,7 +659,7 @@ class ExcessLoss(Selector):
         info = {"prompts": scores.prompts, "labels_read": read, "scored": scored, "context": list(scores.context),
                 "suspected_noise": int(scores.noise.sum())}
         if self.reference == "llm":
-            info["reference_prompts"] = scores.prompts // 2
+            info["reference_prompts"] = scores.reference_prompts
         return replace(selection, trace=trace, info=info)
 
 

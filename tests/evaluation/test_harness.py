@@ -465,26 +465,35 @@ def test_feedback_methods_read_the_pool_labels_in_the_full_setting_and_count_sel
 
 
 def test_excess_loss_with_a_reference_llm_gets_it_by_name_and_counts_its_prompts(tmp_path):
-    opened = []
-
-    def references(name):
-        opened.append(name)
-        return FakeClient()
+    from fewshot.evaluation.harness import reference_names
 
     variants = {"el": {"method": "excess-loss", "shortlist": 6},
-                "el-llm": {"method": "excess-loss", "shortlist": 6, "reference": "llm", "reference_llm": "small"}}
+                "el-llm": {"method": "excess-loss", "shortlist": 6, "reference": "llm"},
+                "el-other": {"method": "excess-loss", "shortlist": 6, "reference": "llm", "reference_llm": "small"}}
     suite = Suite(methods=list(variants), variants=variants, k=[2], label_budgets=[], annotators=[], pool_size=30,
                   test_size=8, oracle_sets=0, zero_shot=False)
+    assert reference_names(suite) == ["smollm2-135m", "small"]
+    references = {"smollm2-135m": FakeClient(), "small": FakeClient()}
+    references["small"].cache_namespace = "small-model-file"
+    references["smollm2-135m"].cache_namespace = "smollm2-file"
     templates = {"classification": load_template("classification"), "regression": load_template("regression")}
     records = {r["method"]: r for r in run_suite(suite, [small_data()], FakeClient(), templates, HashEmbedder(),
                                                  tmp_path / "run", reference_llms=references)}
-    assert opened == ["small"]  # one data set and seed: opened once, by the name the variant gives
-    # the reference answers the same prompts: twice the target's, and it reads no label beyond those scored
-    assert records["el-llm"]["selection_prompts"] == 2 * records["el"]["selection_prompts"]
-    assert records["el-llm"]["labels"] < records["el"]["labels"] == 30
-    assert records["el-llm"]["params"] == {"shortlist": 6, "reference": "llm", "reference_llm": "small"}
-    with pytest.raises(InputError, match="reference LLM \\(small\\)"):
-        run_suite(suite, [small_data()], FakeClient(), templates, HashEmbedder(), tmp_path / "other")
+    # the reference answers the same prompts: twice the target's, each one a request of one of the two clients
+    for name in ("el-llm", "el-other"):
+        assert records[name]["selection_prompts"] == 2 * records["el"]["selection_prompts"], name
+        assert records[name]["selection_requests"] == records[name]["selection_prompts"], name
+        assert records[name]["labels"] < records["el"]["labels"] == 30  # it reads no label beyond those scored
+    assert references["small"].stats["calls"] == references["smollm2-135m"].stats["calls"] > 0
+    # the cell records which reference answered, the default's name included; run.json each one's model file
+    assert records["el-llm"]["params"] == {"shortlist": 6, "reference": "llm", "reference_llm": "smollm2-135m"}
+    assert records["el"]["params"] == {"shortlist": 6}
+    run = json.loads((tmp_path / "run" / "run.json").read_text())
+    assert run["configuration"]["reference_llms"] == {"small": "small-model-file", "smollm2-135m": "smollm2-file"}
+    with pytest.raises(InputError, match="reference LLM\\(s\\) small, which are not open"):
+        run_suite(suite, [small_data()], FakeClient(), templates, HashEmbedder(), tmp_path / "other",
+                  reference_llms={"smollm2-135m": references["smollm2-135m"]})
+    assert not (tmp_path / "other").exists()  # refused before the folder was made
 
 
 def test_sal_records_its_simulated_prompts_apart_from_answering(tmp_path):

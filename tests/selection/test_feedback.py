@@ -337,6 +337,13 @@ def test_excess_loss_reference_llm_unscored_examples_rank_last_and_are_not_noise
     assert (scores.rankable()[4:] < scores.rankable()[:4].min()).all()
 
 
+def test_the_default_reference_llm_is_a_model_fewshot_can_serve():
+    from fewshot.llm.server import MODELS
+    from fewshot.selection.feedback import REFERENCE_LLM
+
+    assert REFERENCE_LLM in MODELS and REFERENCE_LLM != "gemma3-270m"
+
+
 def test_excess_loss_reference_llm_needs_a_model_before_any_prompt():
     problem = clusters(n=12)
     target = Planted(gold(problem))
