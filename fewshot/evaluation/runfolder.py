@@ -201,15 +201,18 @@ def code_version() -> dict[str, str]:
 def merge_run(earlier: dict[str, Any], now: dict[str, Any], path: Path, *,
               allow_code_change: bool = False) -> dict[str, Any]:
     """run.json for a resumed folder: ``now``, keeping what ``earlier`` knew of cells that may be
-    finished (planned cells, the variants they name, data digests, earlier code versions). Refuses a
-    changed configuration, a data set whose content changed, and (unless ``allow_code_change``)
-    other scoring code; a folder from before code versions were recorded resumes with a warning."""
+    finished (planned cells, the variants they name, data digests, reference LLMs' model files,
+    earlier code versions). Refuses a changed configuration, a data set whose content changed, a
+    reference LLM served from another model file, and (unless ``allow_code_change``) other scoring
+    code; a folder from before code versions were recorded resumes with a warning."""
     before, config = earlier.get("configuration", {}), now["configuration"]
-    seen = before.get("data", {})  # data sets may come and go between runs into one folder
+    # data sets and reference LLMs may come and go between runs into one folder; a known one must not change
+    grows = {"data": "content", "reference_llms": "model"}
+    seen = {key: before.get(key, {}) for key in grows}
     changed = [f"{key}: {before.get(key)!r} then, {value!r} now" for key, value in config.items()
-               if key != "data" and before.get(key) != value]
-    changed += [f"data {name}: content {seen[name]} then, {digest} now" for name, digest in config["data"].items()
-                if name in seen and seen[name] != digest]
+               if key not in grows and before.get(key) != value]
+    changed += [f"{key} {name}: {what} {seen[key][name]} then, {value} now" for key, what in grows.items()
+                for name, value in config.get(key, {}).items() if name in seen[key] and seen[key][name] != value]
     if changed:
         raise InputError("this folder holds results made another way; use another --out or delete it ("
                          + "; ".join(changed) + ")", path=str(path))
@@ -229,7 +232,8 @@ def merge_run(earlier: dict[str, Any], now: dict[str, Any], path: Path, *,
         history.append(old)
     now_cells = set(now["cells"])  # cells planned before stay planned: the report keeps their records
     variants = {**earlier.get("suite", {}).get("variants", {}), **now["suite"].get("variants", {})}
-    merged = {**now, "configuration": {**config, "data": {**seen, **config["data"]}},
+    grown = {key: {**seen[key], **config.get(key, {})} for key in grows}
+    merged = {**now, "configuration": {**config, **{key: value for key, value in grown.items() if value}},
               "suite": {**now["suite"], "variants": variants},
               "cells": [c for c in earlier.get("cells", []) if c not in now_cells] + list(now["cells"])}
     return {**merged, "earlier_code": history} if history else merged

@@ -208,3 +208,14 @@ def test_merging_keeps_earlier_cells_variants_and_data_and_refuses_a_changed_con
     assert merged["suite"]["variants"] == {"go-x": {}} and merged["configuration"]["data"] == {"e": "y", "d": "x"}
     with pytest.raises(InputError, match="pool_size: 30 then, 40 now"):
         merge_run(earlier, planned(code_version(), pool_size=40), tmp_path / "run.json")
+
+
+def test_reference_llms_may_join_a_folder_but_not_change_their_model_file(tmp_path):
+    earlier = planned(code_version())  # a folder run without a reference LLM
+    joined = merge_run(earlier, planned(code_version(), reference_llms={"smol": "file-a"}), tmp_path / "run.json")
+    assert joined["configuration"]["reference_llms"] == {"smol": "file-a"}
+    again = merge_run(joined, planned(code_version()), tmp_path / "run.json")  # a later run without one keeps it
+    assert again["configuration"]["reference_llms"] == {"smol": "file-a"}
+    with pytest.raises(InputError, match="reference_llms smol: model file-a then, file-b now"):
+        merge_run(joined, planned(code_version(), reference_llms={"smol": "file-b"}), tmp_path / "run.json")
+    assert "reference_llms" not in merge_run(earlier, planned(code_version()), tmp_path / "run.json")["configuration"]
