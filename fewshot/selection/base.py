@@ -205,6 +205,8 @@ class Selector:
     # Whether select(problem, k, index=...) uses a candidate index for the shared set (GO, vote-k).
     shared_index: ClassVar[bool] = False
     parameter_constraints: ClassVar[dict[str, list[Constraint]]] = {}
+    # what to do instead, added to the error when a parameter's value is refused (e.g. a name given for an object)
+    parameter_hints: ClassVar[dict[str, str]] = {}
     label_balance: bool = False
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
@@ -224,7 +226,12 @@ class Selector:
         for key, value in params.items():
             if key not in cls.parameter_constraints:
                 raise unknown(cls.name, key, cls.parameter_constraints)
-            checked[key] = check(cls.name or cls.__name__, key, value, cls.parameter_constraints[key])
+            try:
+                checked[key] = check(cls.name or cls.__name__, key, value, cls.parameter_constraints[key])
+            except InputError as err:
+                if key not in cls.parameter_hints:
+                    raise
+                raise InputError(f"{err.message}: {cls.parameter_hints[key]}", field=err.field) from None
         return checked
 
     def get_params(self, collaborators: bool = False) -> dict[str, Any]:

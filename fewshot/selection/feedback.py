@@ -549,6 +549,8 @@ class ExcessLoss(Selector):
         "shortlist": SHORTLIST, "context": [Interval(int, 0, None)], "calibration": [Options("none", "batch")],
         "noise_quantile": [Interval(float, 0, 1, closed="left")], "folds": [Interval(int, 2, None)],
         "seed": SEED, "label_balance": FLAG}
+    parameter_hints: ClassVar[dict[str, str]] = {
+        "reference_model": "to name the reference LLM, give reference=llm reference_llm=NAME"}
 
     def __init__(self, model: PredictiveModel | None = None,
                  reference: Literal["logreg", "llm", "none"] = "logreg", reference_model: PredictiveModel | None = None,
@@ -597,6 +599,10 @@ class ExcessLoss(Selector):
 
     def _check_models(self) -> None:
         check_model(self.model, self.name)
+        if self.reference != "llm" and (self.reference_model is not None or self.reference_llm != REFERENCE_LLM):
+            given = "reference_model" if self.reference_model is not None else f"reference_llm={self.reference_llm!r}"
+            raise InputError(f"{self.name}: {given} is a reference LLM, used only with reference='llm' (this one "
+                             f"has reference={self.reference!r})", field="reference")
         if self.reference == "llm":
             if self.reference_model is None:
                 raise InputError(f"{self.name} with reference='llm' needs a reference LLM (reference_model=...); "

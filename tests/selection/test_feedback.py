@@ -352,6 +352,15 @@ def test_excess_loss_reference_llm_needs_a_model_before_any_prompt():
     assert target.prompts == 0
     with pytest.raises(InputError, match="reference_llm"):
         ExcessLoss(reference="llm", reference_llm="  ")
+    # a name where the object goes: the error says where a name goes
+    with pytest.raises(InputError, match="must be an object .* give reference=llm reference_llm=NAME"):
+        ExcessLoss(reference_model="smollm2-135m")
+    # a reference LLM without reference="llm" would be silently unused: refused before any prompt
+    for given in ({"reference_llm": "other"}, {"reference_model": Planted(gold(problem))}):
+        with pytest.raises(InputError, match="used only with reference='llm'") as refused:
+            ExcessLoss(target, **given).select_per_query(problem, 2)
+        assert refused.value.field == "reference"
+    assert target.prompts == 0
 
 
 def test_reference_losses_are_cross_fitted():
