@@ -568,7 +568,8 @@ def evaluate(
     with run_lock(out), llm_endpoint(base_url, model, api_key, api=api, local_model=plan.model, cache_dir=cache_dir,
                                      timeout=timeout, deadline=deadline) as client, \
             Progress(*columns, disable=not sys.stderr.isatty(), console=None) as bar, contextlib.ExitStack() as stack:
-        check_fits(_split_texts(datasets, splits), client)  # a text too long for the model fails before any cell
+        texts = _split_texts(datasets, splits)
+        check_fits(texts, client)  # a text too long for the model fails before any cell
         task = bar.add_task("eval", total=None)
 
         def progress(finished: int, total: int, cell: str) -> None:
@@ -580,7 +581,7 @@ def evaluate(
         for name in reference_names(plan):
             references[name] = open_reference(stack, name, client, base_url, api_key=api_key, api=api,
                                               cache_dir=cache_dir, timeout=timeout, deadline=deadline)
-            check_fits(_split_texts(datasets, splits), references[name])
+            check_fits(texts, references[name])
         records = run_suite(plan, datasets, client, templates, embedder, out, progress, splits=splits,
                             max_tokens=max_tokens, allow_code_change=allow_code_change, reference_llms=references)
         _write_report(out, records)

@@ -97,7 +97,7 @@ class _EmbedActor:
             vectors = prepare(tally.embed(texts, offset=int(index) * self.chunk), len(texts), self.dtype,
                               f"{self.folder} (chunk {index})")
             out.append(pickle.dumps(vectors, protocol=5))
-            tallies.append(pickle.dumps((tally.long, tally.seen, tally.first, tally.limit), protocol=5))
+            tallies.append(pickle.dumps(tally.counts(), protocol=5))
         return {"chunk": batch["chunk"], "vectors": np.array(out, dtype=object),
                 "tally": np.array(tallies, dtype=object)}
 

@@ -282,6 +282,10 @@ class TruncationTally:
         self.add(len(positions), len(texts), first, self.embedder.read_limit() if len(positions) else None)
         return self.embedder.embed(texts, warn_truncated=False)
 
+    def counts(self) -> tuple[int, int, tuple[int, str] | None, int | None]:
+        """What :meth:`add` merges into another tally (picklable: no embedder)."""
+        return self.long, self.seen, self.first, self.limit
+
     def add(self, long: int, seen: int, first: tuple[int, str] | None, limit: int | None) -> None:
         """Count ``long`` texts read in part among ``seen`` more, keeping the earliest ``first``
         (position, text) and the model's token ``limit``."""

@@ -392,8 +392,9 @@ class SelectionRun:
 
     ``selections`` hold the demos shown (one shared set, or one per query); under a label budget
     ``annotated`` holds the examples the method picked to label. :func:`select_examples` also fills
-    ``params`` (the selector's; ``retriever_params`` the retriever's under a label budget), and for a method that consults an LLM ``label_set`` (the labels it
-    answers over) and ``llm`` (its endpoint and what selecting cost).
+    ``params`` (the selector's; ``retriever_params`` the retriever's under a label budget), and for
+    a method that consults an LLM ``label_set`` (the labels it answers over) and ``llm`` (its
+    endpoint and what selecting cost).
     """
 
     selections: list[Selection]

@@ -169,18 +169,22 @@ class Cell:
         return str(CellKey(self.data, self.seed, self.setting, self.method, self.label_budget, self.k))
 
 
+def _spec_reference(spec: MethodSpec) -> str | None:
+    """The reference LLM a method or variant asks for by name (excess-loss with ``reference="llm"``)."""
+    return reference_wanted(make_selector(spec.name, **dict(spec.params)))
+
+
 def reference_names(suite: Suite) -> list[str]:
-    """The reference LLMs the suite's methods and retrievers ask for by name (excess-loss with
-    ``reference="llm"``), each once: what ``run_suite``'s ``reference_llms`` must hold."""
+    """The reference LLMs the suite's methods and retrievers ask for by name, each once: what
+    ``run_suite``'s ``reference_llms`` must hold."""
     specs = [suite.spec(text) for text in [*suite.methods, *suite.annotators, *suite.retriever_names]]
-    names = (reference_wanted(make_selector(spec.name, **dict(spec.params))) for spec in specs)
-    return list(dict.fromkeys(name for name in names if name is not None))
+    return list(dict.fromkeys(name for name in map(_spec_reference, specs) if name is not None))
 
 
 def _cell_params(spec: MethodSpec) -> dict[str, Any]:
     """A cell's parameters as recorded (and checked on resume): the variant's own, plus the name of a
     reference LLM the method asks for by default."""
-    name = reference_wanted(make_selector(spec.name, **dict(spec.params)))
+    name = _spec_reference(spec)
     return {**dict(spec.params), **({"reference_llm": name} if name is not None else {})}
 
 
